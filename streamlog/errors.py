@@ -1,0 +1,79 @@
+"""One exception hierarchy for everything streamlog raises on purpose.
+
+Every class derives from :class:`StreamlogError`; where a built-in category
+fits, the class also derives from it (``LookupError``, ``ValueError``,
+``TypeError``) so generic ``except`` clauses keep working.
+"""
+
+
+class StreamlogError(Exception):
+    """Base class of every error streamlog raises deliberately."""
+
+
+class NoItemFound(StreamlogError, LookupError):
+    """A read, range, head or tail found no record (the one "empty" error)."""
+
+
+class RecordsPruned(StreamlogError):
+    """The reader's next record was removed by retention.
+
+    ``missed`` is how many records were pruned between the cursor and the
+    oldest record still stored.  The cursor is not moved; a reader made with
+    ``skip_pruned=True`` skips ahead instead of raising.
+    """
+
+    def __init__(self, missed, message=None):
+        self.missed = missed
+        super().__init__(message or f"{missed} record(s) after the cursor were pruned by retention")
+
+
+class InvalidKey(StreamlogError, TypeError):
+    """A key of an unsupported type or value (NaN, a list, an object, ...)."""
+
+
+class KeyOrderError(StreamlogError, ValueError):
+    """A key smaller than the previous key of the same stream and session."""
+
+
+class UnencodableRecord(StreamlogError, TypeError):
+    """A record holding a value that the record codec cannot store."""
+
+
+class SourceFailed(StreamlogError):
+    """The source (or the recording) failed; raised by readers once they have
+    read every record stored before the failure.  ``__cause__`` is the
+    original exception when it happened in this process."""
+
+
+class LogError(StreamlogError):
+    """Problems with the log on disk."""
+
+
+class LogNotFound(LogError, FileNotFoundError):
+    """No log at the given path (and it was not to be created)."""
+
+
+class NotALog(LogError, ValueError):
+    """The path holds something that is not a streamlog log, or a damaged one."""
+
+
+class FormatVersionError(LogError):
+    """The log was written in an on-disk format version this code cannot read."""
+
+
+class LogLocked(LogError):
+    """Another process is writing to the log; ``pid`` names it."""
+
+    def __init__(self, path, pid):
+        self.path = path
+        self.pid = pid
+        super().__init__(f"log {path} is being written by another process (pid {pid})")
+
+
+class SessionNotFound(LogError, LookupError):
+    """No session with that id (or no stream with that name in it)."""
+
+
+class StorageError(LogError, OSError):
+    """The disk refused a write (full, read-only, I/O error); what was
+    committed before stays readable."""
