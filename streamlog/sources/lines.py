@@ -1,0 +1,208 @@
+"""``LineSource``: the lines of a text file or stream as records."""
+
+import codecs
+import logging
+import os
+import select
+import time
+
+from streamlog.source import ReadBatch, SourceReader
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 16
+
+
+class LineSource(SourceReader):
+    """Each line of a text file (or open text stream) as ``(line_number, line)``.
+
+    ``line_number`` is 1-based and is the key; ``line`` has its trailing
+    newline (``"\\n"`` or ``"\\r\\n"``) removed.  Bytes are decoded with
+    ``encoding``; undecodable bytes follow ``errors`` (as in :func:`open`,
+    default ``"replace"``: they become U+FFFD).
+
+    ``path_or_stream`` is a path, or an open stream such as ``sys.stdin``.
+    A stream with a file descriptor is read without blocking (the recorder
+    can stop while a pipe is silent); one without (``io.StringIO``) is read
+    with ``readline()``.
+
+    Without ``follow`` the session ends (``read()`` raises ``StopIteration``)
+    at end of file; a last line without a newline is still a line.
+
+    With ``follow=True`` (paths only) the file is read from its start and then
+    followed like ``tail -f``: ``read()`` returns ``None`` while nothing new
+    has been written (the recorder polls every ``poll_s`` seconds), and a
+    partial last line is held back until its newline arrives.  When the file
+    is truncated, or replaced by a new file at the same path (log rotation),
+    reading restarts at the beginning of the new content; the held-back
+    partial line of the old content is emitted first, line numbers keep
+    counting up (keys never decrease), a warning is logged and the restart
+    is listed under ``info["restarts"]``.
+
+    :meth:`open` raises ``FileNotFoundError`` (naming the path) when the file
+    does not exist.
+    """
+
+    def __init__(self, path_or_stream, *, follow=False, poll_s=0.05, encoding="utf-8", errors="replace"):
+        if poll_s <= 0:
+            raise ValueError(f"poll_s must be > 0 seconds, got {poll_s!r}")
+        codecs.lookup(encoding)  # raises LookupError naming an unknown encoding
+        self._is_path = isinstance(path_or_stream, (str, bytes, os.PathLike))
+        if follow and not self._is_path:
+            raise ValueError("follow=True needs a file path; a stream cannot be reopened after rotation")
+        if self._is_path:
+            self.path = os.path.abspath(os.fsdecode(path_or_stream))
+            self._stream = None
+        else:
+            if not hasattr(path_or_stream, "readline"):
+                raise TypeError(f"LineSource needs a path or a readable text stream, got {type(path_or_stream).__name__}")
+            self.path = None
+            self._stream = path_or_stream
+        self.follow = follow
+        self.poll_s = poll_s
+        self.sleep_time_on_read_none_s = poll_s
+        self.encoding = encoding
+        self.errors = errors
+        self._file = None        # binary file object (path mode)
+        self._fd = None          # descriptor read with os.read (stream mode)
+        self._decoder = None
+        self._pending = ""       # decoded text after the last newline
+        self._line_number = 0
+        self._restarts = []
+        self._done = False
+
+    # -- SourceReader ----------------------------------------------------
+    def open(self):
+        if self._is_path:
+            self._open_path()
+        else:
+            self._fd = _usable_fileno(self._stream)
+        self._decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
+
+    def read(self):
+        """Return a ReadBatch of the complete lines available now, ``None``
+        when there are none yet (follow mode, silent pipe), or raise
+        ``StopIteration`` at the end of the input."""
+        if self._done:
+            raise StopIteration
+        if self._is_path:
+            text, at_eof = self._read_file()
+        elif self._fd is not None:
+            text, at_eof = self._read_fd()
+        else:
+            text, at_eof = self._read_textio()
+        lines = self._split(text)
+        if at_eof and not self.follow:
+            if self._pending:
+                lines.append(self._number(self._pending))
+                self._pending = ""
+            if not lines:
+                self._done = True
+                raise StopIteration
+        if not lines and at_eof and self.follow:
+            lines = self._restart_if_replaced()
+        return ReadBatch(lines) if lines else None
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._fd = None
+
+    def key(self, data):
+        return data[0]
+
+    @property
+    def info(self):
+        info = {
+            "source": "lines",
+            "path": self.path if self._is_path else getattr(self._stream, "name", repr(self._stream)),
+            "mode": "follow" if self.follow else "read",
+            "encoding": self.encoding,
+            "key_kind": "line_number",
+        }
+        if self._restarts:
+            info["restarts"] = list(self._restarts)
+        return info
+
+    # -- reading ---------------------------------------------------------
+    def _open_path(self):
+        try:
+            self._file = open(self.path, "rb")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no such file: {self.path}") from None
+        except IsADirectoryError:
+            raise IsADirectoryError(f"is a directory, not a text file: {self.path}") from None
+
+    def _read_file(self):
+        data = self._file.read(CHUNK_BYTES)
+        return self._decoder.decode(data, final=not data and not self.follow), not data
+
+    def _read_fd(self):
+        ready, _, _ = select.select([self._fd], [], [], 0)
+        if not ready:
+            return "", False
+        data = os.read(self._fd, CHUNK_BYTES)
+        return self._decoder.decode(data, final=not data), not data
+
+    def _read_textio(self):
+        line = self._stream.readline()
+        if isinstance(line, bytes):
+            line = self._decoder.decode(line, final=not line)
+        return line, not line
+
+    def _split(self, text):
+        """Append ``text`` to the pending partial line; return the records of
+        every line that is now complete."""
+        if not text:
+            return []
+        parts = (self._pending + text).split("\n")
+        self._pending = parts.pop()
+        return [self._number(p) for p in parts]
+
+    def _number(self, line):
+        """The next record: ``line`` (newline already split off, a trailing
+        carriage return is dropped here) with its line number."""
+        self._line_number += 1
+        return (self._line_number, line[:-1] if line.endswith("\r") else line)
+
+    def _restart_if_replaced(self):
+        """At end of file in follow mode: reopen the path when the file was
+        replaced (rotation), rewind when it shrank (truncation).  Returns the
+        records of what the old content still held after the last complete
+        line (the rest of a rotated file, the held-back partial line), or an
+        empty list when nothing was replaced."""
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return []  # rotated away and not recreated yet: keep waiting
+        mine = os.fstat(self._file.fileno())
+        if (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino):
+            reason = "rotated"
+            rest = self._file.read()  # written to the old file just before it was replaced
+            self._file.close()
+            self._file = None
+            self._open_path()
+        elif on_disk.st_size < self._file.tell():
+            reason = "truncated"
+            rest = b""
+            self._file.seek(0)
+        else:
+            return []
+        lines = (self._pending + self._decoder.decode(rest, final=True)).split("\n")
+        if not lines[-1]:
+            lines.pop()
+        self._pending = ""
+        flushed = [self._number(line) for line in lines]
+        self._decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
+        self._restarts.append({"reason": reason, "after_line": self._line_number, "time": time.time()})
+        logger.warning("%s was %s; reading it again from the start after line %d", self.path, reason, self._line_number)
+        return flushed
+
+
+def _usable_fileno(stream):
+    """The stream's file descriptor, or None when it has none (StringIO)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
