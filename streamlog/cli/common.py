@@ -1,0 +1,431 @@
+"""What every ``streamlog`` subcommand shares.
+
+* :class:`StreamlogGroup` -- the click group class: any
+  :class:`~streamlog.errors.StreamlogError` becomes one ``Error: ...`` line on
+  stderr with exit status 1 (click's usage errors keep exit status 2), and a
+  reader that closes the pipe early (``| head``) ends the command quietly.
+* :func:`open_log`, :func:`pick_session` -- a log and a session named on the
+  command line, with one-line errors when they are not there.
+* :func:`parse_key` -- a key typed on the command line, parsed as the
+  session's key type.
+* :func:`parse_size` / :data:`SIZE` -- byte sizes like ``10MB`` or ``1GiB``.
+* :class:`RecordWriter` -- records as text lines, JSON lines or CSV rows.
+"""
+
+import csv
+import datetime as dt
+import json
+import math
+import os
+import re
+import sys
+
+import click
+import numpy as np
+
+from streamlog import errors
+from streamlog.codec import to_jsonable
+
+__all__ = [
+    "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE",
+    "RecordWriter", "RECORD_FORMATS", "format_bytes", "format_duration", "format_time",
+]
+
+RECORD_FORMATS = ("text", "jsonl", "csv")
+
+
+# --------------------------------------------------------------------------
+# errors and broken pipes
+
+
+class StreamlogGroup(click.Group):
+    """A click group whose commands fail with one line, never a traceback.
+
+    * :class:`~streamlog.errors.StreamlogError` and ``OSError`` (a file that
+      cannot be written, ...) -> ``Error: <message>`` on stderr, exit 1;
+    * click usage errors (bad option, key that does not parse) -> exit 2;
+    * stdout closed by the reader (``EPIPE``) -> stdout is pointed at
+      ``/dev/null`` (so the final flush cannot fail again) and the command
+      exits with status 1 without printing anything.
+
+    Standard output is flushed before the command returns, so a broken pipe
+    is noticed here and not at interpreter shutdown.
+    """
+
+    def invoke(self, ctx):
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            _silence_stdout()
+            ctx.exit(1)
+        except errors.StreamlogError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(_describe_os_error(exc)) from exc
+
+
+def _silence_stdout():
+    """Point the stdout file descriptor at /dev/null (Python's EPIPE recipe)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (e.g. click's test runner): nothing to flush later
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _describe_os_error(exc):
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------
+# logs and sessions
+
+
+def open_log(path, *, readonly=True):
+    """Open the existing log at ``path`` (never creates one).
+
+    Raises :class:`~streamlog.errors.LogNotFound` when nothing is there,
+    :class:`~streamlog.errors.NotALog` for a file or a directory that is not
+    a streamlog log, :class:`~streamlog.errors.FormatVersionError` for a log
+    written by a newer streamlog; :class:`StreamlogGroup` prints them as one
+    line.
+    """
+    from streamlog import Log
+
+    return Log(os.fspath(path), readonly=readonly, create=False)
+
+
+def pick_session(log, session_id=None):
+    """The session ``session_id`` of ``log`` (negative counts from the end);
+    the last session when ``session_id`` is None.
+
+    Raises :class:`~streamlog.errors.SessionNotFound` naming the log when it
+    has no sessions at all or none with that id.
+    """
+    if not log.sessions():
+        raise errors.SessionNotFound(f"log {log.path} has no sessions")
+    if session_id is None:
+        return log.session(-1)
+    return log.session(session_id)
+
+
+# --------------------------------------------------------------------------
+# keys
+
+
+def parse_key(text, session, stream="main", *, param_hint=None):
+    """Parse ``text`` as a key of ``stream`` in ``session``.
+
+    The stream's ``key_types`` decide the type: ``int`` and ``float`` parse
+    numbers, ``str`` takes the text as is, ``bytes`` takes ``0x``-prefixed
+    hex or else the UTF-8 bytes of the text; a tuple key is written with its
+    items separated by commas (``3,0.25``) or as a JSON array
+    (``[3, [0.25, "a"]]``, needed for nested tuples).  For sessions whose
+    info says ``"key_kind": "timestamp_us"`` the key is a time: an ISO-8601
+    date/time (local time unless it carries an offset) or a plain integer
+    count of microseconds since the epoch.  A stream without records yet has
+    no key type: numbers are taken as numbers, anything else as text.
+
+    Raises :class:`click.BadParameter` (exit status 2) naming ``text`` and
+    the expected type when it does not parse.
+    """
+    key_types = session.stream_info(stream).get("key_types")
+    if (session.info or {}).get("key_kind") == "timestamp_us":
+        return _parse_timestamp_us(text, param_hint)
+    try:
+        if key_types is None:
+            return _parse_untyped(text)
+        if isinstance(key_types, list):
+            return _parse_tuple(text, key_types)
+        return _parse_scalar(text, key_types)
+    except (ValueError, TypeError) as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        raise click.BadParameter(
+            f"{text!r} is not a key of type {_describe_types(key_types)}{detail}",
+            param_hint=param_hint) from exc
+
+
+def _describe_types(key_types):
+    if isinstance(key_types, list):
+        return "(" + ", ".join(_describe_types(t) for t in key_types) + ")"
+    return str(key_types)
+
+
+def _parse_scalar(text, key_type):
+    if key_type == "int":
+        return _number(int, text)
+    if key_type == "float":
+        value = _number(float, text)
+        if math.isnan(value):
+            raise ValueError("NaN is not a key")
+        return value
+    if key_type == "str":
+        return text
+    if key_type == "bytes":
+        if text[:2].lower() == "0x":
+            return bytes.fromhex(text[2:])
+        return text.encode("utf-8")
+    raise ValueError(f"unknown key type {key_type!r}")
+
+
+def _number(kind, text):
+    """``kind(text)``; its ValueError carries no message (the caller names the type)."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError() from None
+
+
+def _parse_tuple(text, key_types):
+    if text.lstrip().startswith("["):
+        return _coerce(json.loads(text), key_types)
+    if any(isinstance(t, list) for t in key_types):
+        raise ValueError("write nested tuple keys as a JSON array")
+    parts = text.split(",", len(key_types) - 1) if key_types else []
+    if len(parts) != len(key_types):
+        raise ValueError(f"expected {len(key_types)} comma-separated items")
+    return tuple(_parse_scalar(part.strip() if t != "str" else part, t)
+                 for part, t in zip(parts, key_types))
+
+
+def _coerce(value, key_types):
+    """A JSON-decoded value as a key of ``key_types``."""
+    if isinstance(key_types, list):
+        if not isinstance(value, list) or len(value) != len(key_types):
+            raise ValueError(f"expected a JSON array of {len(key_types)} items")
+        return tuple(_coerce(v, t) for v, t in zip(value, key_types))
+    if key_types in ("str", "bytes"):
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string for a {key_types} item, got {value!r}")
+        return _parse_scalar(value, key_types)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return _parse_scalar(str(value), key_types)
+
+
+def _parse_untyped(text):
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _parse_timestamp_us(text, param_hint):
+    """An ISO-8601 time (local unless it has an offset) or integer µs -> int µs."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{text!r} is not a time: expected an ISO-8601 date/time such as "
+            f"2024-05-01T12:30:00 or an integer of microseconds since the epoch",
+            param_hint=param_hint) from exc
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # naive means local time
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+# --------------------------------------------------------------------------
+# sizes
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
+    "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_SIZE_PATTERN = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text):
+    """Bytes in ``text``: ``12345``, ``10MB`` / ``10M`` (10**6), ``1GiB`` (2**30),
+    ``1.5GB``; units are case-insensitive.
+
+    Raises :class:`click.BadParameter` for anything else.
+    """
+    match = _SIZE_PATTERN.fullmatch(text)
+    unit = match and _SIZE_UNITS.get(match.group(2).lower())
+    if unit is None:
+        raise click.BadParameter(
+            f"{text!r} is not a size: expected a number of bytes with an optional unit "
+            f"(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 10MB or 1GiB")
+    number = match.group(1)
+    return int(float(number) * unit) if "." in number else int(number) * unit
+
+
+class _SizeType(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+SIZE = _SizeType()
+"""A click parameter type that converts with :func:`parse_size`."""
+
+
+# --------------------------------------------------------------------------
+# human-readable figures
+
+
+def format_bytes(n):
+    """``1536`` -> ``1.5 KiB``; None -> ``-``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+
+
+def format_duration(seconds):
+    """``3725.5`` -> ``1:02:05``, ``12.25`` -> ``12.2s``; None -> ``-``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def format_time(epoch_s):
+    """Epoch seconds as local ``YYYY-MM-DD HH:MM:SS``; None -> ``-``."""
+    if epoch_s is None:
+        return "-"
+    return dt.datetime.fromtimestamp(epoch_s).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --------------------------------------------------------------------------
+# writing records
+
+
+class RecordWriter:
+    """Writes records to the text stream ``out`` in one of :data:`RECORD_FORMATS`.
+
+    * ``text``: one readable line per record; strings as they are (line
+      breaks shown as ``\\n``), arrays summarised with dtype and shape, long
+      bytes shortened;
+    * ``jsonl``: one JSON value per line (:func:`streamlog.codec.to_jsonable`);
+    * ``csv``: a header row taken from the first record, then one row per
+      record; tuples are spread over columns ``value0, value1, ...``, dicts
+      over their field names, anything else fills the single ``value``
+      column; values that are not scalars are written as JSON.
+
+    Output is flushed after every record when ``out`` is a terminal;
+    otherwise it is buffered and the caller calls :meth:`flush` at points
+    where a reader should see what was written (e.g. after each batch of a
+    live follow).
+    """
+
+    def __init__(self, fmt, out):
+        if fmt not in RECORD_FORMATS:
+            raise click.BadParameter(f"unknown record format {fmt!r}; choose from {', '.join(RECORD_FORMATS)}")
+        self.format = fmt
+        self.out = out
+        self._interactive = _isatty(out)
+        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        self._header = None
+
+    def write(self, record):
+        """Write one record."""
+        if self.format == "text":
+            self.out.write(format_record_text(record) + "\n")
+        elif self.format == "jsonl":
+            self.out.write(json.dumps(to_jsonable(record), ensure_ascii=False) + "\n")
+        else:
+            self._write_csv_row(record)
+        if self._interactive:
+            self.out.flush()
+
+    def write_all(self, records):
+        """Write every record of the iterable ``records``; returns how many."""
+        n = 0
+        for n, record in enumerate(records, 1):
+            self.write(record)
+        return n
+
+    def flush(self):
+        self.out.flush()
+
+    def _write_csv_row(self, record):
+        if isinstance(record, dict):
+            if self._header is None:
+                self._header = [str(name) for name in record]
+                self._csv.writerow(self._header)
+            row = [record.get(name) for name in record]
+        elif isinstance(record, tuple):
+            if self._header is None:
+                self._header = [f"value{i}" for i in range(len(record))]
+                self._csv.writerow(self._header)
+            row = list(record)
+        else:
+            if self._header is None:
+                self._header = ["value"]
+                self._csv.writerow(self._header)
+            row = [record]
+        self._csv.writerow([_csv_cell(value) for value in row])
+
+
+def _isatty(out):
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _csv_cell(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(to_jsonable(value), ensure_ascii=False)
+
+
+_BYTES_SHOWN = 32
+
+
+def format_record_text(record):
+    """One readable line for ``record`` (see :class:`RecordWriter`)."""
+    if isinstance(record, str):
+        return record.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return _format_value(record)
+
+
+def _format_value(value):
+    if isinstance(value, np.ndarray):
+        body = np.array2string(value.ravel() if value.ndim > 1 else value, threshold=8,
+                               edgeitems=3, separator=", ", max_line_width=sys.maxsize)
+        return f"{value.dtype}{list(value.shape)} {body}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_format_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(_format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_format_value(k)}: {_format_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        if len(data) <= _BYTES_SHOWN:
+            return repr(data)
+        return f"{data[:_BYTES_SHOWN]!r}... ({len(data)} bytes)"
+    return repr(value)
