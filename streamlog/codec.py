@@ -1,0 +1,408 @@
+"""The record codec: records to bytes and back, exactly, with msgpack (never pickle).
+
+A record may hold None, bool, int (any size), float, str, bytes, bytearray,
+tuple, list, dict (keys of any of these hashable types), numpy arrays of any
+dtype that holds no Python objects (structured, sub-array and either byte
+order included), and numpy scalars.  ``decode_record(encode_record(r))``
+equals ``r`` with the same type at every depth: tuples stay tuples, lists
+stay lists, a bytearray stays a bytearray, ``np.float32(1.5)`` stays
+``np.float32``.  Subclasses of these types (``IntEnum``, ``OrderedDict``,
+numpy array subclasses, ...) and anything else raise
+:class:`~streamlog.errors.UnencodableRecord` naming the type and where in the
+record it sits.  Arrays come back C- or Fortran-ordered as they were (other
+layouts come back C-ordered), writable, each over its own fresh buffer.
+
+Two layouts, told apart by the first byte:
+
+* plain (any first byte but 0xC1, which msgpack never uses): the msgpack of a
+  record that is a scalar, or a tuple of scalars (None, bool, int, float, str,
+  bytes) -- the common case, decoded by a single ``msgpack.unpackb``;
+* general: ``0xC1``, a u32be body length, the msgpack body, then the raw bytes
+  of every numpy array, back to back (each array's data is copied once, into
+  the result).  In the body a list is an array whose first item is the
+  "list" ext marker; an ndarray is ``(array marker, dtype, shape, fortran,
+  offset of its bytes)``; a numpy scalar is ``(scalar marker, dtype, bytes)``.
+
+In both, ints beyond 64 bits are an ext holding their two's complement bytes
+and a bytearray is an ext holding its bytes.  Arrays decode as tuples, so
+tuples need no marker.
+"""
+
+import base64
+import datetime
+import json
+import struct
+import threading
+
+import msgpack
+import numpy as np
+
+from streamlog.errors import NotALog, UnencodableRecord
+
+__all__ = ["encode_record", "decode_record", "to_jsonable"]
+
+_GENERAL = 0xC1
+_GENERAL_HEADER = struct.Struct(">BI")  # 0xC1, body length
+
+_EXT_BIG_INT = 1
+_EXT_BYTEARRAY = 2
+_EXT_LIST_MARKER = 3
+_EXT_ARRAY_MARKER = 4
+_EXT_SCALAR_MARKER = 5
+
+_LIST_MARKER = msgpack.ExtType(_EXT_LIST_MARKER, b"")
+_ARRAY_MARKER = msgpack.ExtType(_EXT_ARRAY_MARKER, b"")
+_SCALAR_MARKER = msgpack.ExtType(_EXT_SCALAR_MARKER, b"")
+
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+_SUPPORTED = (
+    "None, bool, int, float, str, bytes, bytearray, tuple, list, dict, "
+    "numpy arrays (no object dtype) and numpy scalars"
+)
+
+
+# --------------------------------------------------------------------------
+# encoding
+
+
+def _big_int_ext(value):
+    """msgpack ``default`` hook, reached only by ints outside 64 bits (every
+    other value is a msgpack type by then)."""
+    return msgpack.ExtType(_EXT_BIG_INT, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
+
+
+_thread_state = threading.local()
+
+
+def _packer():
+    """This thread's Packer (a Packer keeps a buffer between calls, so it is
+    never shared between threads)."""
+    try:
+        return _thread_state.packer
+    except AttributeError:
+        packer = _thread_state.packer = msgpack.Packer(
+            default=_big_int_ext, use_bin_type=True, unicode_errors="surrogatepass"
+        )
+        return packer
+
+
+def encode_record(record):
+    """Return the bytes of ``record``; :func:`decode_record` gives it back.
+
+    Raises :class:`~streamlog.errors.UnencodableRecord` naming the type and
+    position of the first value that cannot be stored.  Thread-safe.
+    """
+    kind = type(record)
+    if kind is tuple:
+        for item in record:
+            if type(item) not in _SCALARS:
+                return _encode_general(record)
+    elif kind not in _SCALARS:
+        return _encode_general(record)
+    try:
+        packer = _thread_state.packer
+    except AttributeError:
+        packer = _packer()
+    return packer.pack(record)
+
+
+def _encode_general(record):
+    buffers = _Buffers()
+    try:
+        body = _packer().pack(_to_msgpack(record, buffers))
+    except _Unencodable as exc:
+        where = _position_of(record, exc.value)
+        raise UnencodableRecord(
+            f"cannot encode {exc.describe()}{f' at {where}' if where else ''}; records hold {_SUPPORTED}"
+        ) from None
+    except (RecursionError, ValueError) as exc:  # msgpack's nesting limit raises ValueError
+        raise UnencodableRecord(f"cannot encode the record: nested too deeply or contains itself ({exc})") from None
+    return b"".join([_GENERAL_HEADER.pack(_GENERAL, len(body)), body, *buffers])
+
+
+class _Unencodable(Exception):
+    def __init__(self, value, reason=None):
+        super().__init__(value)
+        self.value = value
+        self.reason = reason
+
+    def describe(self):
+        text = f"a value of type {_type_name(self.value)}"
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+def _type_name(value):
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _to_msgpack(value, buffers):
+    """``value`` in the msgpack-ready form of the general layout; appends the
+    data of numpy arrays to ``buffers``."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is tuple:
+        return tuple([_to_msgpack(item, buffers) for item in value])
+    if kind is list:
+        return (_LIST_MARKER, *[_to_msgpack(item, buffers) for item in value])
+    if kind is dict:
+        return {_to_msgpack(k, buffers): _to_msgpack(v, buffers) for k, v in value.items()}
+    if kind is np.ndarray:
+        return _array_to_msgpack(value, buffers)
+    if kind is bytearray:
+        return msgpack.ExtType(_EXT_BYTEARRAY, bytes(value))
+    if isinstance(value, np.generic):
+        return (_SCALAR_MARKER, _dtype_spec(value.dtype), value.tobytes())
+    raise _Unencodable(value)
+
+
+def _array_to_msgpack(array, buffers):
+    if array.dtype.hasobject:
+        raise _Unencodable(array, f"dtype {array.dtype} holds Python objects")
+    flags = array.flags
+    fortran = flags.f_contiguous and not flags.c_contiguous
+    offset = buffers.size
+    if array.size:
+        buffers.add(array.T if fortran else array if flags.c_contiguous else np.ascontiguousarray(array))
+    return (_ARRAY_MARKER, _dtype_spec(array.dtype), array.shape, fortran, offset)
+
+
+class _Buffers(list):
+    """The arrays whose raw bytes follow the body, and their total size."""
+
+    size = 0
+
+    def add(self, contiguous_array):
+        self.append(contiguous_array)
+        self.size += contiguous_array.nbytes
+
+
+_simple_specs = {}
+
+
+def _dtype_spec(dtype):
+    """msgpack-able description of ``dtype`` that :func:`_dtype_from_spec` rebuilds exactly."""
+    try:
+        return _simple_specs[dtype]
+    except KeyError:
+        pass
+    if dtype.fields is not None:
+        names = dtype.names
+        fields = [dtype.fields[name] for name in names]
+        spec = {
+            "names": list(names),
+            "formats": [_dtype_spec(field[0]) for field in fields],
+            "offsets": [field[1] for field in fields],
+            "itemsize": dtype.itemsize,
+        }
+        if any(len(field) > 2 for field in fields):
+            spec["titles"] = [field[2] if len(field) > 2 else None for field in fields]
+        if dtype.isalignedstruct:
+            spec["aligned"] = True
+        return spec
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return [_dtype_spec(base), list(shape)]
+    spec = _simple_specs[dtype] = dtype.str
+    return spec
+
+
+def _position_of(record, target, path="record"):
+    """Where ``target`` (by identity) sits inside ``record``, e.g. ``"record[1]['a']"``."""
+    if record is target:
+        return path
+    if type(record) in (tuple, list):
+        for index, item in enumerate(record):
+            found = _position_of(item, target, f"{path}[{index}]")
+            if found:
+                return found
+    elif type(record) is dict:
+        for key, item in record.items():
+            found = _position_of(key, target, f"a key of {path}") or _position_of(item, target, f"{path}[{key!r}]")
+            if found:
+                return found
+    return None
+
+
+# --------------------------------------------------------------------------
+# decoding
+
+
+class _Marker:
+    """What a marker ext decodes to while the body is being unpacked."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"<{self.name} marker>"
+
+
+_LIST = _Marker("list")
+_ARRAY = _Marker("array")
+_SCALAR = _Marker("scalar")
+
+
+def _from_ext(code, data):
+    if code == _EXT_BIG_INT:
+        return int.from_bytes(data, "big", signed=True)
+    if code == _EXT_BYTEARRAY:
+        return bytearray(data)
+    if code == _EXT_LIST_MARKER:
+        return _LIST
+    if code == _EXT_ARRAY_MARKER:
+        return _ARRAY
+    if code == _EXT_SCALAR_MARKER:
+        return _SCALAR
+    raise ValueError(f"unknown ext type {code}")
+
+
+def decode_record(buf):
+    """Return the record encoded in ``buf`` (bytes, bytearray or memoryview).
+
+    Nothing returned refers to ``buf``'s memory, so ``buf`` may be a view
+    that dies right after.  Raises :class:`~streamlog.errors.NotALog` if
+    ``buf`` is not a record encoding (a damaged log).
+    """
+    try:
+        if buf[0] != _GENERAL:
+            return msgpack.unpackb(buf, use_list=False, ext_hook=_from_ext, unicode_errors="surrogatepass")
+        return _decode_general(memoryview(buf))
+    except (ValueError, TypeError, IndexError, KeyError, struct.error, msgpack.UnpackException) as exc:
+        raise NotALog(f"damaged record ({len(buf)} bytes): {type(exc).__name__}: {exc}") from None
+
+
+def _decode_general(view):
+    _, body_length = _GENERAL_HEADER.unpack_from(view)
+    data_start = _GENERAL_HEADER.size + body_length
+    data_length = len(view) - data_start
+    data_used = 0
+
+    def unmark(items):
+        """msgpack ``list_hook``: turn marked arrays into lists, ndarrays and numpy scalars."""
+        nonlocal data_used
+        if items:
+            head = items[0]
+            if head is _LIST:
+                return list(items[1:])
+            if head is _ARRAY:
+                array = _array_from(items, view, data_start)
+                data_used += array.nbytes
+                return array
+            if head is _SCALAR:
+                return _scalar_from(items)
+        return items
+
+    if data_length < 0:
+        raise ValueError("record shorter than its body length")
+    record = msgpack.unpackb(
+        view[_GENERAL_HEADER.size : data_start],
+        use_list=False,
+        list_hook=unmark,
+        ext_hook=_from_ext,
+        strict_map_key=False,
+        unicode_errors="surrogatepass",
+    )
+    if data_used != data_length:
+        raise ValueError(f"{data_length} bytes of array data, but the arrays use {data_used}")
+    return record
+
+
+def _array_from(items, view, data_start):
+    """The ndarray of an array marker, in a fresh writable buffer (one copy)."""
+    _, spec, shape, fortran, offset = items
+    dtype = _dtype_from_spec(spec)
+    count = 1
+    for length in shape:
+        count *= length
+    size = count * dtype.itemsize
+    if not size:
+        return np.empty(shape, dtype)
+    start = data_start + offset
+    if offset < 0 or start + size > len(view):
+        raise ValueError("array data runs past the end of the record")
+    array = np.frombuffer(bytearray(view[start : start + size]), dtype)
+    if fortran:
+        return array.reshape(shape[::-1]).T
+    return array if len(shape) == 1 else array.reshape(shape)
+
+
+def _scalar_from(items):
+    _, spec, raw = items
+    dtype = _dtype_from_spec(spec)
+    if not dtype.itemsize:  # such as np.str_("")
+        return np.zeros((), dtype)[()]
+    # np.bytes_ and np.str_ are bytes and str whose trailing NULs count, so
+    # they are rebuilt from their whole content rather than read as an item
+    if dtype.kind == "S":
+        return np.bytes_(raw)
+    if dtype.kind == "U":
+        return np.str_(raw.decode("utf-32-be" if spec.startswith(">") else "utf-32-le"))
+    return np.frombuffer(raw, dtype, 1)[0]
+
+
+_simple_dtypes = {}
+
+
+def _dtype_from_spec(spec):
+    if type(spec) is str:
+        try:
+            return _simple_dtypes[spec]
+        except KeyError:
+            dtype = _simple_dtypes[spec] = np.dtype(spec)
+            return dtype
+    if type(spec) is dict:
+        fields = {
+            "names": list(spec["names"]),
+            "formats": [_dtype_from_spec(f) for f in spec["formats"]],
+            "offsets": list(spec["offsets"]),
+            "itemsize": spec["itemsize"],
+        }
+        if "titles" in spec:
+            fields["titles"] = list(spec["titles"])
+        return np.dtype(fields, align=bool(spec.get("aligned")))
+    base, shape = spec
+    return np.dtype((_dtype_from_spec(base), tuple(shape)))
+
+
+# --------------------------------------------------------------------------
+# JSON view
+
+
+def to_jsonable(value):
+    """A JSON-ready copy of a decoded record, for text output (jsonl, csv).
+
+    tuples and arrays become lists (ndarrays as nested lists), numpy scalars
+    Python numbers/str/bool, ``bytes``/``bytearray`` ``{"$bytes": base64}``,
+    complex numbers ``[real, imag]``, dates and times ISO 8601 strings,
+    durations seconds.  dict keys that are not str become the JSON text of
+    the key (``(1, 2)`` -> ``"[1, 2]"``).  ints stay exact and float
+    NaN/inf stay floats (``json.dumps`` writes them as NaN/Infinity unless
+    told ``allow_nan=False``).  Other values raise
+    :class:`~streamlog.errors.UnencodableRecord`.
+    """
+    kind = type(value)
+    if kind in _SCALARS and kind is not bytes:
+        return value
+    if kind is tuple or kind is list:
+        return [to_jsonable(item) for item in value]
+    if kind is dict:
+        return {_json_key(k): to_jsonable(v) for k, v in value.items()}
+    if kind is bytes or kind is bytearray:
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if kind is np.ndarray:
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if kind is complex:
+        return [value.real, value.imag]
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if kind is datetime.timedelta:
+        return value.total_seconds()
+    raise UnencodableRecord(f"no JSON form for a {_type_name(value)}: {value!r}")
+
+
+def _json_key(key):
+    return key if type(key) is str else json.dumps(to_jsonable(key))
