@@ -29,6 +29,7 @@ from streamlog.codec import to_jsonable
 __all__ = [
     "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE",
     "RecordWriter", "RECORD_FORMATS", "format_bytes", "format_duration", "format_time",
+    "log_argument", "session_option", "stream_option", "format_option",
 ]
 
 RECORD_FORMATS = ("text", "jsonl", "csv")
@@ -84,6 +85,25 @@ def _describe_os_error(exc):
 
 
 # --------------------------------------------------------------------------
+# shared arguments and options
+
+log_argument = click.argument("log", type=click.Path(path_type=str))
+"""The LOG argument: a path, checked by :func:`open_log` (for one-line errors)."""
+
+session_option = click.option(
+    "--session", "-s", "session_id", type=int, default=None, metavar="ID",
+    help="Session id; negative counts from the end.  [default: the last session]")
+
+stream_option = click.option(
+    "--stream", default=None, metavar="NAME",
+    help="Stream of the session to read.  [default: main]")
+
+format_option = click.option(
+    "--format", "-f", "fmt", type=click.Choice(RECORD_FORMATS), default="text", show_default=True,
+    help="Output format: readable text lines, JSON lines, or CSV with a header row.")
+
+
+# --------------------------------------------------------------------------
 # logs and sessions
 
 
@@ -96,7 +116,7 @@ def open_log(path, *, readonly=True):
     written by a newer streamlog; :class:`StreamlogGroup` prints them as one
     line.
     """
-    from streamlog import Log
+    from streamlog.log import Log
 
     return Log(os.fspath(path), readonly=readonly, create=False)
 

@@ -1,0 +1,35 @@
+"""The ``streamlog`` command: record streams, then query and maintain logs.
+
+``main`` is the click group (console script ``streamlog`` and
+``python -m streamlog``); the subcommands live in :mod:`.query` (sessions,
+info, head, tail, range, export), :mod:`.admin` (prune, doctor) and
+:mod:`.record` (record, demo, follow).
+"""
+
+import click
+
+from streamlog import __version__
+from streamlog.cli.admin import doctor, prune
+from streamlog.cli.common import StreamlogGroup
+from streamlog.cli.query import export, head, info, range_, sessions, tail
+
+__all__ = ["main"]
+
+
+@click.group(cls=StreamlogGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Shell completion (bash): eval \"$(_STREAMLOG_COMPLETE=bash_source streamlog)\"; "
+                    "use zsh_source or fish_source for zsh and fish.")
+@click.version_option(__version__, "-V", "--version", prog_name="streamlog")
+def main():
+    """Record data streams into logs, then query, export and maintain them.
+
+    A LOG is a directory made by recording (`streamlog record ...` or
+    streamlog.StreamBuffer in Python).  Errors print one line and exit with
+    status 1; bad usage exits with status 2.
+
+    Example: streamlog sessions ./mylog
+    """
+
+
+for _command in (sessions, info, head, tail, range_, export, prune, doctor):
+    main.add_command(_command)

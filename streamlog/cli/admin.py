@@ -1,0 +1,112 @@
+"""Maintenance commands: ``prune`` (apply retention now) and ``doctor`` (health report)."""
+
+import click
+
+from streamlog.log import Retention
+from streamlog.cli.common import SIZE, format_bytes, log_argument, open_log
+
+__all__ = ["prune", "doctor"]
+
+
+# --------------------------------------------------------------------------
+# prune
+
+
+_LIMITS = (("max_bytes", "--max-bytes"), ("max_age_s", "--max-age"), ("max_sessions", "--keep-sessions"))
+
+
+@click.command()
+@log_argument
+@click.option("--max-bytes", type=SIZE, metavar="SIZE",
+              help="Keep the log's data within about this size (e.g. 500MB, 2GiB; at least 1MiB); "
+                   "the oldest records go first.")
+@click.option("--max-age", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Remove records that arrived more than this many seconds ago.")
+@click.option("--keep-sessions", type=click.IntRange(min=1), metavar="N",
+              help="Keep only the newest N sessions (a live session is never removed whole).")
+def prune(log, max_bytes, max_age, keep_sessions):
+    """Remove old records from LOG now, within the given limits.
+
+    Give at least one limit.  Needs the log's writer lock: it fails, naming
+    the process, while another process records into the log.
+
+    Example: streamlog prune ./mylog --max-bytes 1GiB --keep-sessions 10
+    """
+    retention = _retention_from_options(max_bytes=max_bytes, max_age_s=max_age, max_sessions=keep_sessions)
+    with open_log(log, readonly=False) as opened:
+        before = {s.id: s.count for s in opened.sessions()}
+        removed = opened.prune(retention)
+        after = {s.id: s.count for s in opened.sessions()}
+        stats = opened.stats()
+    if not removed and before == after:
+        click.echo(f"Nothing to remove: {log} is within the limits.")
+    else:
+        click.echo(f"Removed {removed} record(s) from {log}.")
+        gone = [sid for sid in before if sid not in after]
+        if gone:
+            click.echo(f"  sessions removed: {', '.join(map(str, gone))}")
+        for sid, count in after.items():
+            if before.get(sid, count) != count:
+                click.echo(f"  session {sid}: {before[sid]} -> {count} records")
+    click.echo(f"Now {stats['sessions']} session(s), {stats['records']} record(s), "
+               f"{format_bytes(stats['bytes_used'])} used of {format_bytes(stats['bytes_on_disk'])} on disk.")
+
+
+def _retention_from_options(**limits):
+    """A Retention of the given limits; usage errors for none or a bad one."""
+    given = {name: value for name, value in limits.items() if value is not None}
+    if not given:
+        raise click.UsageError("give at least one limit: --max-bytes, --max-age or --keep-sessions")
+    for name, option in _LIMITS:
+        if name in given:
+            try:
+                Retention(**{name: given[name]})
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"'{option}'") from exc
+    return Retention(**given)
+
+
+# --------------------------------------------------------------------------
+# doctor
+
+
+@click.command()
+@log_argument
+@click.pass_context
+def doctor(ctx, log):
+    """Check LOG and report its health.
+
+    Reads every record key to check key order, sequence numbers and
+    counters, and looks for sessions left live by a process that died.
+    Exits 0 when healthy, 1 when a problem was found.
+
+    Example: streamlog doctor ./mylog
+    """
+    with open_log(log) as opened:
+        stats = opened.stats()
+        statuses = [s.status for s in opened.sessions()]
+        problems = opened.verify()
+    by_status = ", ".join(f"{statuses.count(status)} {status}"
+                          for status in ("live", "closed", "failed", "crashed") if status in statuses)
+    writer = stats.get("writer_pid")
+    rows = [
+        ("log", stats["path"]),
+        ("format", f"version {stats['format_version']}"),
+        ("sessions", f"{stats['sessions']}" + (f" ({by_status})" if by_status else "")),
+        ("records", str(stats["records"])),
+        ("on disk", f"{format_bytes(stats['bytes_on_disk'])} "
+                    f"({format_bytes(stats['bytes_used'])} used, {stats['free_pages']} free pages "
+                    f"of {format_bytes(stats['page_size'])})"),
+        ("map size", format_bytes(stats["map_size"])),
+        ("readers", f"{stats['readers']} of {stats['max_readers']} slots in use, "
+                    f"{stats['stale_readers_cleared']} stale cleared"),
+        ("writer", f"pid {writer} is recording" if writer else "none"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<9} {value}")
+    if problems:
+        click.echo(f"{len(problems)} problem(s):")
+        for problem in problems:
+            click.echo(f"  - {problem}")
+        ctx.exit(1)
+    click.echo("healthy: no problems found")
