@@ -1,8 +1,19 @@
-"""streamlog: record streams into a RAM ring mirrored to an LMDB append log."""
+"""streamlog: record streams into a RAM ring mirrored to an LMDB append log.
+
+A :class:`StreamBuffer` reads a :class:`SourceReader` in a thread; any number of
+:class:`BufferReader` cursors read its records live, from RAM or from disk;
+a :class:`Log` opens the recordings later, from any process.
+"""
 
 from streamlog import errors
+from streamlog.buffer import StreamBuffer, mk_stream_buffer
+from streamlog.log import Log, Retention, Session
+from streamlog.reader import BufferReader
 from streamlog.source import ReadBatch, SourceReader
 
 __version__ = "0.1.0"
 
-__all__ = ["errors", "ReadBatch", "SourceReader", "__version__"]
+__all__ = [
+    "BufferReader", "Log", "ReadBatch", "Retention", "Session", "SourceReader", "StreamBuffer",
+    "errors", "mk_stream_buffer", "__version__",
+]

@@ -1,0 +1,418 @@
+"""The recorder: a :class:`StreamBuffer` reads a source in a thread and keeps
+its records in a RAM ring mirrored to the log.
+
+One recorder thread calls the source, encodes each record, publishes it in
+the ring (readers see it at once) and commits the log in groups: when
+``commit_records`` records are pending or the oldest pending record is
+``commit_interval_s`` old.  A small flusher thread makes the same commit when
+the source blocks in ``read()`` while records are pending, so a commit is
+never later than the interval.  The ring only drops records that are already
+committed, so a reader that falls behind it continues from disk.
+"""
+
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+
+from streamlog import errors
+from streamlog.log import DEFAULT_STREAM, Log, Retention
+from streamlog.reader import BufferReader, LiveFeed
+from streamlog.ring import Ring
+from streamlog.source import ReadBatch, SourceReader
+from streamlog.store import DURABILITY_MODES
+from streamlog.writer import StreamWriter
+
+_live_sessions = weakref.WeakKeyDictionary()
+_live_lock = threading.Lock()
+
+
+def live_session_ids(store):
+    """Ids of the sessions being recorded into ``store`` by this process."""
+    with _live_lock:
+        return set(_live_sessions.get(store, {}).keys())
+
+
+class StreamBuffer:
+    """Record ``source_reader`` into a log, readable live and later.
+
+    * ``maxlen``: records kept decoded in RAM (None: all); older ones are
+      read back from the log.
+    * ``log``: a path (created if missing), a :class:`Log`, or None for a
+      temporary log removed by :meth:`close`.
+    * ``stream``/``session``: record into stream ``stream`` of a new session,
+      or of ``session`` (a live session of the same log) to record a second
+      stream beside another buffer's.
+    * ``info``: a dict stored with the session over ``source_reader.info``
+      (which is read again when the session stops).
+    * ``retention``: a :class:`Retention` applied while recording.
+    * ``durability``: ``"full"`` (fsync each group commit; a power cut loses
+      at most the last commit interval), ``"normal"`` (a power cut may undo the
+      last commit), ``"off"`` (no fsync: a power cut may lose or damage
+      recent data).  A killed process loses only records not yet committed
+      in any mode.
+
+    ``stop()`` ends recording and commits everything; a failure of the source
+    is never raised by it but stored on the session and raised by readers
+    (SourceFailed) after the records before it.
+    """
+
+    def __init__(self, source_reader, *, maxlen=10_000, log=None, stream=DEFAULT_STREAM, session=None,
+                 info=None, retention=None, durability="full", commit_interval_s=0.005, commit_records=10_000):
+        if not isinstance(source_reader, SourceReader):
+            raise TypeError(f"source_reader must be a streamlog.SourceReader, not {type(source_reader).__name__}")
+        if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1):
+            raise ValueError(f"maxlen must be a positive int or None, not {maxlen!r}")
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
+        if not isinstance(stream, str) or not stream or len(stream.encode()) > 200:
+            raise ValueError(f"stream must be a non-empty name, not {stream!r}")
+        if info is not None and not isinstance(info, dict):
+            raise TypeError(f"info must be a dict, not {type(info).__name__}")
+        if retention is not None and not isinstance(retention, Retention):
+            raise TypeError(f"retention must be a streamlog.Retention, not {type(retention).__name__}")
+        if not commit_interval_s > 0:
+            raise ValueError(f"commit_interval_s must be positive, not {commit_interval_s!r}")
+        if isinstance(commit_records, bool) or not isinstance(commit_records, int) or commit_records < 1:
+            raise ValueError(f"commit_records must be a positive int, not {commit_records!r}")
+        if session is not None and log is None:
+            log = session.log
+        self.source_reader = source_reader
+        self.maxlen = maxlen
+        self.stream = stream
+        self.durability = durability
+        self.retention = retention
+        self.commit_interval_s = commit_interval_s
+        self.commit_records = commit_records
+        self._log_arg = log
+        self._join_session = session
+        self._user_info = dict(info or {})
+        self.log = None
+        self.session = None
+        self._owns_log = False
+        self._temp_dir = None
+        self._thread = None
+        self._flusher = None
+        self._started = False
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def is_running(self):
+        """True while the recorder thread reads the source."""
+        return self._thread is not None and self._thread.is_alive() and not self._ended.is_set()
+
+    def start(self):
+        """Open the log, start a session (or stream) and the recorder thread; return self.
+
+        Raises LogLocked when another process writes the log, and the
+        source's own exception if ``open()`` fails (nothing is recorded then).
+        """
+        if self._started:
+            raise errors.StreamlogError("this StreamBuffer was already started; make a new one to record again")
+        self._started = True
+        self.log = self._open_log()
+        try:
+            self.log._begin_writing()
+        except BaseException:
+            self._release_log()
+            raise
+        try:
+            self._open_session()
+        except BaseException:
+            self.log._end_writing()
+            self._release_log()
+            raise
+        self._writer = StreamWriter(self.log, self.session.id, self.stream)
+        capacity = None if self.maxlen is None else self.maxlen + self.commit_records
+        self._ring = Ring(capacity)
+        self._feed = LiveFeed(self)
+        self._write_lock = threading.Lock()
+        self._stop_requested = threading.Event()
+        self._ended = threading.Event()
+        self._has_pending = threading.Event()
+        self._error = None
+        self._retention_due = 0.0
+        with _live_lock:
+            _live_sessions.setdefault(self.log.store, {})[self.session.id] = self
+        self._thread = threading.Thread(target=self._record, name=f"streamlog-recorder-{self.session.id}",
+                                        daemon=True)
+        self._flusher = threading.Thread(target=self._flush_when_idle, name="streamlog-flusher", daemon=True)
+        self._thread.start()
+        self._flusher.start()
+        return self
+
+    def _open_log(self):
+        target = self._log_arg
+        if isinstance(target, Log):
+            self._owns_log = False
+            return target
+        self._owns_log = True
+        if target is None:
+            self._temp_dir = tempfile.mkdtemp(prefix="streamlog-")
+            target = f"{self._temp_dir}/buffer.streamlog"
+        return Log(target, retention=self.retention, durability=self.durability)
+
+    def _open_session(self):
+        joined = self._join_session
+        if joined is not None:
+            if joined.log.store is not self.log.store:
+                raise ValueError("session= must be a session of the same log")
+            self.log._add_stream(joined.id, self.stream)
+            self.session = self.log.session(joined.id)
+            return
+        info = {**_source_info(self.source_reader), **self._user_info}
+        session_id = self.log._create_session(self.stream, info, self.durability)
+        self.session = self.log.session(session_id)
+
+    def wait(self, timeout=None):
+        """Block until the recorder thread has ended by itself (end of stream or
+        failure) or ``stop()`` was called; return True if it has ended."""
+        if self._thread is None:
+            raise errors.StreamlogError("the StreamBuffer was not started")
+        return self._ended.wait(timeout)
+
+    def stop(self):
+        """Stop reading, commit everything, mark the session closed or failed.
+
+        Joins the recorder thread (it returns once the source's current
+        ``read()`` returns).  Never raises the source's error.
+        """
+        if self._thread is None or self._stopped:
+            return
+        self._stopped = True
+        self._stop_requested.set()
+        self._thread.join()
+        self._has_pending.set()
+        self._flusher.join()
+        with _live_lock:
+            _live_sessions.get(self.log.store, {}).pop(self.session.id, None)
+        self.log._end_writing()
+        self.session.refresh()
+
+    def close(self):
+        """Stop, then release the log; a temporary log is deleted."""
+        self.stop()
+        self._release_log()
+
+    def _release_log(self):
+        if self.log is not None and self._owns_log:
+            self.log.close()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    # -- reading -------------------------------------------------------------
+
+    def mk_reader(self, **reader_defaults):
+        """A new BufferReader with its own cursor at the session's first record."""
+        if self._thread is None:
+            raise errors.StreamlogError("start the StreamBuffer before making readers")
+        return BufferReader(self._feed, **reader_defaults)
+
+    def __iter__(self):
+        return iter(self.mk_reader())
+
+    # -- the recorder thread ---------------------------------------------------
+
+    def _record(self):
+        source = self.source_reader
+        try:
+            source.open()
+        except BaseException as exc:
+            self._fail(exc, "open() failed")
+            self._finish(opened=False)
+            return
+        try:
+            self._read_until_done(source)
+        except BaseException as exc:
+            self._fail(exc)
+        self._finish(opened=True)
+
+    def _read_until_done(self, source):
+        stop_requested = self._stop_requested
+        read = source.read
+        interval = self.commit_interval_s
+        writer = self._writer
+        while not stop_requested.is_set():
+            try:
+                data = read()
+            except StopIteration:
+                return
+            if data is None:
+                self._commit_if_due()
+                stop_requested.wait(source.sleep_time_on_read_none_s)
+                continue
+            with self._write_lock:
+                if type(data) is ReadBatch:
+                    for item in data:
+                        self._append(item)
+                else:
+                    self._append(data)
+                if writer.pending >= self.commit_records or (
+                        time.time_ns() // 1000 - writer.oldest_pending_arrival_us) >= interval * 1e6:
+                    self._commit()
+
+    def _append(self, data):
+        if data is None:
+            raise errors.StreamlogError("read() returned None inside a ReadBatch; None means 'no data' and "
+                                        "cannot be a record")
+        key = self.source_reader.key(data)
+        record_key = self._writer.add(key, data)
+        self._ring.append((record_key, data, self._writer.last_arrival_us))
+        if not self._has_pending.is_set():
+            self._has_pending.set()
+        self._feed.notify()
+
+    def _commit(self):
+        """Commit pending records (hold ``_write_lock``), then apply retention."""
+        self._writer.commit()
+        self._feed.committed = self._writer.committed_seq
+        if self.retention is not None and self.retention.is_limited:
+            now = time.monotonic()
+            if now >= self._retention_due:
+                removed = self.log._prune_step(self.retention, live_session_ids(self.log.store))
+                self._retention_due = now if removed else now + 0.05
+
+    def _commit_if_due(self):
+        with self._write_lock:
+            oldest = self._writer.oldest_pending_arrival_us
+            if oldest is not None and time.time_ns() // 1000 - oldest >= self.commit_interval_s * 1e6:
+                self._commit()
+
+    def _flush_when_idle(self):
+        """Commit records left pending while the source blocks in read()."""
+        interval = self.commit_interval_s
+        while True:
+            self._has_pending.wait()
+            if self._ended.is_set():
+                return
+            self._ended.wait(interval)
+            if self._ended.is_set():
+                return
+            try:
+                with self._write_lock:
+                    if self._error is None:
+                        oldest = self._writer.oldest_pending_arrival_us
+                        if oldest is not None and time.time_ns() // 1000 - oldest >= interval * 1e6 * 0.9:
+                            self._commit()
+                    if not self._writer.pending:
+                        self._has_pending.clear()
+            except errors.StreamlogError as exc:
+                self._fail(exc)
+                self._stop_requested.set()
+                return
+
+    def _fail(self, exc, context=None):
+        if self._error is None:
+            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, errors.StreamlogError) else str(exc)
+            self._error = (f"{context}: {message}" if context else message), exc
+
+    def _finish(self, *, opened):
+        """Close the source, commit what is left, end the session, wake readers."""
+        if opened:
+            try:
+                self.source_reader.close()
+            except BaseException as exc:
+                self._fail(exc, "close() failed")
+        with self._write_lock:
+            try:
+                self._commit()
+            except errors.StreamlogError as exc:
+                self._fail(exc, "final commit failed; the records after the last commit are lost")
+            error = self._error[0] if self._error else None
+            info = {**_source_info(self.source_reader), **self._user_info}
+            owner = self._join_session is None
+            try:
+                self.log._end_stream(self.session.id, self.stream, error=error,
+                                     info=info if owner else None, end_session=owner)
+            except errors.StreamlogError as exc:
+                self._fail(exc, "could not mark the session ended")
+        self._feed.end(self._error)
+        self._ended.set()
+        self._has_pending.set()
+
+
+def _source_info(source):
+    try:
+        info = source.info
+    except Exception as exc:
+        return {"info_error": f"{type(exc).__name__}: {exc}"}
+    if not isinstance(info, dict):
+        return {"info_error": f"source info is a {type(info).__name__}, not a dict"}
+    return dict(info)
+
+
+class _CallableSource(SourceReader):
+    """A SourceReader made of plain callables (see :func:`mk_stream_buffer`)."""
+
+    def __init__(self, read_stream, open_stream, close_stream, key, info, enumerate_data):
+        self._read_stream = read_stream
+        self._open_stream = open_stream
+        self._close_stream = close_stream
+        self._key = key
+        self._info = dict(info or {})
+        self._enumerate = enumerate_data
+        self._handle = None
+        self._index = 0
+
+    def open(self):
+        self._index = 0
+        if self._open_stream is not None:
+            self._handle = self._open_stream()
+
+    def read(self):
+        item = self._read_stream(self._handle) if self._open_stream is not None else self._read_stream()
+        if item is None:
+            return None
+        if self._enumerate:
+            item = (self._index, item)
+            self._index += 1
+        return item
+
+    def close(self):
+        if self._close_stream is not None:
+            if self._open_stream is not None:
+                self._close_stream(self._handle)
+            else:
+                self._close_stream()
+
+    def key(self, data):
+        return self._key(data)
+
+    @property
+    def info(self):
+        return self._info
+
+
+@contextmanager
+def mk_stream_buffer(read_stream, open_stream=None, close_stream=None, *, key=None, maxlen=10_000, log=None,
+                     info=None, enumerate_data=True, **buffer_options):
+    """A started StreamBuffer over plain callables, as a context manager.
+
+    ``read_stream(handle)`` (or ``read_stream()`` without ``open_stream``)
+    returns the next item or None for "nothing yet"; with ``enumerate_data``
+    each item is stored as ``(index, item)`` and keyed by the index unless
+    ``key`` says otherwise.  Without ``enumerate_data`` a ``key`` is required.
+    """
+    if key is None:
+        if not enumerate_data:
+            raise ValueError("mk_stream_buffer needs key= when enumerate_data is False")
+        key = _index_of
+    source = _CallableSource(read_stream, open_stream, close_stream, key, info, enumerate_data)
+    with StreamBuffer(source, maxlen=maxlen, log=log, **buffer_options) as buffer:
+        yield buffer
+
+
+def _index_of(data):
+    return data[0]

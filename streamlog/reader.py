@@ -1,0 +1,465 @@
+"""Readers: one cursor each over a stream, whether its records sit in the RAM
+ring or only on disk.
+
+A :class:`BufferReader` reads through a *feed*: :class:`LiveFeed` for a stream
+this process records (ring + log, readers woken by a condition), or
+:class:`StoredFeed` for a stored session (log only; a session another process
+is recording is followed by polling its counters).  The cursor is the last
+record read; reading continues strictly after it, from the ring when the
+record is still there and from the log otherwise.
+"""
+
+import threading
+import time
+from collections import deque
+from itertools import islice
+
+from streamlog import errors, records
+from streamlog.keys import encode_key
+from streamlog.store import SEQ, TIME_US
+
+_READ_AHEAD = 1024
+_SCAN_CHUNK = 4096
+_POLL_S = 0.001
+_ABOVE_ANY_SUFFIX = b"\xff" * (SEQ.size + 3)
+_END = object()
+
+
+class LiveFeed:
+    """The stream a StreamBuffer of this process is recording."""
+
+    def __init__(self, buffer):
+        self._ring = buffer._ring
+        self.store = buffer.log.store
+        self.session_id = buffer.session.id
+        self.stream = buffer.stream
+        self.db = buffer._writer.db
+        self.time_db = buffer._writer.time_db
+        self.committed = -1
+        self.ended = False
+        self.error = None
+        self._cause = None
+        self._cond = threading.Condition(threading.Lock())
+        self._waiters = 0
+
+    def high(self):
+        return self._ring.high
+
+    def committed_high(self):
+        return self.committed
+
+    def ring_get(self, seq):
+        return self._ring.get(seq)
+
+    def uncommitted(self):
+        """Ring entries not yet committed, oldest first."""
+        ring = self._ring
+        return [e for e in (ring.get(s) for s in range(self.committed + 1, ring.high + 1)) if e is not None]
+
+    def notify(self):
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
+
+    def end(self, error):
+        with self._cond:
+            if error is not None:
+                self.error, self._cause = error
+            self.ended = True
+            self._cond.notify_all()
+
+    def wait(self, seq, timeout):
+        """Block until record ``seq`` is published or the stream ended; False on timeout."""
+        with self._cond:
+            self._waiters += 1
+            try:
+                return self._cond.wait_for(lambda: self._ring.high >= seq or self.ended, timeout)
+            finally:
+                self._waiters -= 1
+
+    def failure(self):
+        exc = errors.SourceFailed(self.error)
+        exc.__cause__ = self._cause
+        return exc
+
+
+class StoredFeed:
+    """A stream of a stored session, live in another process or finished."""
+
+    def __init__(self, log, session_id, stream):
+        self.store = log.store
+        self._log = log
+        self.session_id = session_id
+        self.stream = stream
+        self.db = self.store.records_db(stream)
+        self.time_db = self.store.time_db(stream)
+        self.ended = False
+        self.error = None
+        self._high = -1
+        self.refresh()
+
+    def refresh(self):
+        meta = self._log._read_meta(self.session_id)
+        if meta is None:
+            self.ended = True
+            return
+        counters = meta["streams"].get(self.stream, {})
+        self._high = counters.get("recorded", 0) - 1
+        if self.db is None and self._high >= 0:
+            self.db = self.store.records_db(self.stream)
+            self.time_db = self.store.time_db(self.stream)
+        if meta["status"] != "live" or self.store.writer_pid() is None:
+            self.ended = True
+            self.error = counters.get("error") or meta.get("error")
+
+    def high(self):
+        return self._high
+
+    committed_high = high
+
+    def ring_get(self, seq):
+        return None
+
+    def uncommitted(self):
+        return []
+
+    def wait(self, seq, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.refresh()
+            if self._high >= seq or self.ended:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_S)
+
+    def failure(self):
+        return errors.SourceFailed(self.error)
+
+
+class BufferReader:
+    """A cursor over one stream; make it with ``StreamBuffer.mk_reader()`` or
+    ``Session.reader()``.
+
+    Defaults for :meth:`read` come from the constructor: ``blocking`` (True:
+    ``next`` and ``read`` wait for records; False: stream2py's behaviour,
+    ``next`` returns None while nothing is new), ``skip_pruned`` (False: raise
+    RecordsPruned when the next record was removed by retention; True: skip
+    ahead).  A reader may be used from one thread at a time; make one reader
+    per thread.
+    """
+
+    def __init__(self, feed, *, blocking=True, skip_pruned=False, timeout=None):
+        self._feed = feed
+        self.blocking = blocking
+        self.skip_pruned = skip_pruned
+        self.timeout = timeout
+        self._prefix = records.session_prefix(feed.session_id)
+        self._session_end = records.after_session(feed.session_id)
+        self._seq = -1
+        self._key = None
+        self._ahead = deque()
+
+    def __repr__(self):
+        return (f"<streamlog.BufferReader session={self._feed.session_id} stream={self._feed.stream!r} "
+                f"cursor={self._seq}>")
+
+    # -- sequential reading --------------------------------------------------
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        record = self.next()
+        if record is None:
+            raise StopIteration
+        return record
+
+    def next(self):
+        """The record after the cursor (moves the cursor).
+
+        Blocking readers wait for it and raise StopIteration once the stream
+        has ended and everything was read (SourceFailed if it failed);
+        non-blocking readers return None while the stream runs with nothing new.
+        """
+        entry = self._entry_after_cursor(self.blocking, self.timeout)
+        if entry is _END:
+            self._raise_end(StopIteration)
+        if entry is None:
+            if self.blocking:
+                raise StopIteration
+            return None
+        self._advance(entry)
+        return entry[1]
+
+    def read(self, n=None, *, peek=False, blocking=None, timeout=None, ignore_no_item_found=False):
+        """One record (``n`` None) or a list of up to ``n`` records after the cursor.
+
+        Waits (if ``blocking``, default the reader's) up to ``timeout`` seconds
+        for the first record, then takes what is available without waiting.
+        Moves the cursor past what it returns unless ``peek``.  Nothing to
+        return raises NoItemFound (SourceFailed after a failed stream), or
+        returns None with ``ignore_no_item_found``.
+        """
+        blocking = self.blocking if blocking is None else blocking
+        timeout = self.timeout if timeout is None else timeout
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"n must be a positive int or None, not {n!r}")
+        saved = (self._seq, self._key, list(self._ahead))
+        entry = self._entry_after_cursor(blocking, timeout)
+        if entry is None or entry is _END:
+            if ignore_no_item_found:
+                return None
+            if entry is _END and self._feed.error:
+                raise self._feed.failure()
+            raise errors.NoItemFound(f"no record after the cursor in session {self._feed.session_id}")
+        self._advance(entry)
+        if n is None:
+            out = entry[1]
+        else:
+            out = [entry[1]]
+            while len(out) < n:
+                more = self._entry_after_cursor(False, None)
+                if more is None or more is _END:
+                    break
+                self._advance(more)
+                out.append(more[1])
+        if peek:
+            self._seq, self._key, ahead = saved
+            self._ahead = deque(ahead)
+        return out
+
+    def _advance(self, entry):
+        self._key = entry[0]
+        self._seq = records.seq_of(entry[0])
+        if self._ahead and self._ahead[0] is entry:
+            self._ahead.popleft()
+
+    def _entry_after_cursor(self, blocking, timeout):
+        """The entry after the cursor, None if none (yet), or _END when the stream ended."""
+        feed = self._feed
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._ahead:
+                return self._ahead[0]
+            target = self._seq + 1
+            entry = feed.ring_get(target)
+            if entry is not None:
+                return entry
+            if target <= feed.committed_high() or (self._seq < 0 and feed.committed_high() >= 0):
+                entry = self._fetch_from_disk(target)
+                if entry is not None:
+                    return entry
+                entry = feed.ring_get(target)
+                if entry is not None:
+                    return entry
+            ended = feed.ended
+            if target <= feed.high():
+                continue
+            if ended:
+                return _END
+            if not blocking:
+                return None
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            feed.wait(target, remaining)
+
+    def _fetch_from_disk(self, target):
+        feed = self._feed
+        if feed.db is None:
+            return None
+        with feed.store.read() as txn:
+            batch = records.scan(txn, feed.db, self._prefix, self._session_end, limit=_READ_AHEAD,
+                                 after=self._key)
+        if not batch or batch[0][0] >= self._session_end:
+            return None
+        first_seq = records.seq_of(batch[0][0])
+        if first_seq > target and self._seq >= 0:
+            if not self.skip_pruned:
+                raise errors.RecordsPruned(first_seq - target)
+        self._ahead.extend(batch)
+        return self._ahead[0]
+
+    def _raise_end(self, default):
+        if self._feed.error:
+            raise self._feed.failure()
+        raise default
+
+    # -- queries ---------------------------------------------------------------
+
+    def range(self, start=None, stop=None, *, step=None, peek=False, only_new_items=False,
+              ignore_no_item_found=False):
+        """Records with ``start <= key <= stop`` (both inclusive; None = open), in order.
+
+        ``step`` keeps every step-th; ``only_new_items`` only those after the
+        cursor.  Moves the cursor to the last record returned unless ``peek``.
+        An empty result raises NoItemFound (None with ``ignore_no_item_found``).
+        """
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
+            raise ValueError(f"step must be a positive int or None, not {step!r}")
+        entries = self._entries_between(start, stop, after=self._key if only_new_items else None)
+        if step is not None and step > 1:
+            entries = islice(entries, 0, None, step)
+        found = list(entries)
+        if not found:
+            if ignore_no_item_found:
+                return None
+            raise errors.NoItemFound(f"no record with {_bounds_text(start, stop)} in session "
+                                     f"{self._feed.session_id}")
+        if not peek:
+            self._move_to(found[-1])
+        return [entry[1] for entry in found]
+
+    def irange(self, start=None, stop=None):
+        """Lazy :meth:`range`: yields records with ``start <= key <= stop`` in
+        bounded memory (short read transactions); does not move the cursor."""
+        for entry in self._entries_between(start, stop):
+            yield entry[1]
+
+    def head(self, n=None, *, peek=False):
+        """The oldest record (or a list of the ``n`` oldest) of the stream.
+
+        Moves the cursor to the last one returned unless ``peek``.  Raises
+        NoItemFound when the stream is empty.
+        """
+        found = list(islice(self._entries_between(None, None), 1 if n is None else n))
+        return self._finish_pick(found, n, peek)
+
+    def tail(self, n=None, *, peek=False):
+        """The newest record (or a list of the ``n`` newest, oldest first).
+
+        Moves the cursor to the newest unless ``peek``.  Raises NoItemFound
+        when the stream is empty.
+        """
+        want = 1 if n is None else n
+        feed = self._feed
+        found = feed.uncommitted()[-want:]
+        if len(found) < want and feed.db is not None:
+            limit = want - len(found)
+            stop = found[0][0] if found else self._session_end
+            with feed.store.read() as txn:
+                found = records.scan_reverse(txn, feed.db, self._prefix, stop, limit) + found
+        return self._finish_pick(found, n, peek)
+
+    def _finish_pick(self, found, n, peek):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"n must be a positive int or None, not {n!r}")
+        if not found:
+            raise errors.NoItemFound(f"session {self._feed.session_id} stream {self._feed.stream!r} is empty")
+        if not peek:
+            self._move_to(found[-1])
+        return found[0][1] if n is None else [entry[1] for entry in found]
+
+    def seek(self, key):
+        """Place the cursor so that the next record read is the first with a
+        key ``>= key`` (or the next new one if there is none yet)."""
+        for entry in self._entries_between(key, None):
+            seq = records.seq_of(entry[0])
+            self._ahead.clear()
+            self._seq = seq - 1
+            self._key = entry[0][:-SEQ.size] + SEQ.pack(seq - 1) if seq else self._prefix
+            return
+        newest = self._feed.high()
+        self._ahead.clear()
+        if newest >= 0:
+            try:
+                self.tail()
+            except errors.NoItemFound:
+                self._seq = newest
+
+    @property
+    def lag(self):
+        """Records between the cursor and the newest record of the stream."""
+        return max(0, self._feed.high() - self._seq)
+
+    def range_by_time(self, t0, t1):
+        """Records that arrived at ``t0 <= time <= t1`` (epoch seconds), in order.
+
+        The stream's sparse time index finds the start in O(log n).  Does not
+        move the cursor.
+        """
+        lo_us, hi_us = int(t0 * 1e6), int(t1 * 1e6)
+        out = []
+        for entry in self._entries_from(self._time_index_start(lo_us), self._session_end, None, with_time=True):
+            arrival = entry[2]
+            if arrival > hi_us:
+                break
+            if arrival >= lo_us:
+                out.append(entry[1])
+        return out
+
+    def _time_index_start(self, lo_us):
+        feed = self._feed
+        if feed.time_db is None:
+            return self._prefix
+        probe = self._prefix + TIME_US.pack(max(lo_us, 0))
+        with feed.store.read() as txn:
+            cursor = txn.cursor(feed.time_db)
+            if cursor.set_range(probe):
+                if cursor.key() > probe and not cursor.prev():
+                    return self._prefix
+            elif not cursor.last():
+                return self._prefix
+            if cursor.key()[:len(self._prefix)] != self._prefix:
+                return self._prefix
+            return cursor.value()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _move_to(self, entry):
+        self._ahead.clear()
+        self._key = entry[0]
+        self._seq = records.seq_of(entry[0])
+
+    def _entries_between(self, start, stop, after=None):
+        """Entries with keys in [start, stop], in order (see _entries_from)."""
+        lo = self._prefix if start is None else self._prefix + encode_key(start)
+        hi = self._session_end if stop is None else self._prefix + encode_key(stop) + _ABOVE_ANY_SUFFIX
+        if after is not None and after < lo:
+            after = None
+        return self._entries_from(lo, hi, after)
+
+    def _entries_from(self, lo, hi, after, with_time=False):
+        """Entries with ``lo <= key <= hi`` (and ``> after``): first from the
+        log, in chunks each read in its own short transaction, then the
+        records published since in the ring but not yet committed."""
+        feed = self._feed
+        while True:
+            committed = feed.committed_high()
+            if feed.db is not None:
+                while True:
+                    with feed.store.read() as txn:
+                        batch = records.scan(txn, feed.db, lo, hi, limit=_SCAN_CHUNK, after=after,
+                                             with_time=with_time)
+                    batch = [e for e in batch if e[0] < self._session_end]
+                    if not batch:
+                        break
+                    yield from batch
+                    after = batch[-1][0]
+                    if len(batch) < _SCAN_CHUNK:
+                        break
+            complete = True
+            for seq in range(committed + 1, feed.high() + 1):
+                entry = feed.ring_get(seq)
+                if entry is None:
+                    complete = False
+                    break
+                key = entry[0]
+                if key > hi:
+                    return
+                if key >= lo and (after is None or key > after):
+                    yield (key, entry[2], entry[1]) if with_time else entry[:2]
+                    after = key
+            if complete:
+                return
+
+
+def _bounds_text(start, stop):
+    if start is None and stop is None:
+        return "any key"
+    if start is None:
+        return f"key <= {stop!r}"
+    if stop is None:
+        return f"key >= {start!r}"
+    return f"{start!r} <= key <= {stop!r}"

@@ -1,0 +1,136 @@
+"""The on-disk record layout: LMDB entries for one record, and reading them back.
+
+A record of stream ``S`` in session ``N`` with key ``k`` and sequence number
+``seq`` (0, 1, 2, ... within the session and stream) is stored in database
+``r:S`` under the *record key* ``u32be(N) + encode_key(k) + u64be(seq)``.
+Record keys sort in session order, then key order, then arrival order.
+
+The head entry's value is ``u64be(arrival_us) + u8(continuations) + data``
+where ``data`` starts the msgpack-encoded record; ``continuations`` more
+entries, keyed ``record key + u16be(i)`` (i = 1, 2, ...), hold the rest (see
+:func:`streamlog.store.chunk_plan`).
+"""
+
+from streamlog.codec import decode_record
+from streamlog.keys import decode_key_prefix
+from streamlog.store import CHUNK_INDEX, HEADER, SEQ, SESSION_ID, chunk_plan
+
+HEADER_SIZE = HEADER.size
+_SPLIT_ABOVE = 600
+_seq_unpack = SEQ.unpack_from
+_header_pack = HEADER.pack
+_header_unpack = HEADER.unpack_from
+
+
+def session_prefix(session_id):
+    return SESSION_ID.pack(session_id)
+
+
+def after_session(session_id):
+    """The smallest key greater than every key of ``session_id``."""
+    return SESSION_ID.pack(session_id + 1)
+
+
+def seq_of(record_key):
+    """The sequence number of a head entry's key."""
+    return _seq_unpack(record_key, len(record_key) - 8)[0]
+
+
+def entries(record_key, arrival_us, payload, page_size):
+    """The ``(key, value)`` entries that store one record, in key order."""
+    size = HEADER_SIZE + len(payload)
+    if size <= _SPLIT_ABOVE:
+        return [(record_key, _header_pack(arrival_us, 0) + payload)]
+    head, piece = chunk_plan(size, len(record_key), page_size)
+    if head >= size:
+        return [(record_key, _header_pack(arrival_us, 0) + payload)]
+    first = head - HEADER_SIZE
+    rest = len(payload) - first
+    count = -(-rest // piece)
+    result = [(record_key, _header_pack(arrival_us, count) + payload[:first])]
+    for i in range(count):
+        start = first + i * piece
+        result.append((record_key + CHUNK_INDEX.pack(i + 1), payload[start:start + piece]))
+    return result
+
+
+def scan(txn, db, start, stop, *, limit=None, after=None, decode=True, with_time=False):
+    """Records with ``start <= record key <= stop``, in key order.
+
+    ``stop`` may be None (to the end of the database; callers pass an exclusive
+    bound through ``after_session`` and rely on ``stop`` inclusive otherwise).
+    ``after``, if given, is a record key to continue strictly after.  Returns a
+    list of ``(record_key, record)`` (or ``(record_key, arrival_us, record)``
+    with ``with_time``), at most ``limit`` long.
+    """
+    cursor = txn.cursor(db)
+    if after is not None:
+        if not cursor.set_range(after):
+            return []
+        if cursor.key() == after:
+            _skip_continuations(cursor, cursor.value()[8])
+            if not cursor.next():
+                return []
+    elif not cursor.set_range(start):
+        return []
+    out = []
+    append = out.append
+    iterator = cursor.iternext()
+    for key, value in iterator:
+        if stop is not None and key > stop:
+            break
+        extra = value[8]
+        if extra:
+            parts = [value[HEADER_SIZE:]]
+            for _ in range(extra):
+                parts.append(next(iterator)[1])
+            data = b"".join(parts)
+        else:
+            data = value[HEADER_SIZE:]
+        record = decode_record(data) if decode else data
+        if with_time:
+            append((key, _header_unpack(value)[0], record))
+        else:
+            append((key, record))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _skip_continuations(cursor, extra):
+    for _ in range(extra):
+        cursor.next()
+
+
+def scan_reverse(txn, db, start, stop, limit, *, decode=True):
+    """The last ``limit`` records with ``start <= record key < stop``, in key order."""
+    cursor = txn.cursor(db)
+    if cursor.set_range(stop):
+        if not cursor.prev():
+            return []
+    elif not cursor.last():
+        return []
+    out = []
+    parts = []
+    prefix_len = SESSION_ID.size
+    for key, value in cursor.iterprev():
+        if key < start:
+            break
+        _, end = decode_key_prefix(key, start=prefix_len)
+        if len(key) - end > SEQ.size:
+            parts.append(value)
+            continue
+        parts.append(value[HEADER_SIZE:])
+        data = b"".join(reversed(parts)) if len(parts) > 1 else parts[0]
+        parts = []
+        out.append((key, decode_record(data) if decode else data))
+        if len(out) >= limit:
+            break
+    out.reverse()
+    return out
+
+
+def arrival_of(txn, db, record_key):
+    """Arrival time (µs) of the record stored under ``record_key``."""
+    value = txn.get(record_key, db=db)
+    return None if value is None else _header_unpack(value)[0]

@@ -1,0 +1,510 @@
+"""The LMDB environment behind a log: layout, format version, locking, growth.
+
+One :class:`Store` exists per log directory per process (LMDB forbids opening
+the same environment twice in one process); :func:`open_store` shares it by
+reference count.  Everything that touches LMDB directly lives here, so the
+rest of the package never sees ``lmdb`` exceptions:
+
+* the map grows by itself (``MapFullError`` is retried after doubling the map;
+  another process's growth is adopted on ``MapResizedError``);
+* read transactions are short and always go through :meth:`Store.read`;
+* resizing the map waits for every transaction of this process to end;
+* stale reader slots of dead processes are cleared on open;
+* one writing process per log, enforced with ``flock`` on ``writer.lock``.
+
+Record layout (format version 1), one LMDB database per stream name:
+
+* ``r:<stream>``: key ``u32be(session) + encode_key(key) + u64be(seq)``, value
+  ``u64be(arrival_us) + u8(continuations) + payload``; a payload too big to
+  pack well into 4 KiB pages is split, the rest stored in continuation
+  entries keyed ``head key + u16be(index)`` right after it (see
+  :func:`chunk_plan`).
+* ``t:<stream>``: sparse time index, ``u32be(session) + u64be(arrival_us)`` of
+  the first record of each group commit -> that record's key.
+"""
+
+import errno
+import fcntl
+import os
+import struct
+import threading
+import time
+from contextlib import contextmanager
+
+import lmdb
+import msgpack
+
+from streamlog import errors
+
+FORMAT_NAME = "streamlog"
+FORMAT_VERSION = 1
+
+SESSION_ID = struct.Struct(">I")
+SEQ = struct.Struct(">Q")
+TIME_US = struct.Struct(">Q")
+HEADER = struct.Struct(">QB")
+CHUNK_INDEX = struct.Struct(">H")
+
+MAX_DBS = 128
+INITIAL_MAP_SIZE = 64 << 20
+DATA_FILE = "data.mdb"
+WRITER_LOCK_FILE = "writer.lock"
+
+_META_DB = b"meta"
+_SESSIONS_DB = b"sessions"
+_FORMAT_KEY = b"format"
+
+_SYNC_FLAGS = {
+    "full": dict(sync=True, metasync=True),
+    "normal": dict(sync=True, metasync=False),
+    "off": dict(sync=False, metasync=False),
+}
+DURABILITY_MODES = tuple(_SYNC_FLAGS)
+
+_stores = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(path, *, readonly=False, create=True, durability="full"):
+    """Return the process-wide :class:`Store` for ``path`` (a directory).
+
+    Raises LogNotFound, NotALog, FormatVersionError.  Each call must be paired
+    with :meth:`Store.release`.  The first opener decides ``readonly`` and
+    ``durability``; a later writable open of a store first opened read-only
+    reopens it writable once nobody holds it.
+    """
+    if durability not in _SYNC_FLAGS:
+        raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
+    real = os.path.realpath(os.fspath(path))
+    with _stores_lock:
+        store = _stores.get(real)
+        if store is not None and store.readonly and not readonly:
+            if store.users:
+                raise errors.LogError(f"log {path} is already open read-only in this process")
+            store = None
+        if store is None:
+            store = Store(real, readonly=readonly, create=create, durability=durability)
+            _stores[real] = store
+        store.users += 1
+        return store
+
+
+class _TransactionGate:
+    """Shared/exclusive gate: many transactions, or one map resize."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._resizing = False
+
+    def enter(self):
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+
+    def leave(self):
+        with self._cond:
+            self._active -= 1
+            if self._active == 0 and self._resizing:
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._active:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+class Store:
+    """An open LMDB environment for one log directory (use :func:`open_store`)."""
+
+    def __init__(self, path, *, readonly, create, durability):
+        self.path = path
+        self.readonly = readonly
+        self.durability = durability
+        self.users = 0
+        self.stale_readers_cleared = 0
+        self._gate = _TransactionGate()
+        self._dbs = {}
+        self._dbs_lock = threading.Lock()
+        self._writer_lock_fd = None
+        self._writer_users = 0
+        self._writer_lock = threading.Lock()
+        self._writing_thread = None
+        self._check_path(create and not readonly)
+        data_file = os.path.join(path, DATA_FILE)
+        size = os.path.getsize(data_file) if os.path.exists(data_file) else 0
+        map_size = max(INITIAL_MAP_SIZE, _round_up_pow2(size * 2))
+        try:
+            self.env = lmdb.open(path, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
+                                 max_dbs=MAX_DBS, max_readers=252, readahead=False, writemap=False,
+                                 lock=True, **_SYNC_FLAGS[durability])
+        except lmdb.Error as exc:
+            raise errors.NotALog(f"{path} is not a readable streamlog log: {exc}") from exc
+        try:
+            self.stale_readers_cleared = self.env.reader_check()
+            self.page_size = self.env.stat()["psize"]
+            self._init_format()
+            if not readonly:
+                self.db(_SESSIONS_DB, create=True)
+            self.open_all_dbs()
+        except BaseException:
+            self.env.close()
+            raise
+
+    # -- opening -------------------------------------------------------------
+
+    def _check_path(self, may_create):
+        path = self.path
+        if os.path.isdir(path):
+            if not os.path.exists(os.path.join(path, DATA_FILE)):
+                if os.listdir(path) and not may_create:
+                    raise errors.NotALog(f"{path} is a directory that holds no streamlog log")
+                if not may_create:
+                    raise errors.LogNotFound(f"no log at {path}")
+            return
+        if os.path.exists(path):
+            raise errors.NotALog(f"{path} is a file, not a streamlog log (a log is a directory)")
+        if not may_create:
+            raise errors.LogNotFound(f"no log at {path}")
+        try:
+            os.makedirs(path)
+        except OSError as exc:
+            raise errors.StorageError(f"cannot create log directory {path}: {exc.strerror}") from exc
+
+    def _init_format(self):
+        meta = self.db(_META_DB)
+        if meta is not None:
+            with self.read() as txn:
+                raw = txn.get(_FORMAT_KEY, db=meta)
+            if raw is not None:
+                self._check_format(raw)
+                return
+        with self.read() as txn:
+            foreign = [k for k, _ in txn.cursor() if not _is_our_db_name(k)]
+        if foreign or self.readonly:
+            raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log")
+        record = msgpack.packb({"format": FORMAT_NAME, "version": FORMAT_VERSION, "created": time.time()})
+        meta = self.db(_META_DB, create=True)
+        self.write(lambda txn: txn.put(_FORMAT_KEY, record, db=meta))
+        self.format_version = FORMAT_VERSION
+        self.created = time.time()
+
+    def _check_format(self, raw):
+        try:
+            meta = msgpack.unpackb(raw)
+            name, version = meta["format"], meta["version"]
+        except Exception as exc:
+            raise errors.NotALog(f"{self.path} has a damaged format record") from exc
+        if name != FORMAT_NAME:
+            raise errors.NotALog(f"{self.path} is not a streamlog log (format {name!r})")
+        if version != FORMAT_VERSION:
+            raise errors.FormatVersionError(
+                f"{self.path} uses on-disk format version {version}; this streamlog reads version {FORMAT_VERSION}")
+        self.format_version = version
+        self.created = meta.get("created")
+
+    # -- databases -----------------------------------------------------------
+
+    def db(self, name, *, create=False):
+        """The handle of named database ``name`` (bytes), or None if it does not exist.
+
+        Must not be called with ``create=True`` inside a write transaction.
+        """
+        handle = self._dbs.get(name)
+        if handle is not None:
+            return handle
+        if self._writing_thread == threading.get_ident():
+            raise RuntimeError(f"database {name!r} must be opened before the write transaction (open_all_dbs)")
+        with self._dbs_lock:
+            handle = self._dbs.get(name)
+            if handle is not None:
+                return handle
+            self._gate.enter()
+            try:
+                handle = self.env.open_db(name, create=create and not self.readonly)
+            except lmdb.NotFoundError:
+                return None
+            except lmdb.MapFullError:
+                handle = None
+            except lmdb.IncompatibleError as exc:
+                raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log") from exc
+            except lmdb.Error as exc:
+                raise _storage_error(self.path, exc) from exc
+            finally:
+                self._gate.leave()
+            if handle is None:
+                self._grow()
+                return self.db(name, create=create)
+            self._dbs[name] = handle
+            return handle
+
+    @property
+    def sessions_db(self):
+        return self.db(_SESSIONS_DB, create=not self.readonly)
+
+    def records_db(self, stream, *, create=False):
+        return self.db(b"r:" + stream.encode(), create=create)
+
+    def time_db(self, stream, *, create=False):
+        return self.db(b"t:" + stream.encode(), create=create)
+
+    def open_all_dbs(self):
+        """Open every existing named database, so write transactions can use them."""
+        with self.read() as txn:
+            names = [k for k, _ in txn.cursor()]
+        for name in names:
+            if _is_our_db_name(name):
+                self.db(name)
+
+    def stream_names(self):
+        """Names of all streams that have a records database."""
+        with self.read() as txn:
+            names = [k for k, _ in txn.cursor()]
+        return sorted(n[2:].decode() for n in names if n.startswith(b"r:"))
+
+    # -- transactions --------------------------------------------------------
+
+    @contextmanager
+    def read(self):
+        """A short read transaction; never hold it across calls."""
+        self._gate.enter()
+        try:
+            try:
+                txn = self.env.begin(buffers=False)
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+                txn = self.env.begin(buffers=False)
+            try:
+                yield txn
+            finally:
+                txn.abort()
+        finally:
+            self._gate.leave()
+
+    def write(self, work):
+        """Run ``work(txn)`` in a write transaction and commit; return its result.
+
+        The map grows and ``work`` reruns when LMDB runs out of map space, so
+        ``work`` must have no side effects outside the transaction.  Disk
+        errors raise StorageError; the transaction is then rolled back.
+        """
+        if self.readonly:
+            raise errors.LogError(f"log {self.path} is open read-only")
+        while True:
+            self._gate.enter()
+            try:
+                try:
+                    txn = self.env.begin(write=True)
+                except lmdb.MapResizedError:
+                    txn = None
+                if txn is not None:
+                    self._writing_thread = threading.get_ident()
+                    try:
+                        result = work(txn)
+                        txn.commit()
+                        return result
+                    except lmdb.MapFullError:
+                        txn.abort()
+                    except lmdb.Error as exc:
+                        txn.abort()
+                        raise _storage_error(self.path, exc) from exc
+                    except BaseException:
+                        txn.abort()
+                        raise
+                    finally:
+                        self._writing_thread = None
+            finally:
+                self._gate.leave()
+            if txn is None:
+                self._adopt_map_size()
+            else:
+                self._grow()
+
+    def _grow(self):
+        with self._gate.exclusive():
+            info = self.env.info()
+            used = (info["last_pgno"] + 1) * self.page_size
+            new_size = max(info["map_size"] * 2, _round_up_pow2(used * 2))
+            self.env.set_mapsize(new_size)
+
+    def _adopt_map_size(self):
+        with self._gate.exclusive():
+            self.env.set_mapsize(0)
+
+    # -- the writing process -------------------------------------------------
+
+    def acquire_writer(self):
+        """Take the log's writer lock for this process (reentrant within it).
+
+        Raises LogLocked naming the pid of another process holding it.
+        """
+        with self._writer_lock:
+            if self._writer_users == 0:
+                self._writer_lock_fd = _take_writer_lock(self.path)
+            self._writer_users += 1
+
+    def release_writer(self):
+        with self._writer_lock:
+            self._writer_users -= 1
+            if self._writer_users == 0:
+                os.close(self._writer_lock_fd)
+                self._writer_lock_fd = None
+
+    @property
+    def holds_writer(self):
+        return self._writer_users > 0
+
+    def writer_pid(self):
+        """The pid of the process writing the log now, or None if none is."""
+        if self._writer_users:
+            return os.getpid()
+        lock_path = os.path.join(self.path, WRITER_LOCK_FILE)
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_pid(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    # -- closing -------------------------------------------------------------
+
+    def release(self):
+        """Drop one reference; the environment closes with the last one."""
+        with _stores_lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            if _stores.get(self.path) is self:
+                del _stores[self.path]
+        self.env.close()
+
+
+def _is_our_db_name(name):
+    return name in (_META_DB, _SESSIONS_DB) or name.startswith((b"r:", b"t:"))
+
+
+def _take_writer_lock(path):
+    lock_path = os.path.join(path, WRITER_LOCK_FILE)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _read_pid(fd)
+        os.close(fd)
+        raise errors.LogLocked(path, pid) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _read_pid(fd):
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except ValueError:
+        return None
+
+
+def _storage_error(path, exc):
+    if isinstance(exc, lmdb.DiskError) or "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC:
+        return errors.StorageError(f"cannot write to log {path}: disk full or I/O error ({exc})")
+    return errors.StorageError(f"cannot write to log {path}: {exc}")
+
+
+def _round_up_pow2(n):
+    size = INITIAL_MAP_SIZE
+    while size < n:
+        size *= 2
+    return size
+
+
+# -- value chunking -----------------------------------------------------------
+
+_PAGE_HEADER = 16
+_NODE_HEADER = 8
+_POINTER = 2
+_OVERFLOW_REF = 8
+_plans = {}
+
+
+def chunk_plan(value_len, key_len, page_size=4096):
+    """How to split a value so that it wastes no page space: ``(head, piece)``.
+
+    The head entry holds the first ``head`` bytes; the rest goes into
+    continuation entries of at most ``piece`` bytes.  ``head == value_len``
+    means no split.  The plan minimises the estimated bytes on disk assuming
+    a run of similar records, among: one inline entry, ``k`` equal inline
+    pieces, or a head filling whole overflow pages plus inline pieces.
+    """
+    plan = _plans.get((value_len, key_len, page_size))
+    if plan is None:
+        plan = _best_plan(value_len, key_len, page_size)
+        if len(_plans) < 4096:
+            _plans[(value_len, key_len, page_size)] = plan
+    return plan
+
+
+def _best_plan(value_len, key_len, page_size):
+    usable = page_size - _PAGE_HEADER
+    node_max = (usable // 2) & ~1
+
+    def node(data_len, klen):
+        return _POINTER + ((_NODE_HEADER + klen + data_len + 1) & ~1)
+
+    def inline_cost(total, pieces, first_klen):
+        """Bytes on disk for ``total`` bytes in ``pieces`` equal inline entries."""
+        piece = -(-total // pieces)
+        cost = 0.0
+        for i in range(pieces):
+            size = node(piece, first_klen if i == 0 else key_len + CHUNK_INDEX.size)
+            if size - _POINTER > node_max:
+                return None, piece
+            cost += page_size / (usable // size)
+        return cost, piece
+
+    best_cost, best = inline_cost(value_len, 1, key_len)[0], (value_len, value_len)
+    if best_cost is None:
+        best_cost = float("inf")
+    for pieces in range(2, 17):
+        cost, piece = inline_cost(value_len, pieces, key_len)
+        if cost is not None and cost < best_cost:
+            best_cost, best = cost, (piece, piece)
+    pages = 1
+    while pages * page_size - _PAGE_HEADER < value_len + page_size:
+        head = min(value_len, pages * page_size - _PAGE_HEADER)
+        rest = value_len - head
+        stub = page_size * node(_OVERFLOW_REF, key_len) / usable
+        cost = pages * page_size + stub
+        piece = rest
+        if rest:
+            rest_best = None
+            for pieces in range(1, 17):
+                c, p = inline_cost(rest, pieces, key_len + CHUNK_INDEX.size)
+                if c is not None and (rest_best is None or c < rest_best[0]):
+                    rest_best = (c, p)
+            if rest_best is None:
+                pages += 1
+                continue
+            cost += rest_best[0]
+            piece = rest_best[1]
+        if cost < best_cost:
+            best_cost, best = cost, (head, piece)
+        pages += 1
+    return best

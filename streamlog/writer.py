@@ -1,0 +1,115 @@
+"""Appending one stream of one session to the log, in group commits.
+
+A :class:`StreamWriter` turns records into LMDB entries as they arrive
+(:meth:`StreamWriter.add`, which checks the key order and encodability) and
+writes the pending entries in one transaction per :meth:`StreamWriter.commit`
+together with the session's counters and a sparse time-index entry.  It is
+used by one thread at a time (the buffer serialises ``add`` and ``commit``).
+"""
+
+import time
+
+from streamlog import errors, records
+from streamlog.codec import encode_record
+from streamlog.keys import encode_key, key_types_of
+from streamlog.store import SEQ, TIME_US
+
+_seq_pack = SEQ.pack
+
+
+class StreamWriter:
+    """Writes the records of ``stream`` in session ``session_id`` of ``log``."""
+
+    def __init__(self, log, session_id, stream):
+        self.log = log
+        self.store = log.store
+        self.session_id = session_id
+        self.stream = stream
+        self.db = self.store.records_db(stream, create=True)
+        self.time_db = self.store.time_db(stream, create=True)
+        self._prefix = records.session_prefix(session_id)
+        self._page_size = self.store.page_size
+        self._pending = []
+        self._pending_records = 0
+        self._pending_bytes = 0
+        self._first_pending = None
+        self.next_seq = 0
+        self.committed_seq = -1
+        self.last_encoded_key = None
+        self.last_key = None
+        self.key_types = None
+        self.last_arrival_us = 0
+
+    @property
+    def pending(self):
+        """How many records await :meth:`commit`."""
+        return self._pending_records
+
+    @property
+    def oldest_pending_arrival_us(self):
+        return self._first_pending[1] if self._first_pending else None
+
+    def add(self, key, record):
+        """Encode ``record`` under ``key``; return its record key.
+
+        Raises InvalidKey, KeyOrderError (key smaller than the previous one)
+        or UnencodableRecord; nothing is added then.
+        """
+        encoded = encode_key(key)
+        last = self.last_encoded_key
+        if last is not None and encoded < last:
+            raise errors.KeyOrderError(
+                f"key {key!r} is smaller than the previous key {self.last_key!r} of stream "
+                f"{self.stream!r}; keys must not decrease within a session")
+        payload = encode_record(record)
+        now = time.time_ns() // 1000
+        if now < self.last_arrival_us:
+            now = self.last_arrival_us
+        seq = self.next_seq
+        record_key = self._prefix + encoded + _seq_pack(seq)
+        batch = records.entries(record_key, now, payload, self._page_size)
+        if len(batch) == 1:
+            self._pending.append(batch[0])
+        else:
+            self._pending.extend(batch)
+        if self._first_pending is None:
+            self._first_pending = (record_key, now)
+            if self.key_types is None:
+                self.key_types = key_types_of(key)
+        self._pending_records += 1
+        self._pending_bytes += len(payload)
+        self.next_seq = seq + 1
+        self.last_encoded_key = encoded
+        self.last_key = key
+        self.last_arrival_us = now
+        return record_key
+
+    def commit(self):
+        """Write the pending records in one transaction; return how many.
+
+        Raises StorageError when the disk refuses; the pending records are
+        then kept, so a later commit can retry them.
+        """
+        if not self._pending:
+            return 0
+        pending = self._pending
+        first_key, first_arrival = self._first_pending
+        count = self._pending_records
+        size = self._pending_bytes
+        last_seq = self.next_seq - 1
+        db = self.db
+
+        def work(txn):
+            cursor = txn.cursor(db)
+            append = not cursor.last() or cursor.key() < pending[0][0]
+            cursor.putmulti(pending, append=append)
+            txn.put(self._prefix + TIME_US.pack(first_arrival), first_key, db=self.time_db, overwrite=False)
+            self.log._update_stream_counters(txn, self.session_id, self.stream, count, size, self.key_types)
+
+        self.store.write(work)
+        self._pending = []
+        self._pending_records = 0
+        self._pending_bytes = 0
+        self._first_pending = None
+        self.committed_seq = last_seq
+        return count
