@@ -382,11 +382,11 @@ class BufferReader:
         lo_us, hi_us = int(t0 * 1e6), int(t1 * 1e6)
         out = []
         for entry in self._entries_from(self._time_index_start(lo_us), self._session_end, None, with_time=True):
-            arrival = entry[2]
+            arrival = entry[1]
             if arrival > hi_us:
                 break
             if arrival >= lo_us:
-                out.append(entry[1])
+                out.append(entry[2])
         return out
 
     def _time_index_start(self, lo_us):

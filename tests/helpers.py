@@ -1,0 +1,96 @@
+"""Small real sources and subprocess helpers shared by the core tests."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from streamlog import SourceReader
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Counter(SourceReader):
+    """Records ``(i, payload)`` for i = 1..n, then ends; ``fail_at`` raises, ``bad_at`` returns a bad record."""
+
+    sleep_time_on_read_none_s = 0.001
+
+    def __init__(self, n, payload=b"payload", fail_at=None, key_at=None, record_at=None, pause_at=None):
+        self.n = n
+        self.payload = payload
+        self.fail_at = fail_at
+        self.key_at = key_at or {}
+        self.record_at = record_at or {}
+        self.pause_at = pause_at
+        self.closed = False
+
+    def open(self):
+        self.i = 0
+
+    def read(self):
+        if self.i >= self.n:
+            raise StopIteration
+        self.i += 1
+        if self.i == self.fail_at:
+            raise RuntimeError(f"sensor unplugged at {self.i}")
+        if self.pause_at is not None and self.i == self.pause_at[0]:
+            self.pause_at[1].wait()
+        if self.i in self.record_at:
+            return self.record_at[self.i]
+        return (self.key_at.get(self.i, self.i), self.payload)
+
+    def close(self):
+        self.closed = True
+
+    def key(self, data):
+        return data[0]
+
+    @property
+    def info(self):
+        return {"kind": "counter", "n": self.n}
+
+
+class Gate(SourceReader):
+    """Returns the records put in ``items`` (a queue.Queue); None while empty; ends on a ``StopIteration`` item."""
+
+    sleep_time_on_read_none_s = 0.001
+
+    def __init__(self, items):
+        self.items = items
+
+    def open(self):
+        pass
+
+    def read(self):
+        import queue
+
+        try:
+            item = self.items.get_nowait()
+        except queue.Empty:
+            return None
+        if item is StopIteration:
+            raise StopIteration
+        return item
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        return data[0]
+
+
+def run_python(code, *args, timeout=60, check=True, **kwargs):
+    """Run ``code`` in a fresh interpreter with the package importable; return CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], capture_output=True,
+                            text=True, timeout=timeout, env=env, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def start_python(code, *args, **kwargs):
+    """Start ``code`` in a fresh interpreter; stdout is a text pipe."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
