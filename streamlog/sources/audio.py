@@ -230,6 +230,7 @@ class PyAudioSourceReader(SourceReader):
         self._overflows = 0
         self._frames_lost = 0
         self._drift_s = None
+        self._drift_span_s = 0.0  # audio time over which the drift was measured
 
     def _checked_device(self, index):
         pyaudio = import_pyaudio()
@@ -332,7 +333,8 @@ class PyAudioSourceReader(SourceReader):
                 return records
         samples = self.format.from_bytes(in_data[:frame_count * self.channels * self.format.width], self.channels)
         records.append((self._timeline.time_us(self._position), samples, frame_count, status))
-        self._drift_s = (capture_s - self._first_capture_s) - self._position / self.rate
+        self._drift_span_s = self._position / self.rate
+        self._drift_s = (capture_s - self._first_capture_s) - self._drift_span_s
         self._position += frame_count
         self._last_capture_s = capture_s
         self._last_frames = frame_count
@@ -377,7 +379,7 @@ class PyAudioSourceReader(SourceReader):
         if self._timeline is not None:
             info.update(origin_us=self._timeline.origin_us, frames_recorded=self._position - self._frames_lost, frames_lost=self._frames_lost,
                         input_overflows=self._overflows, clock_drift_s=self._drift_s,
-                        clock_drift_ppm=self._drift_s / self._position * self.rate * 1e6 if self._position else None)
+                        clock_drift_ppm=self._drift_s / self._drift_span_s * 1e6 if self._drift_span_s else None)
         return info
 
 
