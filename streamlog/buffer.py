@@ -143,6 +143,8 @@ class StreamBuffer:
         self._has_pending = threading.Event()
         self._error = None
         self._retention_due = 0.0
+        max_bytes = self.retention.max_bytes if self.retention is not None else None
+        self._commit_bytes = max_bytes // 32 if max_bytes else 64 << 20
         with _live_lock:
             _live_sessions.setdefault(self.log.store, {})[self.session.id] = self
         self._thread = threading.Thread(target=self._record, name=f"streamlog-recorder-{self.session.id}",
@@ -259,7 +261,7 @@ class StreamBuffer:
                         self._append(item)
                 else:
                     self._append(data)
-                if writer.pending >= self.commit_records or (
+                if writer.pending >= self.commit_records or writer.pending_bytes >= self._commit_bytes or (
                         time.time_ns() // 1000 - writer.oldest_pending_arrival_us) >= interval * 1e6:
                     self._commit()
 
@@ -275,14 +277,21 @@ class StreamBuffer:
         self._feed.notify()
 
     def _commit(self):
-        """Commit pending records (hold ``_write_lock``), then apply retention."""
-        self._writer.commit()
+        """Commit pending records (hold ``_write_lock``), then apply retention
+        in small batches, removing up to about twice what was just added."""
+        added = self._writer.commit()
         self._feed.committed = self._writer.committed_seq
         if self.retention is not None and self.retention.is_limited:
             now = time.monotonic()
-            if now >= self._retention_due:
-                removed = self.log._prune_step(self.retention, live_session_ids(self.log.store))
-                self._retention_due = now if removed else now + 0.05
+            if now >= self._retention_due or added:
+                budget = 2 * added + 1
+                removed = 0
+                while removed < budget:
+                    step = self.log._prune_step(self.retention, live_session_ids(self.log.store))
+                    if not step:
+                        break
+                    removed += step
+                self._retention_due = now + 0.05
 
     def _commit_if_due(self):
         with self._write_lock:

@@ -68,7 +68,8 @@ class Log:
         self.path = os.fspath(path)
         self.readonly = readonly
         self.retention = retention
-        self.store = open_store(self.path, readonly=readonly, create=create, durability=durability)
+        self.store = open_store(self.path, create=create and not readonly,
+                                durability=None if readonly else durability)
         self.format_version = self.store.format_version
         self._closed = False
 

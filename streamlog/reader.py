@@ -246,13 +246,20 @@ class BufferReader:
             entry = feed.ring_get(target)
             if entry is not None:
                 return entry
-            if target <= feed.committed_high() or (self._seq < 0 and feed.committed_high() >= 0):
+            committed = feed.committed_high()
+            if target <= committed or (self._seq < 0 and committed >= 0):
                 entry = self._fetch_from_disk(target)
                 if entry is not None:
                     return entry
                 entry = feed.ring_get(target)
                 if entry is not None:
                     return entry
+                if target <= committed:
+                    # everything from the cursor to the newest committed record is gone
+                    if self._seq >= 0 and not self.skip_pruned:
+                        raise errors.RecordsPruned(committed - target + 1)
+                    self._seq = committed
+                    continue
             ended = feed.ended
             if target <= feed.high():
                 continue

@@ -23,7 +23,6 @@ Record layout (format version 1), one LMDB database per stream name:
   the first record of each group commit -> that record's key.
 """
 
-import errno
 import fcntl
 import os
 import struct
@@ -65,25 +64,26 @@ _stores = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(path, *, readonly=False, create=True, durability="full"):
+def open_store(path, *, create=True, durability=None):
     """Return the process-wide :class:`Store` for ``path`` (a directory).
 
     Raises LogNotFound, NotALog, FormatVersionError.  Each call must be paired
-    with :meth:`Store.release`.  The first opener decides ``readonly`` and
-    ``durability``; a later writable open of a store first opened read-only
-    reopens it writable once nobody holds it.
+    with :meth:`Store.release`.  The environment is opened writable whenever
+    the directory is writable (``Log(readonly=True)`` only forbids writing);
+    ``durability`` None accepts whatever the store has (``"full"`` if new).
     """
-    if durability not in _SYNC_FLAGS:
+    if durability is not None and durability not in _SYNC_FLAGS:
         raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
     real = os.path.realpath(os.fspath(path))
     with _stores_lock:
         store = _stores.get(real)
-        if store is not None and store.readonly and not readonly:
+        if store is not None and durability is not None and store.durability != durability:
             if store.users:
-                raise errors.LogError(f"log {path} is already open read-only in this process")
+                raise errors.LogError(f"log {path} is already open in this process with durability "
+                                      f"{store.durability!r}; close it before writing with {durability!r}")
             store = None
         if store is None:
-            store = Store(real, readonly=readonly, create=create, durability=durability)
+            store = Store(real, create=create, durability=durability or "full")
             _stores[real] = store
         store.users += 1
         return store
@@ -128,11 +128,11 @@ class _TransactionGate:
 class Store:
     """An open LMDB environment for one log directory (use :func:`open_store`)."""
 
-    def __init__(self, path, *, readonly, create, durability):
+    def __init__(self, path, *, create, durability):
         self.path = path
-        self.readonly = readonly
         self.durability = durability
         self.users = 0
+        self.closed = False
         self.stale_readers_cleared = 0
         self._gate = _TransactionGate()
         self._dbs = {}
@@ -141,7 +141,10 @@ class Store:
         self._writer_users = 0
         self._writer_lock = threading.Lock()
         self._writing_thread = None
-        self._check_path(create and not readonly)
+        self._check_path(create)
+        self._may_create = create
+        readonly = not os.access(path, os.W_OK)
+        self.readonly = readonly
         data_file = os.path.join(path, DATA_FILE)
         size = os.path.getsize(data_file) if os.path.exists(data_file) else 0
         map_size = max(INITIAL_MAP_SIZE, _round_up_pow2(size * 2))
@@ -168,7 +171,7 @@ class Store:
         path = self.path
         if os.path.isdir(path):
             if not os.path.exists(os.path.join(path, DATA_FILE)):
-                if os.listdir(path) and not may_create:
+                if os.listdir(path):
                     raise errors.NotALog(f"{path} is a directory that holds no streamlog log")
                 if not may_create:
                     raise errors.LogNotFound(f"no log at {path}")
@@ -192,7 +195,7 @@ class Store:
                 return
         with self.read() as txn:
             foreign = [k for k, _ in txn.cursor() if not _is_our_db_name(k)]
-        if foreign or self.readonly:
+        if foreign or self.readonly or not self._may_create:
             raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log")
         record = msgpack.packb({"format": FORMAT_NAME, "version": FORMAT_VERSION, "created": time.time()})
         meta = self.db(_META_DB, create=True)
@@ -278,6 +281,8 @@ class Store:
     @contextmanager
     def read(self):
         """A short read transaction; never hold it across calls."""
+        if self.closed:
+            raise errors.LogError(f"log {self.path} is closed")
         self._gate.enter()
         try:
             try:
@@ -301,6 +306,8 @@ class Store:
         """
         if self.readonly:
             raise errors.LogError(f"log {self.path} is open read-only")
+        if self.closed:
+            raise errors.LogError(f"log {self.path} is closed")
         while True:
             self._gate.enter()
             try:
@@ -394,6 +401,7 @@ class Store:
                 return
             if _stores.get(self.path) is self:
                 del _stores[self.path]
+            self.closed = True
         self.env.close()
 
 
@@ -423,8 +431,13 @@ def _read_pid(fd):
 
 
 def _storage_error(path, exc):
-    if isinstance(exc, lmdb.DiskError) or "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC:
-        return errors.StorageError(f"cannot write to log {path}: disk full or I/O error ({exc})")
+    try:
+        stat = os.statvfs(path)
+        free = stat.f_bavail * stat.f_frsize
+    except OSError:
+        free = None
+    if free is not None and free < 4 << 20:
+        return errors.StorageError(f"cannot write to log {path}: the disk is full ({free} bytes free): {exc}")
     return errors.StorageError(f"cannot write to log {path}: {exc}")
 
 

@@ -46,6 +46,11 @@ class StreamWriter:
         return self._pending_records
 
     @property
+    def pending_bytes(self):
+        """Encoded bytes of the records awaiting :meth:`commit`."""
+        return self._pending_bytes
+
+    @property
     def oldest_pending_arrival_us(self):
         return self._first_pending[1] if self._first_pending else None
 

@@ -17,8 +17,8 @@ __all__ = ["main"]
 
 
 @click.group(cls=StreamlogGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Shell completion (bash): eval \"$(_STREAMLOG_COMPLETE=bash_source streamlog)\"; "
-                    "use zsh_source or fish_source for zsh and fish.")
+             epilog="\b\nShell completion (put in ~/.bashrc; zsh_source and fish_source for other shells):\n"
+                    "  eval \"$(_STREAMLOG_COMPLETE=bash_source streamlog)\"")
 @click.version_option(__version__, "-V", "--version", prog_name="streamlog")
 def main():
     """Record data streams into logs, then query, export and maintain them.

@@ -45,6 +45,8 @@ class StreamlogGroup(click.Group):
     * :class:`~streamlog.errors.StreamlogError` and ``OSError`` (a file that
       cannot be written, ...) -> ``Error: <message>`` on stderr, exit 1;
     * click usage errors (bad option, key that does not parse) -> exit 2;
+    * any other exception is a bug: one line naming it, exit 1 (the
+      traceback is shown when the environment sets ``STREAMLOG_TRACEBACK``);
     * stdout closed by the reader (``EPIPE``) -> stdout is pointed at
       ``/dev/null`` (so the final flush cannot fail again) and the command
       exits with status 1 without printing anything.
@@ -61,10 +63,18 @@ class StreamlogGroup(click.Group):
         except BrokenPipeError:
             _silence_stdout()
             ctx.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except errors.StreamlogError as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
             raise click.ClickException(_describe_os_error(exc)) from exc
+        except Exception as exc:
+            if os.environ.get("STREAMLOG_TRACEBACK"):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {exc} (a bug in streamlog; "
+                f"run with STREAMLOG_TRACEBACK=1 to see where)") from exc
 
 
 def _silence_stdout():

@@ -116,21 +116,20 @@ def sessions(log, as_json):
     Example: streamlog sessions ./mylog --json
     """
     with open_log(log) as opened:
-        found = opened.sessions()
-        rows = [(s, session_summary(s)) for s in found]
+        summaries = [session_summary(s) for s in opened.sessions()]
     if as_json:
-        click.echo(json.dumps([summary for _, summary in rows], indent=2))
+        click.echo(json.dumps(summaries, indent=2))
         return
-    if not rows:
+    if not summaries:
         click.echo(f"{log}: no sessions")
         return
     header = ("ID", "STATUS", "START", "DURATION", "RECORDS", "BYTES", "KEYS", "RATE", "SOURCE")
     table = [header]
-    for session, s in rows:
+    for s in summaries:
         table.append((
             str(s["id"]), s["status"], format_time(s["start_time"]), format_duration(s["duration_s"]),
             str(s["records"]), format_bytes(s["bytes"]),
-            _shorten(_key_span(session.first_key, session.last_key, session.info), 48),
+            _shorten(_key_span(s["first_key"], s["last_key"], s["info"]), 48),
             "-" if s["rate_hz"] is None else f"{s['rate_hz']:.1f}/s",
             _shorten(s["source"], 40),
         ))
@@ -258,24 +257,26 @@ def _pick(method, n, stream):
 
 @click.command("range")
 @log_argument
-@click.argument("start")
-@click.argument("stop")
+@click.argument("start", required=False)
+@click.argument("stop", required=False)
 @session_option
 @stream_option
 @format_option
 def range_(log, start, stop, session_id, stream, fmt):
     """Print the records with START <= key <= STOP (both inclusive).
 
-    Keys are typed as the session's key type: numbers, text, 0x-hex bytes,
-    comma-separated tuples such as 3,0.5, or ISO-8601 times for timestamped
-    sessions.  Reads lazily, so any range fits in memory.
+    Without STOP the range runs to the last record, without START too it is
+    the whole session.  Keys are typed as the session's key type: numbers,
+    text, 0x-hex bytes, comma-separated tuples such as 3,0.5, or ISO-8601
+    times for timestamped sessions.  Reads lazily, so any range fits in
+    memory.
 
     Example: streamlog range ./mylog 100 200 --format csv > part.csv
     """
     with open_log(log) as opened:
         session = pick_session(opened, session_id)
-        low = parse_key(start, session, stream, param_hint="'START'")
-        high = parse_key(stop, session, stream, param_hint="'STOP'")
+        low = None if start is None else parse_key(start, session, stream, param_hint="'START'")
+        high = None if stop is None else parse_key(stop, session, stream, param_hint="'STOP'")
         _write_records(session.irange(low, high, stream=stream), fmt)
 
 

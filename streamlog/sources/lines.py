@@ -11,6 +11,7 @@ from streamlog.source import ReadBatch, SourceReader
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 16
+SEEN_BYTES = 64  # bytes before the read position compared on each read to notice a rewritten file
 
 
 class LineSource(SourceReader):
@@ -22,9 +23,10 @@ class LineSource(SourceReader):
     default ``"replace"``: they become U+FFFD).
 
     ``path_or_stream`` is a path, or an open stream such as ``sys.stdin``.
-    A stream with a file descriptor is read without blocking (the recorder
-    can stop while a pipe is silent); one without (``io.StringIO``) is read
-    with ``readline()``.
+    A stream with a file descriptor is read from the descriptor, without
+    blocking (the recorder can stop while a pipe is silent) and past the
+    stream's own buffer, so hand it over unread; one without a descriptor
+    (``io.StringIO``) is read with ``readline()``.
 
     Without ``follow`` the session ends (``read()`` raises ``StopIteration``)
     at end of file; a last line without a newline is still a line.
@@ -33,8 +35,9 @@ class LineSource(SourceReader):
     followed like ``tail -f``: ``read()`` returns ``None`` while nothing new
     has been written (the recorder polls every ``poll_s`` seconds), and a
     partial last line is held back until its newline arrives.  When the file
-    is truncated, or replaced by a new file at the same path (log rotation),
-    reading restarts at the beginning of the new content; the held-back
+    is truncated (it shrank below the read position, or the last bytes read
+    changed: truncated and written again), or replaced by a new file at the
+    same path (log rotation), reading restarts at the beginning of the new content; the held-back
     partial line of the old content is emitted first, line numbers keep
     counting up (keys never decrease), a warning is logged and the restart
     is listed under ``info["restarts"]``.
@@ -67,6 +70,7 @@ class LineSource(SourceReader):
         self._fd = None          # descriptor read with os.read (stream mode)
         self._decoder = None
         self._pending = ""       # decoded text after the last newline
+        self._seen = b""         # follow mode: the last bytes read, to notice a rewritten file
         self._line_number = 0
         self._restarts = []
         self._done = False
@@ -85,6 +89,8 @@ class LineSource(SourceReader):
         ``StopIteration`` at the end of the input."""
         if self._done:
             raise StopIteration
+        if self.follow:
+            return self._read_followed()
         if self._is_path:
             text, at_eof = self._read_file()
         elif self._fd is not None:
@@ -92,15 +98,13 @@ class LineSource(SourceReader):
         else:
             text, at_eof = self._read_textio()
         lines = self._split(text)
-        if at_eof and not self.follow:
+        if at_eof:
             if self._pending:
                 lines.append(self._number(self._pending))
                 self._pending = ""
             if not lines:
                 self._done = True
                 raise StopIteration
-        if not lines and at_eof and self.follow:
-            lines = self._restart_if_replaced()
         return ReadBatch(lines) if lines else None
 
     def close(self):
@@ -136,7 +140,17 @@ class LineSource(SourceReader):
 
     def _read_file(self):
         data = self._file.read(CHUNK_BYTES)
+        if self.follow:
+            self._seen = (self._seen + data)[-SEEN_BYTES:]
         return self._decoder.decode(data, final=not data and not self.follow), not data
+
+    def _read_followed(self):
+        lines = self._restart_if_truncated()
+        text, at_eof = self._read_file()
+        lines += self._split(text)
+        if not lines and at_eof:
+            lines = self._restart_if_rotated()
+        return ReadBatch(lines) if lines else None
 
     def _read_fd(self):
         ready, _, _ = select.select([self._fd], [], [], 0)
@@ -166,33 +180,45 @@ class LineSource(SourceReader):
         self._line_number += 1
         return (self._line_number, line[:-1] if line.endswith("\r") else line)
 
-    def _restart_if_replaced(self):
-        """At end of file in follow mode: reopen the path when the file was
-        replaced (rotation), rewind when it shrank (truncation).  Returns the
-        records of what the old content still held after the last complete
-        line (the rest of a rotated file, the held-back partial line), or an
-        empty list when nothing was replaced."""
+    def _restart_if_truncated(self):
+        """Rewind when the file shrank below the read position, or when the
+        bytes just before it are no longer those read (truncated and written
+        again, possibly longer than before, since the last call)."""
+        position = self._file.tell()
+        if not position:
+            return []
+        fd = self._file.fileno()
+        if os.fstat(fd).st_size >= position and os.pread(fd, len(self._seen), position - len(self._seen)) == self._seen:
+            return []
+        self._file.seek(0)
+        return self._restart("truncated", b"")
+
+    def _restart_if_rotated(self):
+        """At end of file: when another file now sits at the path (log
+        rotation), read what was still appended to the old one, then switch
+        to the new one."""
         try:
             on_disk = os.stat(self.path)
         except FileNotFoundError:
             return []  # rotated away and not recreated yet: keep waiting
         mine = os.fstat(self._file.fileno())
-        if (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino):
-            reason = "rotated"
-            rest = self._file.read()  # written to the old file just before it was replaced
-            self._file.close()
-            self._file = None
-            self._open_path()
-        elif on_disk.st_size < self._file.tell():
-            reason = "truncated"
-            rest = b""
-            self._file.seek(0)
-        else:
+        if (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino):
             return []
+        rest = self._file.read()
+        self._file.close()
+        self._file = None
+        self._open_path()
+        return self._restart("rotated", rest)
+
+    def _restart(self, reason, rest):
+        """Start over on new content: return the records of what the old
+        content held after its last complete line (``rest``, the held-back
+        partial line), note the restart in ``info`` and log a warning."""
         lines = (self._pending + self._decoder.decode(rest, final=True)).split("\n")
         if not lines[-1]:
             lines.pop()
         self._pending = ""
+        self._seen = b""
         flushed = [self._number(line) for line in lines]
         self._decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
         self._restarts.append({"reason": reason, "after_line": self._line_number, "time": time.time()})
