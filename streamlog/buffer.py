@@ -244,7 +244,7 @@ class StreamBuffer:
     def _read_until_done(self, source):
         stop_requested = self._stop_requested
         read = source.read
-        interval = self.commit_interval_s
+        interval_us = self.commit_interval_s * 1e6
         writer = self._writer
         while not stop_requested.is_set():
             try:
@@ -262,7 +262,7 @@ class StreamBuffer:
                 else:
                     self._append(data)
                 if writer.pending >= self.commit_records or writer.pending_bytes >= self._commit_bytes or (
-                        time.time_ns() // 1000 - writer.oldest_pending_arrival_us) >= interval * 1e6:
+                        writer.last_arrival_us - writer.oldest_pending_arrival_us) >= interval_us:
                     self._commit()
 
     def _append(self, data):
@@ -274,7 +274,9 @@ class StreamBuffer:
         self._ring.append((record_key, data, self._writer.last_arrival_us))
         if not self._has_pending.is_set():
             self._has_pending.set()
-        self._feed.notify()
+        feed = self._feed
+        if feed.waiters and not feed.notified:
+            feed.notify()
 
     def _commit(self):
         """Commit pending records (hold ``_write_lock``), then apply retention
@@ -309,6 +311,9 @@ class StreamBuffer:
             self._ended.wait(interval)
             if self._ended.is_set():
                 return
+            oldest = self._writer.oldest_pending_arrival_us
+            if oldest is not None and time.time_ns() // 1000 - oldest < interval * 1e6 * 0.9:
+                continue  # the recorder thread commits in time by itself
             try:
                 with self._write_lock:
                     if self._error is None:

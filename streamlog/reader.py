@@ -40,7 +40,8 @@ class LiveFeed:
         self.error = None
         self._cause = None
         self._cond = threading.Condition(threading.Lock())
-        self._waiters = 0
+        self.waiters = 0
+        self.notified = False
 
     def high(self):
         return self._ring.high
@@ -51,15 +52,20 @@ class LiveFeed:
     def ring_get(self, seq):
         return self._ring.get(seq)
 
+    def ring_slice(self, seq, limit):
+        return self._ring.slice(seq, limit)
+
     def uncommitted(self):
         """Ring entries not yet committed, oldest first."""
         ring = self._ring
         return [e for e in (ring.get(s) for s in range(self.committed + 1, ring.high + 1)) if e is not None]
 
     def notify(self):
-        if self._waiters:
-            with self._cond:
-                self._cond.notify_all()
+        """Wake the waiting readers (the recorder calls this only while
+        ``waiters`` and not ``notified``: one wake-up per wait, not per record)."""
+        with self._cond:
+            self.notified = True
+            self._cond.notify_all()
 
     def end(self, error):
         with self._cond:
@@ -71,11 +77,12 @@ class LiveFeed:
     def wait(self, seq, timeout):
         """Block until record ``seq`` is published or the stream ended; False on timeout."""
         with self._cond:
-            self._waiters += 1
+            self.waiters += 1
+            self.notified = False
             try:
                 return self._cond.wait_for(lambda: self._ring.high >= seq or self.ended, timeout)
             finally:
-                self._waiters -= 1
+                self.waiters -= 1
 
     def failure(self):
         exc = errors.SourceFailed(self.error)
@@ -119,6 +126,9 @@ class StoredFeed:
 
     def ring_get(self, seq):
         return None
+
+    def ring_slice(self, seq, limit):
+        return []
 
     def uncommitted(self):
         return []
@@ -182,6 +192,12 @@ class BufferReader:
         has ended and everything was read (SourceFailed if it failed);
         non-blocking readers return None while the stream runs with nothing new.
         """
+        ahead = self._ahead
+        if ahead:
+            entry = ahead.popleft()
+            self._key = entry[0]
+            self._seq += 1
+            return entry[1]
         entry = self._entry_after_cursor(self.blocking, self.timeout)
         if entry is _END:
             self._raise_end(StopIteration)
@@ -205,7 +221,7 @@ class BufferReader:
         timeout = self.timeout if timeout is None else timeout
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"n must be a positive int or None, not {n!r}")
-        saved = (self._seq, self._key, list(self._ahead))
+        saved = (self._seq, self._key, list(self._ahead)) if peek else None
         entry = self._entry_after_cursor(blocking, timeout)
         if entry is None or entry is _END:
             if ignore_no_item_found:
@@ -230,8 +246,9 @@ class BufferReader:
         return out
 
     def _advance(self, entry):
+        """Move the cursor onto ``entry``, the one _entry_after_cursor returned."""
         self._key = entry[0]
-        self._seq = records.seq_of(entry[0])
+        self._seq += 1
         if self._ahead and self._ahead[0] is entry:
             self._ahead.popleft()
 
@@ -243,9 +260,10 @@ class BufferReader:
             if self._ahead:
                 return self._ahead[0]
             target = self._seq + 1
-            entry = feed.ring_get(target)
-            if entry is not None:
-                return entry
+            batch = feed.ring_slice(target, _READ_AHEAD)
+            if batch:
+                self._ahead.extend(batch)
+                return batch[0]
             committed = feed.committed_high()
             if target <= committed or (self._seq < 0 and committed >= 0):
                 entry = self._fetch_from_disk(target)
@@ -282,9 +300,9 @@ class BufferReader:
         if not batch or batch[0][0] >= self._session_end:
             return None
         first_seq = records.seq_of(batch[0][0])
-        if first_seq > target and self._seq >= 0:
-            if not self.skip_pruned:
-                raise errors.RecordsPruned(first_seq - target)
+        if first_seq > target and self._seq >= 0 and not self.skip_pruned:
+            raise errors.RecordsPruned(first_seq - target)
+        self._seq = first_seq - 1
         self._ahead.extend(batch)
         return self._ahead[0]
 

@@ -69,5 +69,23 @@ class Ring:
             return None
         return entry
 
+    def slice(self, seq, limit):
+        """Up to ``limit`` consecutive entries from ``seq`` on ([] if ``seq`` is not in the ring)."""
+        high = self.high
+        if seq > high or seq < self.low:
+            return []
+        stop = min(high + 1, seq + limit)
+        capacity = self.capacity
+        if capacity is None:
+            return self._slots[seq - self._base:stop - self._base]
+        start, end = seq % capacity, stop % capacity
+        if start < end or stop - seq == 0:
+            entries = self._slots[start:end]
+        else:
+            entries = self._slots[start:] + self._slots[:end]
+        if self.low > seq:  # the writer overwrote part of what was copied
+            return []
+        return entries
+
     def __len__(self):
         return self.high - self.low + 1
