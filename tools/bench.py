@@ -804,7 +804,7 @@ def fig_memory(bench):
                            "RSS of the recording process by records recorded",
                  {"n": n, "maxlen": MEMORY_MAXLEN, "checkpoints": checkpoints},
                  [("records", "records", "int", None), ("rss_mb", "RSS MB", "mb", None),
-                  ("peak_rss_mb", "peak RSS MB", "mb", None)])
+                  ("peak_rss_mb", "peak RSS MB", "mb", None), ("anon_rss_mb", "anon RSS MB", "mb", None)])
     log("memory: streamlog recording in a subprocess")
     try:
         result = run_child("memory", {"path": bench.path("memory-streamlog"), "n": n, "maxlen": MEMORY_MAXLEN,
@@ -817,7 +817,7 @@ def fig_memory(bench):
         when = "after stop()" if sample.get("after_stop") else "before start()" if sample["records"] == 0 else "recording"
         fig.add("streamlog", f"streamlog, {when}, {sample['records']:,} records",
                 {"records": sample["records"], "rss_mb": sample["rss_bytes"] / 1e6,
-                 "peak_rss_mb": sample["peak_rss_bytes"] / 1e6})
+                 "peak_rss_mb": sample["peak_rss_bytes"] / 1e6, "anon_rss_mb": sample["anon_rss_bytes"] / 1e6})
     return fig
 
 
@@ -991,7 +991,8 @@ def render(report):
             if t["value"] is None:
                 shown, verdict = "not measured", "MISS"
             else:
-                shown = f"{t['value']:,.3f}" if isinstance(t["value"], float) else f"{t['value']:,}"
+                shown = f"{t['value']:,.3f}" if isinstance(t["value"], float) and t["value"] < 1000 \
+                    else f"{t['value']:,.0f}"
                 shown = f"{shown} {t['unit']}".strip()
                 verdict = "PASS" if t["passed"] else "MISS"
             lines.append(f"  {t['target'].ljust(width)}  {shown:>22}  {verdict}")

@@ -10,12 +10,11 @@ goes to stderr.  Roles:
   parent and report, per record, ``time.time_ns()`` at receipt minus the
   ``time.time_ns()`` stamped in the record when the source produced it.
 * ``memory``: record into a streamlog log with a bounded ring and sample this
-  process's RSS at several record counts.
+  process's RSS and peak RSS at several record counts.
 """
 
 import json
 import os
-import resource
 import sys
 import time
 
@@ -103,9 +102,21 @@ def role_follow_redis(args):
     emit({"latencies_ns": latencies})
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _memory_status():
+    """VmRSS, VmHWM and RssAnon of this process in bytes, from /proc/self/status.
+
+    VmHWM is the peak RSS of this process image (getrusage's ru_maxrss is
+    not used: Linux carries it over from the parent across fork+exec).
+    RssAnon leaves out file pages, i.e. the LMDB map's pages that reads and
+    writes bring into the page cache.
+    """
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM", "RssAnon"):
+                values[name] = int(rest.split()[0]) * 1024
+    return values
 
 
 def role_memory(args):
@@ -113,11 +124,9 @@ def role_memory(args):
     samples = []
 
     def sample(count):
-        samples.append({
-            "records": count,
-            "rss_bytes": _rss_bytes(),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        })
+        status = _memory_status()
+        samples.append({"records": count, "rss_bytes": status["VmRSS"], "peak_rss_bytes": status["VmHWM"],
+                        "anon_rss_bytes": status["RssAnon"]})
 
     pending = list(checkpoints)
 
