@@ -909,6 +909,10 @@ def machine_description(workdir):
     try:
         commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", ":(glob)streamlog/*.py"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        if dirty:
+            commit += " + uncommitted changes in streamlog/*.py"
     except (OSError, subprocess.CalledProcessError):
         commit = None
     mem = None
@@ -959,6 +963,8 @@ def render(report):
     lines.append(f"python {m['python']}; streamlog {m['streamlog']}; {m['lmdb']}; msgpack {m['msgpack']}; "
                  f"numpy {m['numpy']}; stream2py {m['stream2py']}; redis-py {m['redis-py']}, "
                  f"redis-server {m.get('redis_server')}; sqlite {m['sqlite']}; scratch fs {m['scratch_fs']}")
+    lines.append("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}; "
+                 "run took {:.0f} s".format(*m["load_before"], *m["load_after"], report["elapsed_s"]))
     lines.append("ratio columns: streamlog / peer (rates: > 1 means streamlog is faster; "
                  "times and sizes: < 1 means streamlog is faster/smaller)")
     for fig in report["figures"]:
@@ -1033,7 +1039,9 @@ def main(argv=None):
     started = time.perf_counter()
     try:
         machine = machine_description(workdir)
+        machine["load_before"] = os.getloadavg()
         figures = [FIGURES[name](bench).to_dict() for name in args.only]
+        machine["load_after"] = os.getloadavg()
         machine["redis_server"] = bench.redis_version()
     finally:
         bench.close()
