@@ -12,6 +12,7 @@ from streamlog import __version__
 from streamlog.cli.admin import doctor, prune
 from streamlog.cli.common import StreamlogGroup
 from streamlog.cli.query import export, head, info, range_, sessions, tail
+from streamlog.cli.record import demo, follow, record
 
 __all__ = ["main"]
 
@@ -31,5 +32,5 @@ def main():
     """
 
 
-for _command in (sessions, info, head, tail, range_, export, prune, doctor):
+for _command in (record, follow, demo, sessions, info, head, tail, range_, export, prune, doctor):
     main.add_command(_command)
