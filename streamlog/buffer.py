@@ -322,6 +322,8 @@ class StreamBuffer:
                             self._commit()
                     if not self._writer.pending:
                         self._has_pending.clear()
+                if self._ended.is_set():  # _finish may have set _has_pending before the clear above
+                    return
             except errors.StreamlogError as exc:
                 self._fail(exc)
                 self._stop_requested.set()
