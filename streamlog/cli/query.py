@@ -18,7 +18,8 @@ from streamlog.cli.common import (
 )
 from streamlog.codec import to_jsonable
 
-__all__ = ["sessions", "info", "head", "tail", "range_", "export", "session_summary"]
+__all__ = ["sessions", "info", "head", "tail", "range_", "export", "session_summary", "describe_source", "format_key",
+           "write_npy"]
 
 
 # --------------------------------------------------------------------------
