@@ -351,3 +351,67 @@ def test_markers_beside_audio_share_the_session(alsa_file_input, lab_log):
     assert session.range(stream="markers") == [(1_700_000_000_500_000, "stimulus"),
                                                (1_700_000_001_250_000, "response")]
     assert sum(r[2] for r in session.range()) == 1000
+
+
+# -- CLI --------------------------------------------------------------------------
+
+
+def test_cli_record_audio_records_exact_frames(alsa_file_input, tmp_path):
+    from click.testing import CliRunner
+
+    from streamlog.audio import AudioSession
+    from streamlog.cli import main
+
+    signal = ramp(5000, 2)
+    alsa_file_input(signal)
+    log_path = tmp_path / "lab.log"
+    result = CliRunner().invoke(main, ["record", "audio", str(log_path), "--rate", str(RATE), "--channels", "2",
+                                       "--frames-per-buffer", "256", "--frames", "5000", "--info", "subject=S1"])
+    assert result.exit_code == 0, result.output
+    assert "closed" in result.stdout and "5000 frames" in result.stdout
+    with Log(log_path, readonly=True) as log:
+        session = log.session(-1)
+        assert session.info["subject"] == "S1" and session.info["channels"] == 2
+        assert np.array_equal(AudioSession(session).to_numpy(), signal)
+
+
+def test_cli_record_audio_with_markers_from_stdin(alsa_file_input, tmp_path):
+    from click.testing import CliRunner
+
+    from streamlog.cli import main
+
+    alsa_file_input(ramp(RATE * 60, 1))  # far more than is read before stdin ends the recording
+    log_path = tmp_path / "lab.log"
+    result = CliRunner().invoke(main, ["record", "audio", str(log_path), "--rate", str(RATE), "--frames-per-buffer",
+                                       "64", "--markers", "--durability", "off"],
+                                input="stimulus on\nresponse\n\nlast one")
+    assert result.exit_code == 0, result.output
+    assert "4 marker(s)" in result.stdout
+    with Log(log_path, readonly=True) as log:
+        session = log.session(-1)
+        assert session.status == "closed"
+        markers = session.range(stream="markers")
+        assert [label for _, label in markers] == ["stimulus on", "response", "", "last one"]
+        assert session.count > 0
+
+
+def test_cli_record_audio_without_device_is_one_line_error(alsa_without_input, tmp_path):
+    from click.testing import CliRunner
+
+    from streamlog.cli import main
+
+    result = CliRunner().invoke(main, ["record", "audio", str(tmp_path / "lab.log")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == ["Error: no input device: PortAudio reports no default input device"]
+
+
+def test_cli_devices_lists_input_devices(alsa_file_input):
+    from click.testing import CliRunner
+
+    from streamlog.cli.audio import devices
+
+    alsa_file_input(ramp(16, 1))
+    result = CliRunner().invoke(devices)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("*   1  default  (128 ch, ")

@@ -39,6 +39,7 @@ from streamlog import errors
 from streamlog.source import ReadBatch, SourceReader
 
 PA_INPUT_OVERFLOW = 2  # PortAudio's paInputOverflow status flag
+MAX_PYAUDIO_BATCH = 256  # buffers handed over by one PyAudioSourceReader.read(), so a stop is never far off
 MAX_WAV_BATCH_FRAMES = 1 << 16  # frames handed over by one WavFileSourceReader.read() at full speed
 
 
@@ -296,19 +297,24 @@ class PyAudioSourceReader(SourceReader):
         self._finish_requested = True
 
     def read(self):
-        """Return a ReadBatch of every queued buffer's records, ``None`` when
-        nothing is queued, StopIteration after ``max_frames`` or
-        :meth:`finish`; raises
-        AudioDeviceError if the stream stopped on its own."""
-        complete = self._complete.is_set() or (self._finish_requested and not self._stream.is_active())
+        """Return a ReadBatch of the queued buffers' records (at most
+        MAX_PYAUDIO_BATCH buffers), ``None`` when nothing is queued,
+        StopIteration once the stream completed (``max_frames`` or
+        :meth:`finish`) and everything was read; raises AudioDeviceError if
+        the stream stopped on its own."""
         if not self._pending:
-            if complete:
+            if self._complete.is_set():
                 raise StopIteration
             if not self._stream.is_active():
+                # The stream stops after the callback that completed it queued its buffer.
+                if self._pending or self._complete.is_set():
+                    return None
+                if self._finish_requested:
+                    raise StopIteration
                 raise AudioDeviceError(f"input stream of device {self.device_index} ({self.device_name!r}) stopped")
             return None
         batch = ReadBatch()
-        while self._pending:
+        while self._pending and len(batch) < MAX_PYAUDIO_BATCH:
             batch.extend(self._records_of(*self._pending.popleft()))
         return batch
 
