@@ -244,8 +244,13 @@ class StreamBuffer:
     def _read_until_done(self, source):
         stop_requested = self._stop_requested
         read = source.read
+        key_of = source.key
         interval_us = self.commit_interval_s * 1e6
         writer = self._writer
+        add = writer.add
+        publish = self._ring.append
+        feed = self._feed
+        has_pending = self._has_pending
         while not stop_requested.is_set():
             try:
                 data = read()
@@ -258,25 +263,19 @@ class StreamBuffer:
             with self._write_lock:
                 if type(data) is ReadBatch:
                     for item in data:
-                        self._append(item)
+                        if item is None:
+                            raise errors.StreamlogError("read() returned None inside a ReadBatch; None means "
+                                                        "'no data' and cannot be a record")
+                        publish(add(key_of(item), item))
                 else:
-                    self._append(data)
+                    publish(add(key_of(data), data))
+                if not has_pending.is_set():
+                    has_pending.set()
+                if feed.waiters and not feed.notified:
+                    feed.notify()
                 if writer.pending >= self.commit_records or writer.pending_bytes >= self._commit_bytes or (
                         writer.last_arrival_us - writer.oldest_pending_arrival_us) >= interval_us:
                     self._commit()
-
-    def _append(self, data):
-        if data is None:
-            raise errors.StreamlogError("read() returned None inside a ReadBatch; None means 'no data' and "
-                                        "cannot be a record")
-        key = self.source_reader.key(data)
-        record_key = self._writer.add(key, data)
-        self._ring.append((record_key, data, self._writer.last_arrival_us))
-        if not self._has_pending.is_set():
-            self._has_pending.set()
-        feed = self._feed
-        if feed.waiters and not feed.notified:
-            feed.notify()
 
     def _commit(self):
         """Commit pending records (hold ``_write_lock``), then apply retention

@@ -16,7 +16,7 @@ from streamlog.keys import decode_key_prefix
 from streamlog.store import CHUNK_INDEX, HEADER, SEQ, SESSION_ID, chunk_plan
 
 HEADER_SIZE = HEADER.size
-_SPLIT_ABOVE = 600
+SPLIT_ABOVE = 600
 _seq_unpack = SEQ.unpack_from
 _header_pack = HEADER.pack
 _header_unpack = HEADER.unpack_from
@@ -39,7 +39,7 @@ def seq_of(record_key):
 def entries(record_key, arrival_us, payload, page_size):
     """The ``(key, value)`` entries that store one record, in key order."""
     size = HEADER_SIZE + len(payload)
-    if size <= _SPLIT_ABOVE:
+    if size <= SPLIT_ABOVE:
         return [(record_key, _header_pack(arrival_us, 0) + payload)]
     head, piece = chunk_plan(size, len(record_key), page_size)
     if head >= size:

@@ -7,7 +7,7 @@ together with the session's counters and a sparse time-index entry.  It is
 used by one thread at a time (the buffer serialises ``add`` and ``commit``).
 """
 
-import time
+from time import time_ns
 
 from streamlog import errors, records
 from streamlog.codec import encode_record
@@ -15,6 +15,8 @@ from streamlog.keys import encode_key, key_types_of
 from streamlog.store import SEQ, TIME_US
 
 _seq_pack = SEQ.pack
+_header_pack = records.HEADER.pack
+_INLINE_PAYLOAD = records.SPLIT_ABOVE - records.HEADER_SIZE
 
 
 class StreamWriter:
@@ -30,7 +32,6 @@ class StreamWriter:
         self._prefix = records.session_prefix(session_id)
         self._page_size = self.store.page_size
         self._pending = []
-        self._pending_records = 0
         self._pending_bytes = 0
         self._first_pending = None
         self.next_seq = 0
@@ -43,7 +44,7 @@ class StreamWriter:
     @property
     def pending(self):
         """How many records await :meth:`commit`."""
-        return self._pending_records
+        return self.next_seq - 1 - self.committed_seq
 
     @property
     def pending_bytes(self):
@@ -55,7 +56,8 @@ class StreamWriter:
         return self._first_pending[1] if self._first_pending else None
 
     def add(self, key, record):
-        """Encode ``record`` under ``key``; return its record key.
+        """Encode ``record`` under ``key``; return its ring entry
+        ``(record_key, record, arrival_us)``.
 
         Raises InvalidKey, KeyOrderError (key smaller than the previous one)
         or UnencodableRecord; nothing is added then.
@@ -67,27 +69,25 @@ class StreamWriter:
                 f"key {key!r} is smaller than the previous key {self.last_key!r} of stream "
                 f"{self.stream!r}; keys must not decrease within a session")
         payload = encode_record(record)
-        now = time.time_ns() // 1000
+        now = time_ns() // 1000
         if now < self.last_arrival_us:
             now = self.last_arrival_us
         seq = self.next_seq
         record_key = self._prefix + encoded + _seq_pack(seq)
-        batch = records.entries(record_key, now, payload, self._page_size)
-        if len(batch) == 1:
-            self._pending.append(batch[0])
+        if len(payload) <= _INLINE_PAYLOAD:
+            self._pending.append((record_key, _header_pack(now, 0) + payload))
         else:
-            self._pending.extend(batch)
+            self._pending.extend(records.entries(record_key, now, payload, self._page_size))
         if self._first_pending is None:
             self._first_pending = (record_key, now)
             if self.key_types is None:
                 self.key_types = key_types_of(key)
-        self._pending_records += 1
         self._pending_bytes += len(payload)
         self.next_seq = seq + 1
         self.last_encoded_key = encoded
         self.last_key = key
         self.last_arrival_us = now
-        return record_key
+        return record_key, record, now
 
     def commit(self):
         """Write the pending records in one transaction; return how many.
@@ -99,7 +99,7 @@ class StreamWriter:
             return 0
         pending = self._pending
         first_key, first_arrival = self._first_pending
-        count = self._pending_records
+        count = self.pending
         size = self._pending_bytes
         last_seq = self.next_seq - 1
         db = self.db
@@ -113,7 +113,6 @@ class StreamWriter:
 
         self.store.write(work)
         self._pending = []
-        self._pending_records = 0
         self._pending_bytes = 0
         self._first_pending = None
         self.committed_seq = last_seq
