@@ -266,6 +266,7 @@ class PyAudioSourceReader(SourceReader):
         """Open and start the input stream (raises AudioDeviceError if PortAudio refuses)."""
         pyaudio = import_pyaudio()
         self._reset_counters()
+        self._pa_continue, self._pa_complete = pyaudio.paContinue, pyaudio.paComplete
         self._audio = pyaudio.PyAudio()
         try:
             self._stream = self._audio.open(
@@ -275,7 +276,8 @@ class PyAudioSourceReader(SourceReader):
             self._stream.start_stream()
         except (OSError, ValueError) as exc:
             self.close()
-            raise AudioDeviceError(f"could not open input device {self.device_index} ({self.device_name!r}): {exc}") from exc
+            raise AudioDeviceError(
+                f"could not open input device {self.device_index} ({self.device_name!r}): {exc}") from exc
 
     def _on_input(self, in_data, frame_count, time_info, status):
         """PortAudio's callback (its own thread): queue the buffer, nothing more."""
@@ -286,8 +288,8 @@ class PyAudioSourceReader(SourceReader):
         self._delivered += frame_count
         if self._finish_requested or (self.max_frames is not None and self._delivered >= self.max_frames):
             self._complete.set()
-            return None, import_pyaudio().paComplete
-        return None, import_pyaudio().paContinue
+            return None, self._pa_complete
+        return None, self._pa_continue
 
     def finish(self):
         """End the stream after the buffer being captured (callable from any
@@ -383,8 +385,8 @@ class PyAudioSourceReader(SourceReader):
             "record_layout": "(t_us, samples, frames, status)",
         }
         if self._timeline is not None:
-            info.update(origin_us=self._timeline.origin_us, frames_recorded=self._position - self._frames_lost, frames_lost=self._frames_lost,
-                        input_overflows=self._overflows, clock_drift_s=self._drift_s,
+            info.update(origin_us=self._timeline.origin_us, frames_recorded=self._position - self._frames_lost,
+                        frames_lost=self._frames_lost, input_overflows=self._overflows, clock_drift_s=self._drift_s,
                         clock_drift_ppm=self._drift_s / self._drift_span_s * 1e6 if self._drift_span_s else None)
         return info
 
