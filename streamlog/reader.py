@@ -339,8 +339,25 @@ class BufferReader:
     def irange(self, start=None, stop=None):
         """Lazy :meth:`range`: yields records with ``start <= key <= stop`` in
         bounded memory (short read transactions); does not move the cursor."""
-        for entry in self._entries_between(start, stop):
-            yield entry[1]
+        lo, hi, _ = self._key_bounds(start, stop, None)
+        feed = self._feed
+        after = None
+        while True:
+            committed = feed.committed_high()
+            if feed.db is not None:
+                exhausted = False
+                while not exhausted:
+                    with feed.store.read() as txn:
+                        found, last, exhausted = records.scan_records(txn, feed.db, lo, hi, _SCAN_CHUNK, after)
+                    if found:
+                        yield from found
+                        after = last
+            if feed.high() == committed:
+                return
+            # records published but not committed when the log was read: take them from the ring
+            for batch in self._batches_from(lo, hi, after):
+                yield from [entry[1] for entry in batch]
+            return
 
     def head(self, n=None, *, peek=False):
         """The oldest record (or a list of the ``n`` oldest) of the stream.
@@ -348,7 +365,8 @@ class BufferReader:
         Moves the cursor to the last one returned unless ``peek``.  Raises
         NoItemFound when the stream is empty.
         """
-        found = list(islice(self._entries_between(None, None), 1 if n is None else n))
+        want = 1 if n is None else n
+        found = list(islice(self._entries_between(None, None, first_chunk=want), want))
         return self._finish_pick(found, n, peek)
 
     def tail(self, n=None, *, peek=False):
@@ -379,7 +397,7 @@ class BufferReader:
     def seek(self, key):
         """Place the cursor so that the next record read is the first with a
         key ``>= key`` (or the next new one if there is none yet)."""
-        for entry in self._entries_between(key, None):
+        for entry in self._entries_between(key, None, first_chunk=1):
             seq = records.seq_of(entry[0])
             self._ahead.clear()
             self._seq = seq - 1
@@ -437,34 +455,50 @@ class BufferReader:
         self._key = entry[0]
         self._seq = records.seq_of(entry[0])
 
-    def _entries_between(self, start, stop, after=None):
-        """Entries with keys in [start, stop], in order (see _entries_from)."""
+    def _entries_between(self, start, stop, after=None, first_chunk=_SCAN_CHUNK):
+        """Entries with keys in [start, stop], in order (see _batches_from)."""
+        for batch in self._batches_between(start, stop, after, first_chunk):
+            yield from batch
+
+    def _batches_between(self, start, stop, after=None, first_chunk=_SCAN_CHUNK):
+        return self._batches_from(*self._key_bounds(start, stop, after), first_chunk=first_chunk)
+
+    def _key_bounds(self, start, stop, after):
+        """Record-key bounds ``(lo, hi, after)`` for keys in [start, stop] (inclusive)."""
         lo = self._prefix if start is None else self._prefix + encode_key(start)
         hi = self._session_end if stop is None else self._prefix + encode_key(stop) + _ABOVE_ANY_SUFFIX
         if after is not None and after < lo:
             after = None
-        return self._entries_from(lo, hi, after)
+        return lo, hi, after
 
     def _entries_from(self, lo, hi, after, with_time=False):
-        """Entries with ``lo <= key <= hi`` (and ``> after``): first from the
-        log, in chunks each read in its own short transaction, then the
-        records published since in the ring but not yet committed."""
+        for batch in self._batches_from(lo, hi, after, with_time=with_time):
+            yield from batch
+
+    def _batches_from(self, lo, hi, after, with_time=False, first_chunk=_SCAN_CHUNK):
+        """Lists of entries with ``lo <= key <= hi`` (and ``> after``): first
+        from the log, in chunks each read in its own short transaction (the
+        first chunk at most ``first_chunk`` long), then the records published
+        since in the ring but not yet committed."""
         feed = self._feed
+        chunk = first_chunk
         while True:
             committed = feed.committed_high()
             if feed.db is not None:
                 while True:
                     with feed.store.read() as txn:
-                        batch = records.scan(txn, feed.db, lo, hi, limit=_SCAN_CHUNK, after=after,
-                                             with_time=with_time)
-                    batch = [e for e in batch if e[0] < self._session_end]
+                        batch = records.scan(txn, feed.db, lo, hi, limit=chunk, after=after, with_time=with_time)
+                    if batch and batch[-1][0] >= self._session_end:
+                        batch = [e for e in batch if e[0] < self._session_end]
                     if not batch:
                         break
-                    yield from batch
+                    yield batch
                     after = batch[-1][0]
-                    if len(batch) < _SCAN_CHUNK:
+                    if len(batch) < chunk:
                         break
+                    chunk = _SCAN_CHUNK
             complete = True
+            tail = []
             for seq in range(committed + 1, feed.high() + 1):
                 entry = feed.ring_get(seq)
                 if entry is None:
@@ -472,10 +506,12 @@ class BufferReader:
                     break
                 key = entry[0]
                 if key > hi:
-                    return
+                    break
                 if key >= lo and (after is None or key > after):
-                    yield (key, entry[2], entry[1]) if with_time else entry[:2]
+                    tail.append((key, entry[2], entry[1]) if with_time else entry[:2])
                     after = key
+            if tail:
+                yield tail
             if complete:
                 return
 

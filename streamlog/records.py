@@ -64,14 +64,7 @@ def scan(txn, db, start, stop, *, limit=None, after=None, decode=True, with_time
     with ``with_time``), at most ``limit`` long.
     """
     cursor = txn.cursor(db)
-    if after is not None:
-        if not cursor.set_range(after):
-            return []
-        if cursor.key() == after:
-            _skip_continuations(cursor, cursor.value()[8])
-            if not cursor.next():
-                return []
-    elif not cursor.set_range(start):
+    if not _position(cursor, start, after):
         return []
     out = []
     append = out.append
@@ -97,9 +90,51 @@ def scan(txn, db, start, stop, *, limit=None, after=None, decode=True, with_time
     return out
 
 
-def _skip_continuations(cursor, extra):
-    for _ in range(extra):
-        cursor.next()
+def scan_records(txn, db, start, stop, limit, after=None):
+    """The fast path of :func:`scan` for replay: decoded records only.
+
+    Returns ``(records, last_key, exhausted)``: at most ``limit`` records
+    with ``start <= key <= stop`` (continuing strictly after ``after`` if
+    given), the record key of the last one, and whether the range ended.
+    """
+    cursor = txn.cursor(db)
+    if not _position(cursor, start, after):
+        return [], None, True
+    out = []
+    append = out.append
+    decode = decode_record
+    last = None
+    remaining = limit
+    iterator = cursor.iternext()
+    for key, value in iterator:
+        if key > stop:
+            return out, last, True
+        if value[8]:
+            parts = [value[HEADER_SIZE:]]
+            for _ in range(value[8]):
+                parts.append(next(iterator)[1])
+            append(decode(b"".join(parts)))
+        else:
+            append(decode(value[HEADER_SIZE:]))
+        last = key
+        remaining -= 1
+        if not remaining:
+            return out, last, False
+    return out, last, True
+
+
+def _position(cursor, start, after):
+    """Put ``cursor`` on the first head entry at or after ``start``, or
+    strictly after record ``after``; False if there is none."""
+    if after is None:
+        return cursor.set_range(start)
+    if not cursor.set_range(after):
+        return False
+    if cursor.key() == after:
+        for _ in range(cursor.value()[8]):
+            cursor.next()
+        return cursor.next()
+    return True
 
 
 def scan_reverse(txn, db, start, stop, limit, *, decode=True):
