@@ -102,9 +102,11 @@ def test_another_process_follows_a_live_session(tmp_path):
         recorder.kill()
 
 
-def test_sigkill_leaves_a_crashed_session_with_a_gap_free_prefix(tmp_path):
+@pytest.mark.parametrize("durability", ["full", "normal", "off"])
+def test_sigkill_leaves_a_crashed_session_with_a_gap_free_prefix(tmp_path, durability):
+    """In every durability mode a killed process loses only what was not yet committed."""
     path = str(tmp_path / "rec.streamlog")
-    recorder = start_python(RECORDER, path, 10**9, 0.0001, "full")
+    recorder = start_python(RECORDER, path, 10**9, 0.0001, durability)
     try:
         assert recorder.stdout.readline().startswith("started")
         wait_for(lambda: streamlog.Log(path, readonly=True).session(-1).count > 2000, what="records")
