@@ -61,22 +61,24 @@ def record_audio(log, duration, maxlen, max_bytes, max_age, max_sessions, durabi
     with stop_requested_on_signals() as stop:
         buffer.start()
         try:
-            with StdinMarkers(buffer, stop) if markers else contextlib.nullcontext():
-                if not quiet:
-                    limit = f"for {duration:g}s or " if duration is not None else ""
-                    typed = ", markers from stdin" if markers else ""
-                    click.echo(f"recording {source.device_name!r} ({rate} Hz, {channels} ch{typed}) as session "
-                               f"{buffer.session.id} into {log} ({limit}until Ctrl-C)", err=True)
-                _wait_for_end(buffer, stop, duration)
-            source.finish()
-            buffer.wait(FINISH_TIMEOUT_S)
+            try:
+                with StdinMarkers(buffer, stop) if markers else contextlib.nullcontext():
+                    if not quiet:
+                        limit = f"for {duration:g}s or " if duration is not None else ""
+                        typed = ", markers from stdin" if markers else ""
+                        click.echo(f"recording {source.device_name!r} ({rate} Hz, {channels} ch{typed}) as session "
+                                   f"{buffer.session.id} into {log} ({limit}until Ctrl-C)", err=True)
+                    _wait_for_end(buffer, stop, duration)
+                source.finish()
+                buffer.wait(FINISH_TIMEOUT_S)
+            finally:
+                buffer.stop()
+            session = buffer.session  # refreshed by stop(); read it before the log is closed
+            if not quiet:
+                click.echo(summary_line(session) + _audio_summary(session))
+            failure = session.error if session.status == "failed" else None
         finally:
-            buffer.stop()
-        session = buffer.session
-        if not quiet:
-            click.echo(summary_line(session) + _audio_summary(session))
-        failure = session.error if session.status == "failed" else None
-        buffer.close()
+            buffer.close()
     if failure is not None:
         raise errors.SourceFailed(f"session {session.id} failed: {failure}")
 
