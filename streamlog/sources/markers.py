@@ -47,7 +47,7 @@ class MarkerSource(SourceReader):
         Keys never decrease: a default time earlier than the previous marker
         (the host clock stepped back) is raised to it; an explicit ``t``
         earlier than the previous marker raises KeyOrderError.  Raises
-        ValueError for a ``t`` that is not a finite number and StreamlogError
+        InvalidKey for a ``t`` that is not a finite number and StreamlogError
         after :meth:`end`.
         """
         if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t)):
