@@ -29,19 +29,11 @@ from typing import NamedTuple
 import numpy as np
 
 from streamlog import errors
-from streamlog.sources.audio import AudioFormatError, AudioTimeline, resolve_sample_format
+from streamlog.errors import AudioFormatError, AudioGapError
+from streamlog.sources.audio import AudioTimeline, resolve_sample_format
 from streamlog.sources.markers import MARKERS_STREAM
 
 SILENCE_CHUNK_FRAMES = 1 << 16  # frames of silence written at once for a gap in a WAV export
-
-
-class AudioGapError(errors.StreamlogError, ValueError):
-    """Samples were asked for across frames missing from the recording;
-    ``gaps`` lists them (:class:`Gap`)."""
-
-    def __init__(self, gaps, message):
-        self.gaps = gaps
-        super().__init__(message)
 
 
 class Gap(NamedTuple):

@@ -25,6 +25,7 @@ from streamlog.source import ReadBatch, SourceReader
 from streamlog.store import DURABILITY_MODES
 from streamlog.writer import StreamWriter
 
+DRAIN_LIMIT_S = 2.0
 _live_sessions = weakref.WeakKeyDictionary()
 _live_lock = threading.Lock()
 
@@ -242,7 +243,14 @@ class StreamBuffer:
         self._finish(opened=True)
 
     def _read_until_done(self, source):
-        stop_requested = self._stop_requested
+        ended = self._read_while(source, self._stop_requested.is_set)
+        if source.drain_on_stop and not ended:
+            deadline = time.monotonic() + DRAIN_LIMIT_S
+            self._read_while(source, lambda: time.monotonic() > deadline, until_none=True)
+
+    def _read_while(self, source, done, until_none=False):
+        """Read and record until ``done()``, the end of the stream, or (with
+        ``until_none``) the first None; return True at the end of the stream."""
         read = source.read
         key_of = source.key
         interval_us = self.commit_interval_s * 1e6
@@ -251,12 +259,15 @@ class StreamBuffer:
         publish = self._ring.append
         feed = self._feed
         has_pending = self._has_pending
-        while not stop_requested.is_set():
+        stop_requested = self._stop_requested
+        while not done():
             try:
                 data = read()
             except StopIteration:
-                return
+                return True
             if data is None:
+                if until_none:
+                    return False
                 self._commit_if_due()
                 stop_requested.wait(source.sleep_time_on_read_none_s)
                 continue
@@ -276,6 +287,7 @@ class StreamBuffer:
                 if writer.pending >= self.commit_records or writer.pending_bytes >= self._commit_bytes or (
                         writer.last_arrival_us - writer.oldest_pending_arrival_us) >= interval_us:
                     self._commit()
+        return False
 
     def _commit(self):
         """Commit pending records (hold ``_write_lock``), then apply retention

@@ -77,3 +77,21 @@ class SessionNotFound(LogError, LookupError):
 class StorageError(LogError, OSError):
     """The disk refused a write (full, read-only, I/O error); what was
     committed before stays readable."""
+
+
+class AudioDeviceError(StreamlogError, ValueError):
+    """No usable audio input: no device, a bad device index, or a format
+    (rate, channels, sample format) the device does not support."""
+
+
+class AudioFormatError(StreamlogError, ValueError):
+    """An invalid audio format, or data not in a format streamlog can read or write."""
+
+
+class AudioGapError(StreamlogError, ValueError):
+    """Samples were asked for across frames missing from a recording;
+    ``gaps`` lists them (``streamlog.audio.Gap``)."""
+
+    def __init__(self, gaps, message):
+        self.gaps = gaps
+        super().__init__(message)

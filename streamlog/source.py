@@ -21,9 +21,14 @@ class SourceReader(ABC):
 
     :meth:`key` maps a record to its key (int, float, str, bytes or a tuple
     of those); keys must not decrease within a session.
+
+    :attr:`drain_on_stop`: when True, ``StreamBuffer.stop()`` keeps calling
+    :meth:`read` until it returns None (for at most ``DRAIN_LIMIT_S``), so
+    records the source already holds (captured audio, say) are kept.
     """
 
     sleep_time_on_read_none_s = 0.01
+    drain_on_stop = False
 
     @abstractmethod
     def open(self):

@@ -318,3 +318,24 @@ def test_durability_modes_record(tmp_path, durability):
         buf.wait(10)
     session = streamlog.Log(log_path(tmp_path)).session(-1)
     assert session.count == 500 and session.durability == durability
+
+
+def test_stop_keeps_what_a_draining_source_already_holds(tmp_path):
+    class Captured(Gate):
+        """Holds 500 records; asks the buffer to stop as the first one is read."""
+        drain_on_stop = True
+
+        def read(self):
+            record = super().read()
+            if record is not None and record[0] == 0:
+                buf._stop_requested.set()  # what stop() does first, while the source still holds 499
+            return record
+
+    items = queue.Queue()
+    for i in range(500):
+        items.put((i, "held"))
+    source = Captured(items)
+    buf = StreamBuffer(source, log=log_path(tmp_path))
+    with buf:
+        buf.wait(10)
+    assert buf.session.count == 500 and buf.session.status == "closed"

@@ -2,14 +2,15 @@
 
 ``main`` is the click group (console script ``streamlog`` and
 ``python -m streamlog``); the subcommands live in :mod:`.query` (sessions,
-info, head, tail, range, export), :mod:`.admin` (prune, doctor) and
-:mod:`.record` (record, demo, follow).
+info, head, tail, range, export), :mod:`.admin` (prune, doctor),
+:mod:`.record` (record, demo, follow) and :mod:`.audio` (record audio, devices).
 """
 
 import click
 
 from streamlog import __version__
 from streamlog.cli.admin import doctor, prune
+from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
 from streamlog.cli.query import export, head, info, range_, sessions, tail
 from streamlog.cli.record import demo, follow, record
@@ -32,5 +33,5 @@ def main():
     """
 
 
-for _command in (record, follow, demo, sessions, info, head, tail, range_, export, prune, doctor):
+for _command in (record, follow, demo, sessions, info, head, tail, range_, export, prune, doctor, devices):
     main.add_command(_command)

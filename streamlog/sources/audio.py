@@ -36,20 +36,12 @@ from typing import NamedTuple
 import numpy as np
 
 from streamlog import errors
+from streamlog.errors import AudioDeviceError, AudioFormatError
 from streamlog.source import ReadBatch, SourceReader
 
 PA_INPUT_OVERFLOW = 2  # PortAudio's paInputOverflow status flag
 MAX_PYAUDIO_BATCH = 256  # buffers handed over by one PyAudioSourceReader.read(), so a stop is never far off
 MAX_WAV_BATCH_FRAMES = 1 << 16  # frames handed over by one WavFileSourceReader.read() at full speed
-
-
-class AudioDeviceError(errors.StreamlogError, ValueError):
-    """No usable input device: none present, a bad device index, or a format
-    (rate, channels, sample format) the device does not support."""
-
-
-class AudioFormatError(errors.StreamlogError, ValueError):
-    """An invalid audio format, or data not in a format this code can read or write."""
 
 
 class SampleFormat(NamedTuple):
@@ -212,6 +204,7 @@ class PyAudioSourceReader(SourceReader):
         self.max_frames = None if max_frames is None else _check_positive_int("max_frames", max_frames)
         self.format = resolve_sample_format(width, sample_format)
         self.sleep_time_on_read_none_s = min(0.01, self.frames_per_buffer / self.rate / 2)
+        self.drain_on_stop = True  # keep the buffers already captured when the StreamBuffer stops
         self.device_index, self.device_name = self._checked_device(input_device_index)
         self._audio = None
         self._stream = None
@@ -432,6 +425,7 @@ class WavFileSourceReader(SourceReader):
         self.start_time = float(start_time)
         self.timeline = AudioTimeline(round(self.start_time * 1_000_000), self.rate)
         self.sleep_time_on_read_none_s = min(0.01, self.frames_per_buffer / self.rate / 2)
+        self.drain_on_stop = True  # keep the buffers already captured when the StreamBuffer stops
         self._wav = None
         self._position = 0
         self._opened_at = None
