@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from streamlog import Log, StreamBuffer
 from streamlog.sources.command import CommandSource
 from streamlog.sources.lines import LineSource
 from streamlog.sources.synth import SynthSource, synth_block
@@ -162,6 +163,20 @@ def test_lines_follow_detects_truncation(tmp_path):
         source.close()
 
 
+def test_lines_follow_detects_a_file_truncated_and_rewritten_longer(tmp_path):
+    path = tmp_path / "rewrite.log"
+    path.write_text("short\n")
+    source = LineSource(path, follow=True, poll_s=0.01)
+    source.open()
+    try:
+        assert read_until(source, 1) == [(1, "short")]
+        path.write_text("a much longer first line\n")  # past the read position: size alone cannot tell
+        assert read_until(source, 1) == [(2, "a much longer first line")]
+        assert source.info["restarts"][0]["reason"] == "truncated"
+    finally:
+        source.close()
+
+
 def test_lines_follow_detects_rotation_and_keeps_the_old_tail(tmp_path):
     path = tmp_path / "app.log"
     path.write_text("one\n")
@@ -299,3 +314,60 @@ def test_synth_count_zero_ends_at_once():
     source = SynthSource(count=0)
     source.open()
     assert ends(source)
+
+
+# -- through a StreamBuffer into a real log -------------------------------------
+
+def stored(log_path):
+    """The last session of the log at ``log_path``: (status, info, records)."""
+    with Log(str(log_path), readonly=True, create=False) as log:
+        session = log.session(-1)
+        return session.status, session.info, session.range()
+
+
+def test_buffer_records_a_followed_file_live(tmp_path):
+    path, log = tmp_path / "app.log", tmp_path / "app.streamlog"
+    path.write_text("boot\n")
+    with StreamBuffer(LineSource(path, follow=True, poll_s=0.01), log=str(log)) as buf:
+        reader = buf.mk_reader()
+        assert reader.read(timeout=DEADLINE_S) == (1, "boot")
+        with open(path, "a") as f:
+            f.write("ready\n")
+        assert reader.read(timeout=DEADLINE_S) == (2, "ready")
+        path.write_text("after truncation\n")
+        assert reader.read(timeout=DEADLINE_S) == (3, "after truncation")
+    status, info, records = stored(log)
+    assert status == "closed" and records == [(1, "boot"), (2, "ready"), (3, "after truncation")]
+    assert info["mode"] == "follow" and info["restarts"][0]["reason"] == "truncated"
+
+
+def test_buffer_stores_the_exit_status_of_a_command(tmp_path):
+    log = tmp_path / "cmd.streamlog"
+    buf = StreamBuffer(CommandSource([sys.executable, "-c", PRINTER]), log=str(log), info={"run": 1}).start()
+    assert buf.wait(DEADLINE_S)  # ends by itself once the command exits
+    buf.close()
+    status, info, records = stored(log)
+    assert status == "closed" and info["exit_status"] == 3 and info["run"] == 1
+    assert sorted(line for _, _, line in records) == ["err 1", "no newline", "out 1", "out 2"]
+
+
+def test_buffer_stop_terminates_a_running_command(tmp_path):
+    log = tmp_path / "long.streamlog"
+    sleeper = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
+    with StreamBuffer(CommandSource([sys.executable, "-c", sleeper]), log=str(log)) as buf:
+        assert buf.mk_reader().read(timeout=DEADLINE_S)[2] == "started"
+    status, info, records = stored(log)
+    assert status == "closed" and info["exit_status"] == -signal.SIGTERM and len(records) == 1
+    assert process_gone(info["pid"])
+
+
+def test_buffer_stores_synth_blocks_that_regenerate_from_the_session_info(tmp_path):
+    log = tmp_path / "synth.streamlog"
+    buf = StreamBuffer(SynthSource(rate_hz=800.0, channels=3, block=16, seed=5, count=50, realtime=False),
+                       log=str(log)).start()
+    assert buf.wait(DEADLINE_S)
+    buf.close()
+    status, info, records = stored(log)
+    assert status == "closed" and [i for i, _ in records] == list(range(50))
+    params = {k: info[k] for k in ("rate_hz", "channels", "block", "seed")}
+    assert all(np.array_equal(block, synth_block(i, **params)) for i, block in records)

@@ -156,12 +156,11 @@ def summary_line(session):
     return f"session {session.id} {session.status}: " + ", ".join(parts)
 
 
-def recording_command(name, help_text, example):
+def recording_command(name, short_help, help_text, example):
     """Register a ``record`` subcommand that shares :func:`recording_options`;
     its function returns the source to record."""
     def register(make_source):
-        @record.command(name, help=f"{help_text}\n\n\b\nExample:\n  {example}",
-                        short_help=help_text.split(".")[0] + ".")
+        @record.command(name, help=f"{help_text}\n\n\b\nExample:\n  {example}", short_help=short_help)
         @log_argument
         @recording_options
         @functools.wraps(make_source)  # carries over the source's own click parameters
@@ -174,7 +173,32 @@ def recording_command(name, help_text, example):
     return register
 
 
-@click.group(short_help="Record a source into a log.")
+class RecordGroup(click.Group):
+    """The ``record`` group.  ``record audio`` comes from :mod:`streamlog.cli.audio`
+    when that module exists; it is added on first use, not at import, since
+    that module imports this one."""
+
+    def _add_audio_command(self):
+        if "audio" in self.commands:
+            return
+        try:
+            from streamlog.cli.audio import record_audio
+        except ModuleNotFoundError as exc:
+            if exc.name != "streamlog.cli.audio":
+                raise
+            return
+        self.add_command(record_audio)
+
+    def list_commands(self, ctx):
+        self._add_audio_command()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        self._add_audio_command()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=RecordGroup, short_help="Record a source into a log.")
 def record():
     """Record a source into a log (created if missing), one new session per
     run, until Ctrl-C, SIGTERM, --duration or the end of the source; then
@@ -186,7 +210,7 @@ def record():
     """
 
 
-@recording_command("lines", "Record the lines of FILE (or stdin: -) as (line_number, line), keyed by line number.",
+@recording_command("lines", "Record the lines of a file or stdin.", "Record the lines of FILE (or stdin: -) as (line_number, line), keyed by line number.",
                    "tail -n0 -F /var/log/syslog | streamlog record lines syslog.streamlog -")
 @click.argument("file", default="-", metavar="[FILE|-]")
 @click.option("--follow", "-f", is_flag=True, help="Keep following FILE as it grows, like tail -f.")
@@ -201,7 +225,7 @@ def record_lines(file, follow):
     return LineSource(file, follow=follow)
 
 
-@recording_command("cmd", "Run COMMAND and record each line it prints as (t_us, stdout|stderr, line), keyed by time.",
+@recording_command("cmd", "Record the output lines of a command.", "Run COMMAND and record each line it prints as (t_us, stdout|stderr, line), keyed by time.",
                    "streamlog record cmd ping.streamlog -- ping -c 5 localhost")
 @click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARGS]...")
 def record_cmd(command):
@@ -213,7 +237,7 @@ def record_cmd(command):
     return CommandSource(list(command))
 
 
-@recording_command("synth", "Record a generated test signal: (index, float32 array of shape (block, channels)).",
+@recording_command("synth", "Record a generated test signal.", "Record a generated test signal: (index, float32 array of shape (block, channels)).",
                    "streamlog record synth synth.streamlog --rate 8000 --channels 4 --count 100")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=1000.0, show_default=True,
               help="Samples per second per channel.")
@@ -305,17 +329,3 @@ def demo(ctx, directory, seconds):
     click.echo(f"  # in one terminal, record until Ctrl-C:\n  streamlog record synth {shlex.quote(log)}")
     click.echo(f"  # in another, print records as they arrive:\n  streamlog follow {shlex.quote(log)}")
     click.echo(f"  # export a session as JSON lines:\n  streamlog range {shlex.quote(log)} --format jsonl > demo.jsonl")
-
-
-def _add_audio_command():
-    """Add ``record audio`` when :mod:`streamlog.cli.audio` exists."""
-    try:
-        from streamlog.cli.audio import record_audio
-    except ModuleNotFoundError as exc:
-        if exc.name != "streamlog.cli.audio":
-            raise
-        return
-    record.add_command(record_audio)
-
-
-_add_audio_command()

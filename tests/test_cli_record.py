@@ -1,0 +1,242 @@
+"""``streamlog record ...``, ``follow`` and ``demo`` through click's CliRunner."""
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from streamlog import Log, SourceReader
+from streamlog.cli import main
+from streamlog.cli.record import run_recording
+
+SUMMARY = re.compile(r"^session (?P<id>\d+) (?P<status>\w+): (?P<count>\d+) records, ", re.M)
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def summary_of(result):
+    match = SUMMARY.search(result.stdout)
+    assert match, f"no summary line in {result.stdout!r}"
+    return match
+
+
+def stored_session(log_path, session_id=-1):
+    with Log(str(log_path), readonly=True, create=False) as log:
+        session = log.session(session_id)
+        return {"status": session.status, "count": session.count, "info": session.info,
+                "first": session.first_key, "last": session.last_key,
+                "records": session.range()}
+
+
+# -- record synth / lines / cmd -----------------------------------------------
+
+def test_record_synth_count_prints_summary_and_stores_info(tmp_path):
+    log = tmp_path / "s.streamlog"
+    result = invoke("record", "synth", log, "--count", 7, "--block", 10, "--fast",
+                    "--info", "site=lab", "--info", "note=a=b")
+    assert result.exit_code == 0, result.output
+    assert "recording session 1" in result.stderr
+    assert summary_of(result).group("id", "status", "count") == ("1", "closed", "7")
+    assert "keys 0 .. 6" in result.stdout
+    stored = stored_session(log)
+    assert stored["status"] == "closed" and stored["count"] == 7
+    assert stored["info"]["site"] == "lab" and stored["info"]["note"] == "a=b"
+    assert stored["info"]["source"] == "synth" and stored["info"]["block"] == 10
+    assert [i for i, _ in stored["records"]] == list(range(7))
+
+
+def test_record_synth_duration_ends_a_realtime_recording(tmp_path):
+    log = tmp_path / "d.streamlog"
+    result = invoke("record", "synth", log, "--duration", 0.3, "--rate", 1000, "--block", 10, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output == ""  # --quiet: no notice, no summary
+    stored = stored_session(log)
+    assert stored["status"] == "closed" and stored["count"] > 0
+    assert [i for i, _ in stored["records"]] == list(range(stored["count"]))
+
+
+def test_each_run_is_a_new_session(tmp_path):
+    log = tmp_path / "many.streamlog"
+    for expected_id in ("1", "2"):
+        result = invoke("record", "synth", log, "--count", 2, "--fast")
+        assert summary_of(result).group("id") == expected_id
+
+
+def test_record_lines_of_a_file(tmp_path):
+    log, text = tmp_path / "l.streamlog", tmp_path / "in.txt"
+    text.write_text("alpha\nbeta\ngamma\n")
+    result = invoke("record", "lines", log, text, "--max-bytes", "10MB", "--max-sessions", 3,
+                    "--durability", "normal")
+    assert result.exit_code == 0, result.output
+    assert summary_of(result).group("count") == "3"
+    stored = stored_session(log)
+    assert stored["records"] == [(1, "alpha"), (2, "beta"), (3, "gamma")]
+    assert stored["info"]["path"] == str(text)
+
+
+def test_record_lines_of_stdin(tmp_path):
+    log = tmp_path / "stdin.streamlog"
+    result = invoke("record", "lines", log, "-", input="one\ntwo\n")
+    assert result.exit_code == 0, result.output
+    assert stored_session(log)["records"] == [(1, "one"), (2, "two")]
+
+
+def test_record_cmd_stores_lines_and_exit_status(tmp_path):
+    log = tmp_path / "c.streamlog"
+    script = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
+    result = invoke("record", "cmd", log, "--", sys.executable, "-c", script)
+    assert result.exit_code == 0, result.output
+    assert "command exit status 3" in result.stdout
+    stored = stored_session(log)
+    assert sorted((channel, line) for _, channel, line in stored["records"]) == [("stderr", "err"), ("stdout", "out")]
+    assert stored["info"]["exit_status"] == 3 and stored["info"]["argv"][1:] == ["-c", script]
+
+
+# -- bad input ----------------------------------------------------------------
+
+def one_line_error(result):
+    """The error line of a failed command: stderr's last line, the only one starting with "Error:"."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert errors and errors == lines[-1:], result.stderr
+    return errors[0]
+
+
+def test_missing_input_file_is_one_line_error(tmp_path):
+    result = invoke("record", "lines", tmp_path / "l.streamlog", tmp_path / "missing.txt")
+    assert result.exit_code == 1
+    assert "missing.txt" in one_line_error(result) and "no such file" in result.stderr
+    assert not (tmp_path / "l.streamlog").exists()  # nothing recorded, no empty session
+
+
+def test_command_that_does_not_exist_is_one_line_error(tmp_path):
+    result = invoke("record", "cmd", tmp_path / "c.streamlog", "--", "no-such-program-xyz", "-v")
+    assert result.exit_code == 1
+    assert "cannot start command 'no-such-program-xyz'" in one_line_error(result)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--info", "no-equals-sign"], "'no-equals-sign' is not KEY=VALUE"),
+    (["--info", "=value"], "is not KEY=VALUE"),
+    (["--max-bytes", "10XB"], "'10XB' is not a size"),
+    (["--max-bytes", "10KB"], "at least 1 MiB"),
+    (["--durability", "sometimes"], "sometimes"),
+    (["--count", "-1"], "-1"),
+])
+def test_bad_options_are_usage_errors(tmp_path, args, message):
+    result = invoke("record", "synth", tmp_path / "x.streamlog", "--fast", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_log_locked_by_another_writer_names_its_pid(tmp_path):
+    log = tmp_path / "locked.streamlog"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            from streamlog import StreamBuffer
+            from streamlog.sources.synth import SynthSource
+            with StreamBuffer(SynthSource(rate_hz=100.0, block=10), log={str(log)!r}):
+                print("recording", flush=True)
+                sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "recording\n"
+        result = invoke("record", "synth", log, "--count", 1, "--fast")
+        assert result.exit_code == 1
+        assert f"pid {holder.pid}" in one_line_error(result)
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+
+
+class BrokenSource(SourceReader):
+    """Yields two records, then fails."""
+
+    def open(self):
+        self.n = 0
+
+    def read(self):
+        self.n += 1
+        if self.n > 2:
+            raise RuntimeError("sensor unplugged")
+        return self.n
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        return data
+
+
+def test_failed_source_prints_summary_then_error_and_exits_1(tmp_path):
+    @click.command()
+    def broken():
+        run_recording(BrokenSource(), str(tmp_path / "b.streamlog"), duration=None, maxlen=10, max_bytes=None,
+                      max_age=None, max_sessions=None, durability="full", info_pairs=(), quiet=False)
+
+    result = CliRunner().invoke(broken)
+    assert result.exit_code == 1
+    assert summary_of(result).group("status", "count") == ("failed", "2")
+    assert "sensor unplugged" in one_line_error(result)
+
+
+# -- follow -------------------------------------------------------------------
+
+def test_follow_a_finished_session_from_start_prints_all_and_exits(tmp_path):
+    log, text = tmp_path / "f.streamlog", tmp_path / "in.txt"
+    text.write_text("a\nb\nc\n")
+    assert invoke("record", "lines", log, text, "--quiet").exit_code == 0
+    result = invoke("follow", log, "--from-start", "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [[1, "a"], [2, "b"], [3, "c"]]
+
+
+def test_follow_without_from_start_skips_what_is_stored(tmp_path):
+    log = tmp_path / "f.streamlog"
+    assert invoke("record", "synth", log, "--count", 3, "--fast", "--quiet").exit_code == 0
+    result = invoke("follow", log)
+    assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_follow_a_missing_log_is_one_line_error(tmp_path):
+    result = invoke("follow", tmp_path / "nothing-here")
+    assert result.exit_code == 1
+    assert "nothing-here" in one_line_error(result)
+
+
+# -- demo and help ------------------------------------------------------------
+
+def test_demo_records_and_queries(tmp_path):
+    result = invoke("demo", "--dir", tmp_path, "--seconds", 0.5)
+    assert result.exit_code == 0, result.output
+    for command in ("$ streamlog record synth", "$ streamlog sessions", "$ streamlog range", "$ streamlog tail",
+                    "streamlog follow", "--format jsonl"):
+        assert command in result.stdout
+    stored = stored_session(tmp_path / "demo.streamlog")
+    assert stored["status"] == "closed" and stored["info"]["purpose"] == "demo"
+
+
+@pytest.mark.parametrize("command", [["record"], ["record", "lines"], ["record", "cmd"], ["record", "synth"],
+                                     ["follow"], ["demo"]])
+def test_help_has_an_example(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0 and "Example" in result.stdout
+
+
+def test_record_lists_its_sources():
+    listed = invoke("record", "--help").stdout
+    assert all(f"  {name} " in listed for name in ("lines", "cmd", "synth"))
+    try:
+        import streamlog.cli.audio  # noqa: F401
+    except ModuleNotFoundError:
+        assert "  audio " not in listed
+    else:
+        assert "  audio " in listed
