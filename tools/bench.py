@@ -878,7 +878,7 @@ def evaluate_targets(figures):
         if fig not in figs:
             continue
         value = _value(figs, fig, label, key, ratio)
-        out.append({"target": text, "figure": fig, "value": value, "op": op, "limit": limit, "unit": unit,
+        out.append({"target": text, "figure": fig, "row": label, "value": value, "op": op, "limit": limit, "unit": unit,
                     "passed": None if value is None else OPS[op](value, limit)})
     return out
 
@@ -993,9 +993,11 @@ def render(report):
         lines.append("")
         lines.append("Targets")
         width = max(len(t["target"]) for t in report["targets"])
+        skipped = {(f["figure"], s["label"]) for f in report["figures"] for s in f["skipped"]}
         for t in report["targets"]:
             if t["value"] is None:
-                shown, verdict = "not measured", "MISS"
+                shown = "not measured"
+                verdict = "n/a (peer skipped)" if (t["figure"], t["row"]) in skipped else "MISS"
             else:
                 shown = f"{t['value']:,.3f}" if isinstance(t["value"], float) and t["value"] < 1000 \
                     else f"{t['value']:,.0f}"
