@@ -23,6 +23,7 @@ import platform
 import random
 import select
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -1033,8 +1034,15 @@ def parse_args(argv):
     return args
 
 
+def exit_on_sigterm(signum, _frame):
+    """SIGTERM ends the run through SystemExit, so the redis-server is
+    stopped and the scratch directory removed by the ``finally`` in main."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     workdir = tempfile.mkdtemp(prefix="streamlog-bench-", dir=args.dir)
     bench = Bench(SIZES[mode], workdir)
