@@ -176,13 +176,18 @@ class BrokenSource(SourceReader):
         return data
 
 
-def test_failed_source_prints_summary_then_error_and_exits_1(tmp_path):
+def record_broken_source(log):
+    """Record BrokenSource into ``log`` through the recording loop of the CLI."""
     @click.command()
     def broken():
-        run_recording(BrokenSource(), str(tmp_path / "b.streamlog"), duration=None, maxlen=10, max_bytes=None,
+        run_recording(BrokenSource(), str(log), duration=None, maxlen=10, max_bytes=None,
                       max_age=None, max_sessions=None, durability="full", info_pairs=(), quiet=False)
 
-    result = CliRunner().invoke(broken)
+    return CliRunner().invoke(broken)
+
+
+def test_failed_source_prints_summary_then_error_and_exits_1(tmp_path):
+    result = record_broken_source(tmp_path / "b.streamlog")
     assert result.exit_code == 1
     assert summary_of(result).group("status", "count") == ("failed", "2")
     assert "sensor unplugged" in one_line_error(result)
@@ -206,6 +211,15 @@ def test_follow_without_from_start_skips_what_is_stored(tmp_path):
     assert result.exit_code == 0 and result.stdout == ""
 
 
+def test_follow_a_failed_session_prints_its_records_then_the_failure(tmp_path):
+    log = tmp_path / "b.streamlog"
+    assert record_broken_source(log).exit_code == 1
+    result = invoke("follow", log, "--from-start")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["1", "2"]
+    assert result.stderr.startswith("session 1 failed: ") and "sensor unplugged" in result.stderr
+
+
 def test_follow_a_missing_log_is_one_line_error(tmp_path):
     result = invoke("follow", tmp_path / "nothing-here")
     assert result.exit_code == 1
@@ -218,7 +232,7 @@ def test_demo_records_and_queries(tmp_path):
     result = invoke("demo", "--dir", tmp_path, "--seconds", 0.5)
     assert result.exit_code == 0, result.output
     for command in ("$ streamlog record synth", "$ streamlog sessions", "$ streamlog range", "$ streamlog tail",
-                    "streamlog follow", "--format jsonl"):
+                    "streamlog follow", "streamlog export"):
         assert command in result.stdout
     stored = stored_session(tmp_path / "demo.streamlog")
     assert stored["status"] == "closed" and stored["info"]["purpose"] == "demo"

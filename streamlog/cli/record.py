@@ -275,18 +275,22 @@ def follow(log, session_id, stream, from_start, fmt):
         if not from_start:
             with contextlib.suppress(errors.NoItemFound):
                 reader.tail()  # moves the cursor to the newest record
-        out = RecordWriter(fmt, click.get_text_stream("stdout"))
+        out = RecordWriter(fmt, sys.stdout)
         try:
-            for record in reader:
-                out.write(record)
+            for item in reader:
+                out.write(item)
                 out.write_all(reader.read(FOLLOW_BATCH - 1, blocking=False, ignore_no_item_found=True) or [])
                 out.flush()
-        except errors.SourceFailed as exc:
-            out.flush()
-            click.echo(f"session {session.id} failed: {exc}", err=True)
+        except errors.SourceFailed:
+            pass  # reported below from the session's status and error
         except KeyboardInterrupt:
             out.flush()
             sys.exit(130)
+        out.flush()
+        session.refresh()
+        if session.status != "closed":
+            detail = f": {session.error}" if session.error else ""
+            click.echo(f"session {session.id} {session.status}{detail}", err=True)
 
 
 # --------------------------------------------------------------------------
@@ -328,4 +332,5 @@ def demo(ctx, directory, seconds):
     click.echo("Next steps:")
     click.echo(f"  # in one terminal, record until Ctrl-C:\n  streamlog record synth {shlex.quote(log)}")
     click.echo(f"  # in another, print records as they arrive:\n  streamlog follow {shlex.quote(log)}")
-    click.echo(f"  # export a session as JSON lines:\n  streamlog range {shlex.quote(log)} --format jsonl > demo.jsonl")
+    click.echo(f"  # export the last session as JSON lines (or .csv, .npy):\n"
+               f"  streamlog export {shlex.quote(log)} -o demo.jsonl")
