@@ -83,9 +83,8 @@ def make_retention(max_bytes, max_age, max_sessions):
         return None
     try:
         return Retention(max_bytes=max_bytes, max_age_s=max_age, max_sessions=max_sessions)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc).replace("Retention.max_bytes", "--max-bytes"),
-                                 param_hint="'--max-bytes'" if "max_bytes" in str(exc) else None) from exc
+    except ValueError as exc:  # click already range-checked the others: only --max-bytes can be refused here
+        raise click.BadParameter(str(exc), param_hint="'--max-bytes'") from exc
 
 
 @contextlib.contextmanager
@@ -210,11 +209,14 @@ def record():
     """
 
 
-@recording_command("lines", "Record the lines of a file or stdin.", "Record the lines of FILE (or stdin: -) as (line_number, line), keyed by line number.",
-                   "tail -n0 -F /var/log/syslog | streamlog record lines syslog.streamlog -")
+@recording_command(
+    "lines", "Record the lines of a file or stdin.",
+    "Record the lines of FILE (or stdin: -) as (line_number, line), keyed by line number.",
+    "tail -n0 -F /var/log/syslog | streamlog record lines syslog.streamlog -")
 @click.argument("file", default="-", metavar="[FILE|-]")
-@click.option("--follow", "-f", is_flag=True, help="Keep following FILE as it grows, like tail -f.")
+@click.option("--follow", is_flag=True, help="Keep following FILE as it grows, like tail -f.")
 def record_lines(file, follow):
+    """The LineSource of FILE; a missing FILE is an error before anything is recorded."""
     if file == "-":
         if follow:
             raise click.BadParameter("--follow needs a FILE; stdin is read until it ends", param_hint="'--follow'")
@@ -225,10 +227,16 @@ def record_lines(file, follow):
     return LineSource(file, follow=follow)
 
 
-@recording_command("cmd", "Record the output lines of a command.", "Run COMMAND and record each line it prints as (t_us, stdout|stderr, line), keyed by time.",
-                   "streamlog record cmd ping.streamlog -- ping -c 5 localhost")
+@recording_command(
+    "cmd", "Record the output lines of a command.",
+    "Run COMMAND and record each line it prints as (t_us, stdout|stderr, line), keyed by time "
+    "(microseconds since the epoch; query with ISO times).  The command's exit status is stored "
+    "with the session; stopping the recording stops the command.",
+    "streamlog record cmd ping.streamlog -- ping -c 5 localhost")
 @click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARGS]...")
 def record_cmd(command):
+    """The CommandSource of COMMAND; a program that cannot be found is an error
+    before anything is recorded."""
     program = command[0]
     found = shutil.which(program) if os.sep not in program else (program if os.access(program, os.X_OK) else None)
     if found is None:
@@ -237,8 +245,11 @@ def record_cmd(command):
     return CommandSource(list(command))
 
 
-@recording_command("synth", "Record a generated test signal.", "Record a generated test signal: (index, float32 array of shape (block, channels)).",
-                   "streamlog record synth synth.streamlog --rate 8000 --channels 4 --count 100")
+@recording_command(
+    "synth", "Record a generated test signal.",
+    "Record a generated test signal, one sine per channel plus seeded noise: records are "
+    "(index, float32 array of shape (block, channels)), keyed by index.",
+    "streamlog record synth synth.streamlog --rate 8000 --channels 4 --count 100")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=1000.0, show_default=True,
               help="Samples per second per channel.")
 @click.option("--channels", type=click.IntRange(min=1), default=2, show_default=True, help="Channels.")
@@ -247,6 +258,7 @@ def record_cmd(command):
 @click.option("--count", type=click.IntRange(min=0), help="Stop after this many records.")
 @click.option("--fast", is_flag=True, help="Generate as fast as possible instead of in real time.")
 def record_synth(rate, channels, block, seed, count, fast):
+    """The SynthSource with these parameters."""
     return SynthSource(rate_hz=rate, channels=channels, block=block, seed=seed, count=count, realtime=not fast)
 
 
@@ -317,17 +329,20 @@ def demo(ctx, directory, seconds):
     os.makedirs(directory, exist_ok=True)
     log = os.path.join(directory, "demo.streamlog")
     rate, block = 100, 10   # 10 records a second, small enough to read on screen
+    middle = max(1, int(seconds * rate / block) // 2)
     steps = [
         ["record", "synth", log, "--rate", str(rate), "--block", str(block), "--channels", "2",
          "--duration", f"{seconds:g}", "--info", "purpose=demo"],
         ["sessions", log],
-        ["range", log, "5", "7"],
+        ["range", log, str(middle - 1), str(middle + 1)],
         ["tail", log, "-n", "3"],
     ]
     for args in steps:
         click.echo(f"$ streamlog {shlex.join(args)}")
-        main.main(args, prog_name="streamlog", standalone_mode=False)
+        status = main.main(args, prog_name="streamlog", standalone_mode=False)
         sys.stdout.flush()
+        if isinstance(status, int) and status:
+            ctx.exit(status)  # a step failed (its error is printed): stop the transcript there
         click.echo()
     click.echo("Next steps:")
     click.echo(f"  # in one terminal, record until Ctrl-C:\n  streamlog record synth {shlex.quote(log)}")
