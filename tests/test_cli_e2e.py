@@ -138,6 +138,7 @@ def test_console_script(tmp_path):
     if script is None:
         pytest.skip("the streamlog console script is not installed (pip install -e .)")
     log = tmp_path / "script.streamlog"
-    assert run("record", "synth", log, "--count", 5, "--fast", command=[script]).startswith("session 1 closed: 5 records")
+    summary = run("record", "synth", log, "--count", 5, "--fast", command=[script])
+    assert summary.startswith("session 1 closed: 5 records")
     tail = run("tail", log, "-n", 2, "--format", "jsonl", command=[script])
     assert [json.loads(line)[0] for line in tail.splitlines()] == [3, 4]

@@ -4,7 +4,6 @@ StreamBuffer into a real log."""
 import io
 import os
 import signal
-import subprocess
 import sys
 import time
 

@@ -60,10 +60,11 @@ class CommandSource(SourceReader):
             self._process = subprocess.Popen(
                 self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        except FileNotFoundError as e:
+        except FileNotFoundError:
             missing = self.cwd if self.cwd is not None and not os.path.isdir(self.cwd) else self.argv[0]
-            raise FileNotFoundError(f"cannot start command {self.argv[0]!r}: no such file or directory: {missing}") from None
-        except PermissionError as e:
+            raise FileNotFoundError(
+                f"cannot start command {self.argv[0]!r}: no such file or directory: {missing}") from None
+        except PermissionError:
             raise PermissionError(f"cannot start command {self.argv[0]!r}: permission denied") from None
         self._selector = selectors.DefaultSelector()
         for channel, pipe in (("stdout", self._process.stdout), ("stderr", self._process.stderr)):
@@ -91,6 +92,7 @@ class CommandSource(SourceReader):
             if not data:  # end of this pipe: an unterminated last line is still a line
                 if self._pending[channel]:
                     parts.append(self._pending[channel])
+                    self._pending[channel] = ""
                 self._selector.unregister(pipe)
                 pipe.close()
             records.extend((t_us, channel, p[:-1] if p.endswith("\r") else p) for p in parts)

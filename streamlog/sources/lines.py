@@ -58,7 +58,8 @@ class LineSource(SourceReader):
             self._stream = None
         else:
             if not hasattr(path_or_stream, "readline"):
-                raise TypeError(f"LineSource needs a path or a readable text stream, got {type(path_or_stream).__name__}")
+                raise TypeError("LineSource needs a path or a readable text stream, "
+                                f"got {type(path_or_stream).__name__}")
             self.path = None
             self._stream = path_or_stream
         self.follow = follow

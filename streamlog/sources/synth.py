@@ -53,7 +53,8 @@ class SynthSource(SourceReader):
     """
 
     def __init__(self, *, rate_hz=1000.0, channels=2, block=100, seed=0, count=None, realtime=True):
-        if isinstance(rate_hz, bool) or not isinstance(rate_hz, numbers.Real) or not math.isfinite(rate_hz) or rate_hz <= 0:
+        if (isinstance(rate_hz, bool) or not isinstance(rate_hz, numbers.Real)
+                or not math.isfinite(rate_hz) or rate_hz <= 0):
             raise ValueError(f"rate_hz must be a finite number > 0, got {rate_hz!r}")
         for name, value in (("channels", channels), ("block", block)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
