@@ -35,7 +35,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamlog import errors
 from streamlog.errors import AudioDeviceError, AudioFormatError
 from streamlog.source import ReadBatch, SourceReader
 
