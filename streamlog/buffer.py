@@ -26,7 +26,7 @@ from streamlog.store import DURABILITY_MODES
 from streamlog.writer import StreamWriter
 
 DRAIN_LIMIT_S = 2.0
-_live_sessions = weakref.WeakKeyDictionary()
+_live_sessions = weakref.WeakKeyDictionary()  # Store -> {session id: buffers recording it}
 _live_lock = threading.Lock()
 
 
@@ -116,8 +116,9 @@ class StreamBuffer:
     def start(self):
         """Open the log, start a session (or stream) and the recorder thread; return self.
 
-        Raises LogLocked when another process writes the log, and the
-        source's own exception if ``open()`` fails (nothing is recorded then).
+        Raises LogLocked when another process writes the log.  The source is
+        opened in the recorder thread: an ``open()`` that raises fails the
+        session like a ``read()`` that raises (``session.error`` says which).
         """
         if self._started:
             raise errors.StreamlogError("this StreamBuffer was already started; make a new one to record again")
@@ -147,7 +148,8 @@ class StreamBuffer:
         max_bytes = self.retention.max_bytes if self.retention is not None else None
         self._commit_bytes = max_bytes // 32 if max_bytes else 64 << 20
         with _live_lock:
-            _live_sessions.setdefault(self.log.store, {})[self.session.id] = self
+            recording = _live_sessions.setdefault(self.log.store, {})
+            recording[self.session.id] = recording.get(self.session.id, 0) + 1
         self._thread = threading.Thread(target=self._record, name=f"streamlog-recorder-{self.session.id}",
                                         daemon=True)
         self._flusher = threading.Thread(target=self._flush_when_idle, name="streamlog-flusher", daemon=True)
@@ -199,7 +201,10 @@ class StreamBuffer:
         self._has_pending.set()
         self._flusher.join()
         with _live_lock:
-            _live_sessions.get(self.log.store, {}).pop(self.session.id, None)
+            recording = _live_sessions[self.log.store]
+            recording[self.session.id] -= 1
+            if not recording[self.session.id]:
+                del recording[self.session.id]
         self.log._end_writing()
         self.session.refresh()
 
