@@ -51,6 +51,7 @@ from bench_sources import (  # noqa: E402
     PacedSource,
     Stream2pyCountingSource,
     chunk_pool,
+    wait_until_exhausted,
 )
 
 # Sizes per mode.  "smoke" exists only for tests/test_bench.py: it runs every
@@ -181,6 +182,12 @@ class Bench:
             log(f"redis-server {self._redis.version()} on 127.0.0.1:{self._redis.port} (pid {self._redis.proc.pid})")
         return self._redis
 
+    def big_stores(self):
+        """The BigStores of figures 4 and 5, built on the first call."""
+        if self._big is None:
+            self._big = BigStores(self, self.sizes["range_n"])
+        return self._big
+
     def redis_version(self):
         return self._redis.version() if self._redis is not None else None
 
@@ -283,7 +290,7 @@ def streamlog_ingest(bench, n, batch):
     buf.start()
     consumer = threading.Thread(target=consume, args=(buf.mk_reader(),))
     consumer.start()
-    source.exhausted.wait(TIMEOUT_S * 10)
+    wait_until_exhausted(source, buf, TIMEOUT_S * 10)
     buf.stop()
     t_stop = time.perf_counter()
     consumer.join(TIMEOUT_S)
@@ -377,7 +384,7 @@ def streamlog_chunks(bench, n, pool):
     buf = streamlog.StreamBuffer(source, log=path)
     t0 = time.perf_counter()
     buf.start()
-    source.exhausted.wait(TIMEOUT_S * 10)
+    wait_until_exhausted(source, buf, TIMEOUT_S * 10)
     buf.stop()
     elapsed = time.perf_counter() - t0
     buf.log.close()
@@ -575,7 +582,7 @@ class BigStores:
         source = BatchCountingSource(self.n, BATCH)
         buf = streamlog.StreamBuffer(source, log=path)
         buf.start()
-        source.exhausted.wait(TIMEOUT_S * 10)
+        wait_until_exhausted(source, buf, TIMEOUT_S * 10)
         buf.stop()
         buf.log.close()
         self.paths["streamlog"] = path
@@ -604,12 +611,6 @@ class BigStores:
             else:
                 store.close()
         self.stores = {}
-
-
-def big_stores(bench):
-    if bench._big is None:
-        bench._big = BigStores(bench, bench.sizes["range_n"])
-    return bench._big
 
 
 def fetchers(stores, system):
@@ -646,11 +647,11 @@ def measure_range(stores, system, queries, seed):
 
 
 def fig_range(bench):
-    stores = big_stores(bench)
+    stores = bench.big_stores()
     q = bench.sizes["range_queries"]
     fig = Figure("range", f"4. Range queries on {stores.n:,} records: {RANGE_LEN:,} records at a random key "
                           f"({q:,} queries); full sequential replay, decoded",
-                 {"n": stores.n, "range_len": RANGE_LEN, "queries": q},
+                 {"n": stores.n, "range_len": RANGE_LEN, "queries": q, "build_records_per_s": stores.build_rates},
                  [("range_p50_ms", "range p50 ms", "ms", "lower"), ("range_p99_ms", "range p99 ms", "ms", "lower"),
                   ("replay_per_s", "replay records/s", "rate", "higher")])
     labels = {"streamlog": "streamlog, session.range / irange", "lmdb": "raw py-lmdb, cursor",
@@ -706,7 +707,7 @@ def measure_open(stores, system, repeats):
 
 
 def fig_open(bench):
-    stores = big_stores(bench)
+    stores = bench.big_stores()
     reps, points = bench.sizes["open_repeats"], bench.sizes["point_queries"]
     fig = Figure("open", f"5. tail(1), head(1) (p50 of {points:,}) and open time on the {stores.n:,}-record store; "
                          f"open = fresh process, median of {reps}",

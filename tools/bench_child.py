@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import streamlog  # noqa: E402
 
-from bench_sources import BatchCountingSource  # noqa: E402
+from bench_sources import BatchCountingSource, wait_until_exhausted  # noqa: E402
 
 
 def emit(obj):
@@ -139,7 +139,7 @@ def role_memory(args):
     source = BatchCountingSource(n, args["batch"], on_progress=on_progress)
     buf = streamlog.StreamBuffer(source, maxlen=maxlen, log=path)
     with buf:
-        source.exhausted.wait()
+        wait_until_exhausted(source, buf, timeout_s=3600)
     sample(n)
     samples[-1]["after_stop"] = True
     emit({"samples": samples})

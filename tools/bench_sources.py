@@ -27,6 +27,20 @@ def chunk_pool(size=16, seed=1):
     ]
 
 
+def wait_until_exhausted(source, buffer, timeout_s):
+    """Block until ``source`` has handed out its last record; raise
+    RuntimeError if ``buffer`` (a streamlog StreamBuffer) stops recording
+    before that (a failed recording) or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not source.exhausted.wait(0.05):
+        if not buffer.is_running and not source.exhausted.is_set():
+            buffer.stop()
+            raise RuntimeError(f"recording ended after {source.i:,} records, before the source was exhausted "
+                               f"(session status {buffer.session.status!r}, error {buffer.session.error!r})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"source not exhausted within {timeout_s} s ({source.i:,} records handed out)")
+
+
 class _Keyed(SourceReader):
     """Common parts: nothing to open or close, key is ``record[0]``."""
 
