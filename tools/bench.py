@@ -40,7 +40,7 @@ sys.path.insert(0, REPO)
 
 import streamlog  # noqa: E402
 
-from bench_peers import PeerUnavailable, RawLmdb, RedisServer, RedisStream, SqliteWal, dir_size  # noqa: E402
+from bench_peers import PeerUnavailable, RawLmdb, RedisServer, RedisStream, SqliteWal  # noqa: E402
 from bench_sources import (  # noqa: E402
     CHUNK_CHANNELS,
     CHUNK_FRAMES,

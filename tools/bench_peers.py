@@ -15,7 +15,6 @@ Every peer raises :class:`PeerUnavailable` (with a reason to print) when its
 package or program is missing.
 """
 
-import os
 import select
 import shutil
 import socket
@@ -29,15 +28,6 @@ U64 = struct.Struct(">Q")
 
 class PeerUnavailable(Exception):
     """The peer cannot run here; ``str(exc)`` says why (printed as a skip)."""
-
-
-def dir_size(path):
-    """Bytes allocated on disk by the regular files under ``path`` (st_blocks)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            total += os.stat(os.path.join(root, name)).st_blocks * 512
-    return total
 
 
 # --------------------------------------------------------------------- LMDB
