@@ -261,7 +261,9 @@ class StreamBuffer:
         interval_us = self.commit_interval_s * 1e6
         writer = self._writer
         add = writer.add
+        add_batch = writer.add_batch
         publish = self._ring.append
+        publish_all = self._ring.extend
         feed = self._feed
         has_pending = self._has_pending
         stop_requested = self._stop_requested
@@ -278,11 +280,11 @@ class StreamBuffer:
                 continue
             with self._write_lock:
                 if type(data) is ReadBatch:
-                    for item in data:
-                        if item is None:
-                            raise errors.StreamlogError("read() returned None inside a ReadBatch; None means "
-                                                        "'no data' and cannot be a record")
-                        publish(add(key_of(item), item))
+                    entries = []
+                    try:
+                        add_batch(data, key_of, entries)
+                    finally:
+                        publish_all(entries)
                 else:
                     publish(add(key_of(data), data))
                 if not has_pending.is_set():

@@ -234,12 +234,17 @@ class BufferReader:
             out = entry[1]
         else:
             out = [entry[1]]
+            ahead = self._ahead
             while len(out) < n:
-                more = self._entry_after_cursor(False, None)
-                if more is None or more is _END:
-                    break
-                self._advance(more)
-                out.append(more[1])
+                if not ahead:
+                    more = self._entry_after_cursor(False, None)  # refills the read-ahead
+                    if more is None or more is _END:
+                        break
+                take = min(n - len(out), len(ahead))
+                batch = [ahead.popleft() for _ in range(take)]
+                out.extend([e[1] for e in batch])
+                self._key = batch[-1][0]
+                self._seq += take
         if peek:
             self._seq, self._key, ahead = saved
             self._ahead = deque(ahead)

@@ -62,32 +62,62 @@ class StreamWriter:
         Raises InvalidKey, KeyOrderError (key smaller than the previous one)
         or UnencodableRecord; nothing is added then.
         """
-        encoded = encode_key(key)
-        last = self.last_encoded_key
-        if last is not None and encoded < last:
-            raise errors.KeyOrderError(
-                f"key {key!r} is smaller than the previous key {self.last_key!r} of stream "
-                f"{self.stream!r}; keys must not decrease within a session")
-        payload = encode_record(record)
+        entries = []
+        self.add_batch((record,), lambda _: key, entries)
+        return entries[0]
+
+    def add_batch(self, batch, key_of, entries):
+        """Encode each record of ``batch`` (keyed by ``key_of(record)``), all
+        arrived now; append their ring entries to ``entries``.
+
+        On an error (see :meth:`add`, or a None record) the records before the
+        bad one stay added (and in ``entries``) and the error propagates.
+        """
         now = time_ns() // 1000
         if now < self.last_arrival_us:
             now = self.last_arrival_us
+        header = _header_pack(now, 0)
+        prefix = self._prefix
+        pending_append = self._pending.append
+        entry_append = entries.append
+        last = self.last_encoded_key
         seq = self.next_seq
-        record_key = self._prefix + encoded + _seq_pack(seq)
-        if len(payload) <= _INLINE_PAYLOAD:
-            self._pending.append((record_key, _header_pack(now, 0) + payload))
-        else:
-            self._pending.extend(records.entries(record_key, now, payload, self._page_size))
-        if self._first_pending is None:
-            self._first_pending = (record_key, now)
-            if self.key_types is None:
-                self.key_types = key_types_of(key)
-        self._pending_bytes += len(payload)
-        self.next_seq = seq + 1
-        self.last_encoded_key = encoded
-        self.last_key = key
-        self.last_arrival_us = now
-        return record_key, record, now
+        size = 0
+        first = seq
+        try:
+            for record in batch:
+                if record is None:
+                    raise errors.StreamlogError("read() returned None inside a ReadBatch; None means 'no data' "
+                                                "and cannot be a record")
+                key = key_of(record)
+                encoded = encode_key(key)
+                if last is not None and encoded < last:
+                    raise errors.KeyOrderError(
+                        f"key {key!r} is smaller than the previous key {self.last_key!r} of stream "
+                        f"{self.stream!r}; keys must not decrease within a session")
+                payload = encode_record(record)
+                record_key = prefix + encoded + _seq_pack(seq)
+                if len(payload) <= _INLINE_PAYLOAD:
+                    pending_append((record_key, header + payload))
+                else:
+                    self._pending.extend(records.entries(record_key, now, payload, self._page_size))
+                entry_append((record_key, record, now))
+                size += len(payload)
+                seq += 1
+                last = encoded
+                self.last_key = key
+        finally:
+            added = seq - first
+            if added:
+                if self._first_pending is None:
+                    first_key, first_record, _ = entries[-added]
+                    self._first_pending = (first_key, now)
+                    if self.key_types is None:
+                        self.key_types = key_types_of(key_of(first_record))
+                self._pending_bytes += size
+                self.next_seq = seq
+                self.last_encoded_key = last
+                self.last_arrival_us = now
 
     def commit(self):
         """Write the pending records in one transaction; return how many.
