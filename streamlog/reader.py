@@ -328,41 +328,48 @@ class BufferReader:
         """
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
             raise ValueError(f"step must be a positive int or None, not {step!r}")
-        entries = self._entries_between(start, stop, after=self._key if only_new_items else None)
+        bounds = self._key_bounds(start, stop, self._key if only_new_items else None)
+        found = []
+        last_key = None
         if step is not None and step > 1:
-            entries = islice(entries, 0, None, step)
-        found = list(entries)
+            entries = list(islice(self._entries_from(*bounds), 0, None, step))
+            found = [entry[1] for entry in entries]
+            last_key = entries[-1][0] if entries else None
+        else:
+            for batch, last_key in self._record_batches(*bounds):
+                found.extend(batch)
         if not found:
             if ignore_no_item_found:
                 return None
             raise errors.NoItemFound(f"no record with {_bounds_text(start, stop)} in session "
                                      f"{self._feed.session_id}")
         if not peek:
-            self._move_to(found[-1])
-        return [entry[1] for entry in found]
+            self._move_to_key(last_key)
+        return found
 
     def irange(self, start=None, stop=None):
         """Lazy :meth:`range`: yields records with ``start <= key <= stop`` in
         bounded memory (short read transactions); does not move the cursor."""
-        lo, hi, _ = self._key_bounds(start, stop, None)
+        for batch, _ in self._record_batches(*self._key_bounds(start, stop, None)):
+            yield from batch
+
+    def _record_batches(self, lo, hi, after):
+        """Like :meth:`_batches_from` but yields ``(records, last record key)``
+        without building an entry per record (the replay and range fast path)."""
         feed = self._feed
-        after = None
-        while True:
-            committed = feed.committed_high()
-            if feed.db is not None:
-                exhausted = False
-                while not exhausted:
-                    with feed.store.read() as txn:
-                        found, last, exhausted = records.scan_records(txn, feed.db, lo, hi, _SCAN_CHUNK, after)
-                    if found:
-                        yield from found
-                        after = last
-            if feed.high() == committed:
-                return
-            # records published but not committed when the log was read: take them from the ring
+        committed = feed.committed_high()
+        if feed.db is not None:
+            exhausted = False
+            while not exhausted:
+                with feed.store.read() as txn:
+                    found, last, exhausted = records.scan_records(txn, feed.db, lo, hi, _SCAN_CHUNK, after)
+                if found:
+                    yield found, last
+                    after = last
+        if feed.high() != committed:
+            # records published but not committed when the log was read: from the ring
             for batch in self._batches_from(lo, hi, after):
-                yield from [entry[1] for entry in batch]
-            return
+                yield [entry[1] for entry in batch], batch[-1][0]
 
     def head(self, n=None, *, peek=False):
         """The oldest record (or a list of the ``n`` oldest) of the stream.
@@ -456,9 +463,12 @@ class BufferReader:
     # -- internals ---------------------------------------------------------------
 
     def _move_to(self, entry):
+        self._move_to_key(entry[0])
+
+    def _move_to_key(self, record_key):
         self._ahead.clear()
-        self._key = entry[0]
-        self._seq = records.seq_of(entry[0])
+        self._key = record_key
+        self._seq = records.seq_of(record_key)
 
     def _entries_between(self, start, stop, after=None, first_chunk=_SCAN_CHUNK):
         """Entries with keys in [start, stop], in order (see _batches_from)."""
