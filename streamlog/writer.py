@@ -62,9 +62,34 @@ class StreamWriter:
         Raises InvalidKey, KeyOrderError (key smaller than the previous one)
         or UnencodableRecord; nothing is added then.
         """
-        entries = []
-        self.add_batch((record,), lambda _: key, entries)
-        return entries[0]
+        encoded = encode_key(key)
+        last = self.last_encoded_key
+        if last is not None and encoded < last:
+            raise self._order_error(key)
+        payload = encode_record(record)
+        now = time_ns() // 1000
+        if now < self.last_arrival_us:
+            now = self.last_arrival_us
+        seq = self.next_seq
+        record_key = self._prefix + encoded + _seq_pack(seq)
+        if len(payload) <= _INLINE_PAYLOAD:
+            self._pending.append((record_key, _header_pack(now, 0) + payload))
+        else:
+            self._pending.extend(records.entries(record_key, now, payload, self._page_size))
+        if self._first_pending is None:
+            self._first_pending = (record_key, now)
+            if self.key_types is None:
+                self.key_types = key_types_of(key)
+        self._pending_bytes += len(payload)
+        self.next_seq = seq + 1
+        self.last_encoded_key = encoded
+        self.last_key = key
+        self.last_arrival_us = now
+        return record_key, record, now
+
+    def _order_error(self, key):
+        return errors.KeyOrderError(f"key {key!r} is smaller than the previous key {self.last_key!r} of stream "
+                                    f"{self.stream!r}; keys must not decrease within a session")
 
     def add_batch(self, batch, key_of, entries):
         """Encode each record of ``batch`` (keyed by ``key_of(record)``), all
@@ -92,9 +117,7 @@ class StreamWriter:
                 key = key_of(record)
                 encoded = encode_key(key)
                 if last is not None and encoded < last:
-                    raise errors.KeyOrderError(
-                        f"key {key!r} is smaller than the previous key {self.last_key!r} of stream "
-                        f"{self.stream!r}; keys must not decrease within a session")
+                    raise self._order_error(key)
                 payload = encode_record(record)
                 record_key = prefix + encoded + _seq_pack(seq)
                 if len(payload) <= _INLINE_PAYLOAD:
