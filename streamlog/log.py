@@ -21,6 +21,7 @@ from streamlog.store import DATA_FILE, SEQ, SESSION_ID, open_store
 DEFAULT_STREAM = "main"
 STATUSES = ("live", "closed", "failed", "crashed")
 _PRUNE_BATCH = 2000
+_LAST_SESSION_ID = b"last_session_id"
 _PRUNE_TARGET = 0.8
 
 
@@ -175,10 +176,15 @@ class Log:
 
     def _create_session(self, stream, info, durability):
         sessions_db = self.store.sessions_db
+        meta_db = self.store.meta_db
 
         def work(txn):
+            # ids are never reused, even after retention removed every session
             cursor = txn.cursor(sessions_db)
-            session_id = SESSION_ID.unpack(cursor.key())[0] + 1 if cursor.last() else 1
+            newest = SESSION_ID.unpack(cursor.key())[0] if cursor.last() else 0
+            issued = txn.get(_LAST_SESSION_ID, db=meta_db)
+            session_id = max(newest, SESSION_ID.unpack(issued)[0] if issued else 0) + 1
+            txn.put(_LAST_SESSION_ID, SESSION_ID.pack(session_id), db=meta_db)
             meta = {
                 "id": session_id, "status": "live", "start_time": time.time(), "stop_time": None,
                 "info": info, "error": None, "pid": os.getpid(), "host": socket.gethostname(),

@@ -253,6 +253,10 @@ class Store:
             return handle
 
     @property
+    def meta_db(self):
+        return self.db(_META_DB)
+
+    @property
     def sessions_db(self):
         return self.db(_SESSIONS_DB, create=not self.readonly)
 

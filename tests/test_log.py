@@ -224,6 +224,7 @@ def test_retention_by_age_and_sessions_while_recording(tmp_path):
     time.sleep(0.05)  # records must be older than max_age
     removed = streamlog.Log(path).prune(Retention(max_age_s=0.01))
     assert removed == 200 and streamlog.Log(path).sessions() == []
+    assert record(path, 1).id == 5  # session ids are never reused
     with pytest.raises(ValueError, match="at least one limit"):
         streamlog.Log(path).prune(Retention())
 
