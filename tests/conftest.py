@@ -10,6 +10,8 @@ before it creates a PyAudio object.
 import numpy as np
 import pytest
 
+import streamlog
+
 # Capture from a raw PCM file, play back into nothing.
 FILE_INPUT_ASOUNDRC = """\
 pcm.!default {{
@@ -70,3 +72,10 @@ def alsa_without_input(tmp_path, monkeypatch):
     config = tmp_path / "no-input.asoundrc"
     config.write_text(NO_INPUT_ASOUNDRC)
     monkeypatch.setenv("ALSA_CONFIG_PATH", str(config))
+
+
+@pytest.fixture
+def lab_log(tmp_path):
+    """A fresh log for one test, closed after it."""
+    with streamlog.Log(tmp_path / "lab.log") as log:
+        yield log

@@ -13,32 +13,10 @@ from streamlog.audio import AudioGapError, AudioSession, Gap, export_wav
 from streamlog.sources.audio import (
     PA_INPUT_OVERFLOW, AudioFormatError, PyAudioSourceReader, WavFileSourceReader, resolve_sample_format,
 )
+from audio_helpers import DEADLINE_S, ramp, record
 from streamlog.sources.markers import markers_beside
 
 RATE = 8000
-DEADLINE_S = 30
-
-
-def ramp(frames, channels, dtype="int16"):
-    """Distinct consecutive sample values, wrapping within ``dtype``."""
-    info = np.iinfo(dtype)
-    values = np.arange(frames * channels, dtype=np.int64) % (int(info.max) - int(info.min) + 1) + int(info.min)
-    return values.astype(dtype).reshape(frames, channels)
-
-
-@pytest.fixture
-def lab_log(tmp_path):
-    with Log(tmp_path / "lab.log") as log:
-        yield log
-
-
-def record(source, log):
-    with StreamBuffer(source, log=log) as buf:
-        assert buf.wait(DEADLINE_S), "the recording did not end"
-        session = buf.session
-    return session.refresh()
-
-
 def wav_frames(path):
     with wave.open(str(path), "rb") as wav:
         return wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.readframes(wav.getnframes())

@@ -12,34 +12,10 @@ from streamlog.sources.audio import (
     PA_INPUT_OVERFLOW, AudioDeviceError, AudioFormatError, PyAudioSourceReader, WavFileSourceReader,
     input_devices, resolve_sample_format,
 )
+from audio_helpers import DEADLINE_S, ramp, record
 from streamlog.sources.markers import MarkerSource, markers_beside
 
 RATE = 8000
-DEADLINE_S = 30
-
-
-def ramp(frames, channels, dtype="int16"):
-    """Distinct consecutive sample values, wrapping within ``dtype``."""
-    info = np.iinfo(dtype)
-    span = int(info.max) - int(info.min) + 1
-    values = np.arange(frames * channels, dtype=np.int64) % span + int(info.min)
-    return values.astype(dtype).reshape(frames, channels)
-
-
-@pytest.fixture
-def lab_log(tmp_path):
-    with Log(tmp_path / "lab.log") as log:
-        yield log
-
-
-def record(source, log):
-    """Record ``source`` into ``log`` to its end (StopIteration); return the stored session."""
-    with StreamBuffer(source, log=log) as buf:
-        assert buf.wait(DEADLINE_S), "the recording did not end"
-        session = buf.session
-    return session.refresh()
-
-
 def audio_records(session):
     return session.range()
 

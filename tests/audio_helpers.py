@@ -1,0 +1,23 @@
+"""Helpers shared by the audio tests: test signals and recording a source to its end."""
+
+import numpy as np
+
+from streamlog import StreamBuffer
+
+DEADLINE_S = 30
+
+
+def ramp(frames, channels, dtype="int16"):
+    """Distinct consecutive sample values, wrapping within ``dtype``."""
+    info = np.iinfo(dtype)
+    span = int(info.max) - int(info.min) + 1
+    values = np.arange(frames * channels, dtype=np.int64) % span + int(info.min)
+    return values.astype(dtype).reshape(frames, channels)
+
+
+def record(source, log):
+    """Record ``source`` into ``log`` to its end (StopIteration); return the stored session."""
+    with StreamBuffer(source, log=log) as buf:
+        assert buf.wait(DEADLINE_S), "the recording did not end"
+        session = buf.session
+    return session.refresh()
