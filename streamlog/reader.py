@@ -189,8 +189,9 @@ class BufferReader:
         """The record after the cursor (moves the cursor).
 
         Blocking readers wait for it and raise StopIteration once the stream
-        has ended and everything was read (SourceFailed if it failed);
-        non-blocking readers return None while the stream runs with nothing new.
+        has ended and everything was read (SourceFailed if it failed), or
+        when the reader's ``timeout`` passes first; non-blocking readers
+        return None while the stream runs with nothing new.
         """
         ahead = self._ahead
         if ahead:
