@@ -459,3 +459,13 @@ def _format_value(value):
             return repr(data)
         return f"{data[:_BYTES_SHOWN]!r}... ({len(data)} bytes)"
     return repr(value)
+
+
+def format_key(key, info):
+    """A key for people: local times for ``timestamp_us`` sessions, else its repr
+    (``-`` for None)."""
+    if key is None:
+        return "-"
+    if (info or {}).get("key_kind") == "timestamp_us" and isinstance(key, int):
+        return dt.datetime.fromtimestamp(key / 1e6).isoformat(sep=" ", timespec="milliseconds")
+    return repr(key)

@@ -1,6 +1,5 @@
 """Read-only commands: ``sessions``, ``info``, ``head``, ``tail``, ``range``, ``export``."""
 
-import datetime as dt
 import json
 import os
 import sys
@@ -13,12 +12,12 @@ from numpy.lib import format as npy_format
 
 from streamlog import errors
 from streamlog.cli.common import (
-    RecordWriter, format_bytes, format_duration, format_option, format_time, log_argument,
+    RecordWriter, format_bytes, format_duration, format_key, format_option, format_time, log_argument,
     open_log, parse_key, pick_session, session_option, stream_option,
 )
 from streamlog.codec import to_jsonable
 
-__all__ = ["sessions", "info", "head", "tail", "range_", "export", "session_summary", "describe_source", "format_key",
+__all__ = ["sessions", "info", "head", "tail", "range_", "export", "session_summary", "describe_source",
            "write_npy"]
 
 
@@ -79,16 +78,6 @@ def describe_source(info):
         detail = info.get("path") or info.get("device") or ""
     text = " ".join(str(part) for part in (name, detail) if part)
     return text or "-"
-
-
-def format_key(key, info):
-    """A key for people: local times for ``timestamp_us`` sessions, else its repr
-    (``-`` for None)."""
-    if key is None:
-        return "-"
-    if (info or {}).get("key_kind") == "timestamp_us" and isinstance(key, int):
-        return dt.datetime.fromtimestamp(key / 1e6).isoformat(sep=" ", timespec="milliseconds")
-    return repr(key)
 
 
 def _key_span(first, last, info):

@@ -23,9 +23,9 @@ import time
 import click
 
 from streamlog import Retention, StreamBuffer, errors
-from streamlog.cli.common import (SIZE, RecordWriter, format_bytes, format_duration, format_option, log_argument,
+from streamlog.cli.common import (SIZE, RecordWriter, format_bytes, format_duration, format_key, format_option,
+                                  log_argument,
                                   open_log, pick_session, session_option, stream_option)
-from streamlog.cli.query import format_key
 from streamlog.sources.command import CommandSource
 from streamlog.sources.lines import LineSource
 from streamlog.sources.synth import SynthSource
