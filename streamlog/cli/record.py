@@ -24,8 +24,7 @@ import click
 
 from streamlog import Retention, StreamBuffer, errors
 from streamlog.cli.common import (SIZE, RecordWriter, format_bytes, format_duration, format_key, format_option,
-                                  log_argument,
-                                  open_log, pick_session, session_option, stream_option)
+                                  log_argument, open_log, pick_session, session_option, stream_option)
 from streamlog.sources.command import CommandSource
 from streamlog.sources.lines import LineSource
 from streamlog.sources.synth import SynthSource
