@@ -65,7 +65,7 @@ class StreamWriter:
         encoded = encode_key(key)
         last = self.last_encoded_key
         if last is not None and encoded < last:
-            raise self._order_error(key)
+            raise self._order_error(key, self.last_key)
         payload = encode_record(record)
         now = time_ns() // 1000
         if now < self.last_arrival_us:
@@ -87,8 +87,8 @@ class StreamWriter:
         self.last_arrival_us = now
         return record_key, record, now
 
-    def _order_error(self, key):
-        return errors.KeyOrderError(f"key {key!r} is smaller than the previous key {self.last_key!r} of stream "
+    def _order_error(self, key, previous_key):
+        return errors.KeyOrderError(f"key {key!r} is smaller than the previous key {previous_key!r} of stream "
                                     f"{self.stream!r}; keys must not decrease within a session")
 
     def add_batch(self, batch, key_of, entries):
@@ -105,7 +105,9 @@ class StreamWriter:
         prefix = self._prefix
         pending_append = self._pending.append
         entry_append = entries.append
-        last = self.last_encoded_key
+        encode_k, encode_r, seq_pack = encode_key, encode_record, _seq_pack
+        last = self.last_encoded_key or b""  # every encoding sorts after b""
+        previous_key = self.last_key
         seq = self.next_seq
         size = 0
         first = seq
@@ -115,11 +117,11 @@ class StreamWriter:
                     raise errors.StreamlogError("read() returned None inside a ReadBatch; None means 'no data' "
                                                 "and cannot be a record")
                 key = key_of(record)
-                encoded = encode_key(key)
-                if last is not None and encoded < last:
-                    raise self._order_error(key)
-                payload = encode_record(record)
-                record_key = prefix + encoded + _seq_pack(seq)
+                encoded = encode_k(key)
+                if encoded < last:
+                    raise self._order_error(key, previous_key)
+                payload = encode_r(record)
+                record_key = prefix + encoded + seq_pack(seq)
                 if len(payload) <= _INLINE_PAYLOAD:
                     pending_append((record_key, header + payload))
                 else:
@@ -128,7 +130,7 @@ class StreamWriter:
                 size += len(payload)
                 seq += 1
                 last = encoded
-                self.last_key = key
+                previous_key = key
         finally:
             added = seq - first
             if added:
@@ -140,6 +142,7 @@ class StreamWriter:
                 self._pending_bytes += size
                 self.next_seq = seq
                 self.last_encoded_key = last
+                self.last_key = previous_key
                 self.last_arrival_us = now
 
     def commit(self):
