@@ -304,7 +304,9 @@ def test_encoding_from_several_threads_at_once():
     for thread in threads:
         thread.join()
     for seed in range(4):
-        for encoded, record in zip(results[seed], records(seed), strict=True):
+        expected = list(records(seed))
+        assert len(results[seed]) == len(expected)
+        for encoded, record in zip(results[seed], expected):
             assert_identical(decode_record(encoded), record)
 
 

@@ -259,7 +259,10 @@ def _parse_timestamp_us(text, param_hint):
     except ValueError:
         pass
     try:
-        moment = dt.datetime.fromisoformat(text.strip())
+        iso = text.strip()
+        if iso[-1:] in ("Z", "z"):  # fromisoformat reads a "Z" suffix only from Python 3.11 on
+            iso = iso[:-1] + "+00:00"
+        moment = dt.datetime.fromisoformat(iso)
     except ValueError as exc:
         raise click.BadParameter(
             f"{text!r} is not a time: expected an ISO-8601 date/time such as "
