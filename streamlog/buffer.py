@@ -53,7 +53,7 @@ class StreamBuffer:
       at most the last commit interval), ``"normal"`` (a power cut may undo the
       last commit), ``"off"`` (no fsync: a power cut may lose or damage
       recent data).  A killed process loses only records not yet committed
-      in any mode.
+      in any mode.  None: the log's mode (``"full"`` for a log opened here).
 
     ``stop()`` ends recording and commits everything; a failure of the source
     is never raised by it but stored on the session and raised by readers
@@ -61,12 +61,12 @@ class StreamBuffer:
     """
 
     def __init__(self, source_reader, *, maxlen=10_000, log=None, stream=DEFAULT_STREAM, session=None,
-                 info=None, retention=None, durability="full", commit_interval_s=0.005, commit_records=10_000):
+                 info=None, retention=None, durability=None, commit_interval_s=0.005, commit_records=10_000):
         if not isinstance(source_reader, SourceReader):
             raise TypeError(f"source_reader must be a streamlog.SourceReader, not {type(source_reader).__name__}")
         if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1):
             raise ValueError(f"maxlen must be a positive int or None, not {maxlen!r}")
-        if durability not in DURABILITY_MODES:
+        if durability is not None and durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
         if not isinstance(stream, str) or not stream or len(stream.encode()) > 200:
             raise ValueError(f"stream must be a non-empty name, not {stream!r}")
@@ -124,6 +124,7 @@ class StreamBuffer:
             raise errors.StreamlogError("this StreamBuffer was already started; make a new one to record again")
         self._started = True
         self.log = self._open_log()
+        self.durability = self.log.durability
         try:
             self.log._begin_writing()
         except BaseException:
@@ -160,6 +161,9 @@ class StreamBuffer:
     def _open_log(self):
         target = self._log_arg
         if isinstance(target, Log):
+            if self.durability not in (None, target.durability):
+                raise ValueError(f"the log {target.path} is open with durability {target.durability!r}; open it "
+                                 f"with durability={self.durability!r} to record that way")
             self._owns_log = False
             return target
         self._owns_log = True

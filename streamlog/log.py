@@ -61,9 +61,11 @@ class Log:
     ``create=False``).  Raises LogNotFound, NotALog, FormatVersionError.
     Reading never blocks the writer; writing (recording, :meth:`prune`)
     takes the log's writer lock, held by one process at a time (LogLocked).
+    ``durability`` (see StreamBuffer) applies to the whole log in this
+    process: None takes the mode it is already open with here, else ``"full"``.
     """
 
-    def __init__(self, path, *, readonly=False, retention=None, durability="full", create=True):
+    def __init__(self, path, *, readonly=False, retention=None, durability=None, create=True):
         if retention is not None and not isinstance(retention, Retention):
             raise TypeError(f"retention must be a streamlog.Retention, not {type(retention).__name__}")
         self.path = os.fspath(path)
@@ -71,6 +73,7 @@ class Log:
         self.retention = retention
         self.store = open_store(self.path, create=create and not readonly,
                                 durability=None if readonly else durability)
+        self.durability = self.store.durability
         self.format_version = self.store.format_version
         self._closed = False
 

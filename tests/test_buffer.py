@@ -339,3 +339,17 @@ def test_stop_keeps_what_a_draining_source_already_holds(tmp_path):
     with buf:
         buf.wait(10)
     assert buf.session.count == 500 and buf.session.status == "closed"
+
+
+def test_durability_follows_the_log_unless_it_conflicts(tmp_path):
+    resume = threading.Event()
+    with streamlog.Log(log_path(tmp_path), durability="off") as log:
+        with StreamBuffer(Counter(10, pause_at=(5, resume)), log=log) as fast:
+            with StreamBuffer(Gate(queue.Queue()), session=fast.session, stream="markers"):
+                resume.set()
+        assert fast.session.durability == "off"
+        with pytest.raises(ValueError, match="open with durability 'off'"):
+            StreamBuffer(Counter(1), log=log, durability="full").start()
+        reader_side = streamlog.Log(log_path(tmp_path))  # a plain open shares the store as it is
+        assert reader_side.durability == "off"
+        reader_side.close()
