@@ -78,10 +78,8 @@ def open_store(path, *, create=True, durability=None):
     with _stores_lock:
         store = _stores.get(real)
         if store is not None and durability is not None and store.durability != durability:
-            if store.users:
-                raise errors.LogError(f"log {path} is already open in this process with durability "
-                                      f"{store.durability!r}; close it before writing with {durability!r}")
-            store = None
+            raise errors.LogError(f"log {path} is already open in this process with durability "
+                                  f"{store.durability!r}; close it before writing with {durability!r}")
         if store is None:
             store = Store(real, create=create, durability=durability or "full")
             _stores[real] = store
