@@ -244,21 +244,13 @@ class Log:
         env = self.store.env
         info = env.info()
         page = self.store.page_size
-        used_pages = 0
         total = 0
         with self.store.read() as txn:
-            names = [k for k, _ in txn.cursor()]
             sessions = txn.stat(self.store.sessions_db)["entries"]
             for session_key, value in txn.cursor(self.store.sessions_db):
                 meta = decode_record(value)
                 total += sum(s["count"] for s in meta["streams"].values())
-            main = txn.stat()
-            used_pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
-        for name in names:
-            handle = self.store.db(name)
-            with self.store.read() as txn:
-                st = txn.stat(handle)
-            used_pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        used_pages = self.store.pages_in_use()
         file_size = os.path.getsize(os.path.join(self.store.path, DATA_FILE))
         high_water = info["last_pgno"] + 1
         return {
@@ -366,20 +358,9 @@ class Log:
             removed = self._prune_oldest(lambda arrival: arrival < cutoff, live_ids)
             if removed:
                 return removed
-        if retention.max_bytes is not None and self._bytes_used() > retention.max_bytes * _PRUNE_TARGET:
+        if retention.max_bytes is not None and self.store.pages_in_use() * self.store.page_size > retention.max_bytes * _PRUNE_TARGET:
             return self._prune_oldest(lambda arrival: True, live_ids)
         return 0
-
-    def _bytes_used(self):
-        pages = 0
-        with self.store.read() as txn:
-            names = [k for k, _ in txn.cursor()]
-            main = txn.stat()
-            pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
-            for name in names:
-                st = txn.stat(self.store.db(name))
-                pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
-        return pages * self.store.page_size
 
     def _prune_sessions(self, keep, live_ids):
         sessions = self.sessions()

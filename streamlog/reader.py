@@ -379,7 +379,7 @@ class BufferReader:
         NoItemFound when the stream is empty.
         """
         want = 1 if n is None else n
-        found = list(islice(self._entries_between(None, None, first_chunk=want), want))
+        found = list(islice(self._entries_from(*self._key_bounds(None, None, None), first_chunk=want), want))
         return self._finish_pick(found, n, peek)
 
     def tail(self, n=None, *, peek=False):
@@ -404,13 +404,13 @@ class BufferReader:
         if not found:
             raise errors.NoItemFound(f"session {self._feed.session_id} stream {self._feed.stream!r} is empty")
         if not peek:
-            self._move_to(found[-1])
+            self._move_to_key(found[-1][0])
         return found[0][1] if n is None else [entry[1] for entry in found]
 
     def seek(self, key):
         """Place the cursor so that the next record read is the first with a
         key ``>= key`` (or the next new one if there is none yet)."""
-        for entry in self._entries_between(key, None, first_chunk=1):
+        for entry in self._entries_from(*self._key_bounds(key, None, None), first_chunk=1):
             seq = records.seq_of(entry[0])
             self._ahead.clear()
             self._seq = seq - 1
@@ -463,21 +463,10 @@ class BufferReader:
 
     # -- internals ---------------------------------------------------------------
 
-    def _move_to(self, entry):
-        self._move_to_key(entry[0])
-
     def _move_to_key(self, record_key):
         self._ahead.clear()
         self._key = record_key
         self._seq = records.seq_of(record_key)
-
-    def _entries_between(self, start, stop, after=None, first_chunk=_SCAN_CHUNK):
-        """Entries with keys in [start, stop], in order (see _batches_from)."""
-        for batch in self._batches_between(start, stop, after, first_chunk):
-            yield from batch
-
-    def _batches_between(self, start, stop, after=None, first_chunk=_SCAN_CHUNK):
-        return self._batches_from(*self._key_bounds(start, stop, after), first_chunk=first_chunk)
 
     def _key_bounds(self, start, stop, after):
         """Record-key bounds ``(lo, hi, after)`` for keys in [start, stop] (inclusive)."""
@@ -487,8 +476,9 @@ class BufferReader:
             after = None
         return lo, hi, after
 
-    def _entries_from(self, lo, hi, after, with_time=False):
-        for batch in self._batches_from(lo, hi, after, with_time=with_time):
+    def _entries_from(self, lo, hi, after, with_time=False, first_chunk=_SCAN_CHUNK):
+        """Entries with ``lo <= key <= hi`` (and ``> after``), in order (see _batches_from)."""
+        for batch in self._batches_from(lo, hi, after, with_time=with_time, first_chunk=first_chunk):
             yield from batch
 
     def _batches_from(self, lo, hi, after, with_time=False, first_chunk=_SCAN_CHUNK):

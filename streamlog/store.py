@@ -272,6 +272,15 @@ class Store:
             if _is_our_db_name(name):
                 self.db(name)
 
+    def pages_in_use(self):
+        """Pages holding data: branch, leaf and overflow pages of every database."""
+        with self.read() as txn:
+            names = [k for k, _ in txn.cursor() if _is_our_db_name(k)]
+        handles = [self.db(name) for name in names]
+        with self.read() as txn:
+            stats = [txn.stat()] + [txn.stat(handle) for handle in handles]
+        return sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"] for st in stats)
+
     def stream_names(self):
         """Names of all streams that have a records database."""
         with self.read() as txn:
