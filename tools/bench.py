@@ -525,13 +525,16 @@ def redis_latency(bench, n):
     return latency_values(latencies, n)
 
 
+LATENCY_COLUMNS = [("p50_ms", "p50 ms", "ms", "lower"), ("p99_ms", "p99 ms", "ms", "lower"),
+                   ("max_ms", "max ms", "ms", None), ("lost", "lost", "int", None)]
+
+
 def fig_latency(bench):
     n = bench.sizes["paced_n"]
     fig = Figure("latency", f"3. Live latency: source paced at {PACED_RATE:,} records/s, {n:,} records; "
                             "read() returning -> blocking reader has the record",
                  {"n": n, "rate": PACED_RATE},
-                 [("p50_ms", "p50 ms", "ms", "lower"), ("p99_ms", "p99 ms", "ms", "lower"),
-                  ("max_ms", "max ms", "ms", None), ("lost", "lost", "int", None)])
+                 LATENCY_COLUMNS)
     me = "streamlog, reader.read(blocking=True)"
     fig.run("streamlog", me, lambda: streamlog_latency(bench, n), note="durability='full'")
     fig.run("stream2py", f"stream2py, read(blocking=True), maxlen={MEMORY_MAXLEN:,}",
@@ -785,8 +788,7 @@ def fig_follow(bench):
     fig = Figure("follow", f"6. Cross-process follow: {n:,} records paced at {PACED_RATE:,}/s; "
                            "time.time_ns() at read() in the recorder -> reader in another process",
                  {"n": n, "rate": PACED_RATE},
-                 [("p50_ms", "p50 ms", "ms", "lower"), ("p99_ms", "p99 ms", "ms", "lower"),
-                  ("max_ms", "max ms", "ms", None), ("lost", "lost", "int", None)])
+                 LATENCY_COLUMNS)
     me = "streamlog, session.reader() in a subprocess"
     fig.run("streamlog", me, lambda: streamlog_follow(bench, n), note="durability='full'")
     fig.run("redis", "Redis Streams, XREAD BLOCK in a subprocess", lambda: redis_follow(bench, n), vs=me)
