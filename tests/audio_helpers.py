@@ -3,6 +3,7 @@
 import numpy as np
 
 from streamlog import StreamBuffer
+from streamlog.sources.audio import PyAudioSourceReader
 
 DEADLINE_S = 30
 
@@ -21,3 +22,15 @@ def record(source, log):
         assert buf.wait(DEADLINE_S), "the recording did not end"
         session = buf.session
     return session.refresh()
+
+
+class HeldUntil(PyAudioSourceReader):
+    """Hands no buffer over until ``release`` is set (the device keeps
+    capturing into the source's queue), so the session stays live."""
+
+    def __init__(self, release, **kwargs):
+        super().__init__(**kwargs)
+        self.release = release
+
+    def read(self):
+        return super().read() if self.release.is_set() else None

@@ -13,7 +13,7 @@ from streamlog.audio import AudioGapError, AudioSession, Gap, export_wav
 from streamlog.sources.audio import (
     PA_INPUT_OVERFLOW, AudioFormatError, PyAudioSourceReader, WavFileSourceReader, resolve_sample_format,
 )
-from audio_helpers import DEADLINE_S, ramp, record
+from audio_helpers import DEADLINE_S, HeldUntil, ramp, record
 from streamlog.sources.markers import markers_beside
 
 RATE = 8000
@@ -156,18 +156,6 @@ def test_markers_line_up_with_the_samples_they_were_written_at(alsa_file_input, 
         assert np.array_equal(clip.samples, signal[lo:hi])
     assert len(clips[-1].samples) == 0
     assert [label for _, label in audio.markers()] == [c.label for c in clips]
-
-
-class HeldUntil(PyAudioSourceReader):
-    """Hands no buffer over until ``release`` is set (the device keeps
-    capturing into the source's queue), so the session stays live."""
-
-    def __init__(self, release, **kwargs):
-        super().__init__(**kwargs)
-        self.release = release
-
-    def read(self):
-        return super().read() if self.release.is_set() else None
 
 
 class LosesOneBuffer(PyAudioSourceReader):

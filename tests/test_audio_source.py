@@ -12,7 +12,7 @@ from streamlog.sources.audio import (
     PA_INPUT_OVERFLOW, AudioDeviceError, AudioFormatError, PyAudioSourceReader, WavFileSourceReader,
     input_devices, resolve_sample_format,
 )
-from audio_helpers import DEADLINE_S, ramp, record
+from audio_helpers import DEADLINE_S, HeldUntil, ramp, record
 from streamlog.sources.markers import MarkerSource, markers_beside
 
 RATE = 8000
@@ -297,18 +297,6 @@ def test_marker_order_and_end_errors():
     assert [label for _, label in source.read()] == ["a", "same time", "now"]
     with pytest.raises(StopIteration):
         source.read()
-
-
-class HeldUntil(PyAudioSourceReader):
-    """Hands no buffer over until ``release`` is set (the device keeps
-    capturing into the source's queue), so the session stays live."""
-
-    def __init__(self, release, **kwargs):
-        super().__init__(**kwargs)
-        self.release = release
-
-    def read(self):
-        return super().read() if self.release.is_set() else None
 
 
 def test_markers_beside_audio_share_the_session(alsa_file_input, lab_log):
