@@ -113,6 +113,13 @@ class StreamBuffer:
         """True while the recorder thread reads the source."""
         return self._thread is not None and self._thread.is_alive() and not self._ended.is_set()
 
+    @property
+    def committed(self):
+        """How many records of this stream are committed to the log (0 before
+        the first commit).  In ``durability="full"`` every one of them survives
+        a crash of this process or of the machine."""
+        return self._writer.committed_seq + 1 if self._thread is not None else 0
+
     def start(self):
         """Open the log, start a session (or stream) and the recorder thread; return self.
 
