@@ -57,6 +57,23 @@ class NotALog(LogError, ValueError):
     """The path holds something that is not a streamlog log, or a damaged one."""
 
 
+class CorruptRecord(NotALog):
+    """A record, record key or session entry of the log does not decode: the
+    log is damaged there.  ``session``, ``stream`` and ``key`` say where when
+    known (else None); ``key`` is the decoded record key, or its raw bytes
+    when the key itself is damaged."""
+
+    def __init__(self, message, *, session=None, stream=None, key=None):
+        self.session = session
+        self.stream = stream
+        self.key = key
+        super().__init__(message)
+
+
+class LogAccessDenied(LogError, PermissionError):
+    """This process may not read the log's directory or files (file permissions)."""
+
+
 class FormatVersionError(LogError):
     """The log was written in an on-disk format version this code cannot read."""
 
