@@ -33,7 +33,7 @@ Layout (the first byte of every value is a tag):
 import math
 import struct
 
-from streamlog.errors import InvalidKey, NotALog
+from streamlog.errors import CorruptRecord, InvalidKey
 
 __all__ = ["encode_key", "decode_key", "decode_key_prefix", "key_types_of"]
 
@@ -217,12 +217,14 @@ def decode_key(data, key_types=None):
     ``key_types`` (as made by :func:`key_types_of`) says ``"float"``, an
     integral number comes back as ``float`` (if that float is exact).
     ``key_types`` is only such a hint: where it does not match the key's
-    shape it is ignored.  Raises :class:`~streamlog.errors.NotALog` if
-    ``data`` is not exactly one key encoding.
+    shape it is ignored.  Raises :class:`~streamlog.errors.CorruptRecord`
+    (a :class:`~streamlog.errors.NotALog`) if ``data`` is not exactly one
+    key encoding.
     """
     key, end = decode_key_prefix(data, key_types)
     if end != len(data):
-        raise NotALog(f"damaged key: {len(data) - end} byte(s) after the key encoding in {bytes(data)!r}")
+        raise CorruptRecord(f"damaged key: {len(data) - end} byte(s) after the key encoding in {bytes(data)!r}",
+                            key=bytes(data))
     return key
 
 
@@ -231,7 +233,8 @@ def decode_key_prefix(data, key_types=None, start=0):
     where ``end`` is the offset just past it (where a suffix would begin).
 
     ``key_types`` as for :func:`decode_key`.  Raises
-    :class:`~streamlog.errors.NotALog` for a damaged encoding.
+    :class:`~streamlog.errors.CorruptRecord` for a damaged encoding; work
+    and memory are linear in ``len(data)``.
     """
     try:
         tag = data[start]
@@ -242,8 +245,9 @@ def decode_key_prefix(data, key_types=None, start=0):
         if type(data) is not bytes:
             data = bytes(data)
         return _decode(data, start, key_types)
-    except (IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise NotALog(f"damaged key encoding at offset {start} of {bytes(data)!r}: {exc}") from None
+    except (IndexError, ValueError, OverflowError, RecursionError) as exc:
+        raise CorruptRecord(f"damaged key encoding at offset {start} of {bytes(data)!r}: "
+                            f"{type(exc).__name__}: {exc}", key=bytes(data)) from None
 
 
 def _decode(data, pos, types):
