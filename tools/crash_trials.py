@@ -1,0 +1,358 @@
+"""Crash trials: SIGKILL a recorder subprocess at random moments, then check the log it left.
+
+    python tools/crash_trials.py --trials 60 [--seed S] [--modes full,normal,off] [--dir DIR]
+
+Each trial starts ``tools/crash_child.py`` (a StreamBuffer recording
+``(i, payload)`` keyed 1, 2, ... at a steady rate into a fresh log) and kills
+it with SIGKILL at a random moment of one of three phases:
+
+* ``early``: 0-40 ms after the child says it is opening the log (creating the
+  log, the session, the first commits);
+* ``running``: 50-1000 ms into the recording;
+* ``pruning``: 300-1200 ms into a recording with ``Retention(max_bytes=1 MiB)``
+  and 512-byte payloads, so retention prunes after every commit.
+
+After the kill, the trial checks: ``streamlog.Log(path)`` opens without error
+and without any repair step; the killed session shows ``crashed``;
+``Log.verify()`` reports nothing but the crashed-session note; the stored keys
+are gap-free (``1..n``, or ``k..n`` when retention pruned the oldest), every
+payload is intact and ``n`` is at most what the source produced and at least
+the last ``committed`` count the child printed before it died; a new short
+recording then appends a ``closed`` session with a higher id.
+
+Loss: records the source had produced but the log does not hold, and the
+milliseconds between the arrival of the last stored record and the kill.
+The trials are seeded (the seed is printed); the exit status is 1 when any
+check failed.
+"""
+
+import argparse
+import os
+import queue
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TOOLS)
+sys.path.insert(0, REPO)
+sys.path.insert(0, TOOLS)
+
+import streamlog  # noqa: E402
+from crash_child import make_progress_file, payload_of, read_progress  # noqa: E402
+from streamlog import SourceReader, StreamBuffer, errors  # noqa: E402
+
+CHILD = os.path.join(TOOLS, "crash_child.py")
+MODES = ("full", "normal", "off")
+PHASES = ("early", "running", "pruning")
+RATE = 10_000  # records a second
+PAYLOAD = 64
+PRUNING_PAYLOAD = 512
+PRUNING_MAX_BYTES = 1 << 20
+NEXT_SESSION_RECORDS = 20
+DEADLINE_S = 60.0
+DURABILITY_NOTE = (
+    "A SIGKILL ends the process, not the machine: every commit has reached the OS page cache in every mode, "
+    "so the three modes may lose the same on a kill. They differ only on a power cut or OS crash "
+    "(normal may undo the last commit, off may lose recent commits), which these trials do not cause.")
+
+
+@dataclass
+class Trial:
+    """One kill and what the log held afterwards."""
+
+    number: int
+    mode: str
+    phase: str
+    delay_ms: float
+    reported_committed: int = 0
+    produced: int = 0
+    first_key: Optional[int] = None
+    last_key: int = 0
+    lost: int = 0
+    window_ms: Optional[float] = None
+    crashed_session: Optional[int] = None
+    next_session: Optional[int] = None
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def pruned(self):
+        return self.first_key is not None and self.first_key > 1
+
+    def line(self):
+        if self.crashed_session is None:
+            stored = "no session yet"
+        elif self.first_key is None:
+            stored = f"session {self.crashed_session} without records"
+        else:
+            stored = f"session {self.crashed_session} keys {self.first_key}..{self.last_key}"
+        window = "n/a" if self.window_ms is None else f"{self.window_ms:.1f} ms"
+        verdict = "ok" if not self.problems else "FAILED: " + "; ".join(self.problems)
+        return (f"trial {self.number:3d} {self.mode:6s} {self.phase:7s} kill at +{self.delay_ms:6.1f} ms: "
+                f"reported committed {self.reported_committed}, produced {self.produced}, {stored}"
+                f"{' (pruned)' if self.pruned else ''}, lost {self.lost}, window {window}: {verdict}")
+
+
+class ShortCount(SourceReader):
+    """Records ``(i, b"next")`` for i = 1..n, then ends."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def open(self):
+        self.i = 0
+
+    def read(self):
+        if self.i >= self.n:
+            raise StopIteration
+        self.i += 1
+        return (self.i, b"next")
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        return data[0]
+
+
+class ChildLines:
+    """Collects the child's stdout lines in a thread; a line without its
+    newline (cut by the kill) is not a line."""
+
+    def __init__(self, pipe):
+        self.lines = []
+        self._queue = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, pipe):
+        for line in pipe:
+            if line.endswith("\n"):
+                self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, prefix, deadline):
+        """Return once a line starting with ``prefix`` arrived; False when the
+        child's output ended or the deadline passed first."""
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if line is None:
+                self._queue.put(None)
+                return False
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return True
+
+    def rest(self):
+        """All lines, once the child's stdout has ended."""
+        self._thread.join(DEADLINE_S)
+        while True:
+            line = self._queue.get()
+            if line is None:
+                return self.lines
+            self.lines.append(line)
+
+
+def start_child(path, progress, mode, *, max_bytes=None, payload=PAYLOAD, rate=RATE):
+    """Start ``crash_child.py`` recording into ``path``; stdout is a text pipe."""
+    argv = [sys.executable, CHILD, path, progress, "--durability", mode, "--rate", str(rate),
+            "--payload", str(payload)]
+    if max_bytes:
+        argv += ["--max-bytes", str(max_bytes)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_trial(directory, number, mode, phase, delay_s):
+    """Record in a child, SIGKILL it ``delay_s`` after the phase's starting
+    line, check the log; return the :class:`Trial` (``problems`` empty when
+    every check passed)."""
+    trial = Trial(number, mode, phase, delay_s * 1e3)
+    path = os.path.join(directory, f"trial-{number}.streamlog")
+    progress = os.path.join(directory, f"trial-{number}.progress")
+    make_progress_file(progress)
+    pruning = phase == "pruning"
+    child = start_child(path, progress, mode, max_bytes=PRUNING_MAX_BYTES if pruning else None,
+                        payload=PRUNING_PAYLOAD if pruning else PAYLOAD)
+    try:
+        lines = ChildLines(child.stdout)
+        trigger = "opening" if phase == "early" else "session"
+        if not lines.wait_for(trigger, time.monotonic() + DEADLINE_S):
+            child.kill()
+            child.wait(DEADLINE_S)
+            trial.problems.append(f"the child never printed {trigger!r}: {child.stderr.read().strip()}")
+            return trial
+        time.sleep(delay_s)  # the random moment of the kill is the point of the trial
+        kill_time = time.time()
+        child.send_signal(signal.SIGKILL)
+        child.wait(DEADLINE_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(DEADLINE_S)
+    if child.returncode != -signal.SIGKILL:
+        trial.problems.append(f"the child ended before the kill (status {child.returncode}): "
+                              f"{child.stderr.read().strip()}")
+    child.stderr.close()
+    output = lines.rest()
+    trial.reported_committed = max([int(line.split()[1]) for line in output if line.startswith("committed ")],
+                                   default=0)
+    session_reported = any(line.startswith("session ") for line in output)
+    trial.produced = read_progress(progress)
+    check_log(trial, path, session_reported, PRUNING_PAYLOAD if pruning else PAYLOAD, kill_time)
+    return trial
+
+
+def check_log(trial, path, session_reported, payload, kill_time):
+    """Open the killed child's log and check it (see the module docstring);
+    add what fails to ``trial.problems`` and fill in the loss figures."""
+    problems = trial.problems
+    try:
+        log = streamlog.Log(path)
+    except errors.StreamlogError as exc:
+        problems.append(f"the log does not open: {exc!r}")
+        return
+    with log:
+        sessions = log.sessions()
+        if len(sessions) > 1:
+            problems.append(f"{len(sessions)} sessions after one recording")
+        if not sessions:
+            if session_reported:
+                problems.append("the session the child reported is not in the log")
+            trial.lost = trial.produced
+        else:
+            check_crashed_session(trial, log, sessions[0], payload)
+        record_next_session(trial, log, kill_time)
+
+
+def check_crashed_session(trial, log, session, payload):
+    problems = trial.problems
+    trial.crashed_session = session.id
+    if session.status != "crashed":
+        problems.append(f"session {session.id} is {session.status!r} after the kill, not 'crashed'")
+    notes = log.verify()
+    unexpected = [note for note in notes if not note.startswith(f"session {session.id} was left live")]
+    if unexpected or len(notes) != 1:
+        problems.append(f"verify() reports {notes}")
+    keys = []
+    for record in session.reader():
+        keys.append(record[0])
+        if record[1] != payload_of(record[0], payload):
+            problems.append(f"record {record[0]} holds a damaged payload")
+            break
+    if keys:
+        trial.first_key, trial.last_key = keys[0], keys[-1]
+        if keys != list(range(keys[0], keys[0] + len(keys))):
+            problems.append(f"the stored keys {keys[0]}..{keys[-1]} have gaps ({len(keys)} records)")
+        if keys[0] != 1 and trial.phase != "pruning":
+            problems.append(f"the stored keys start at {keys[0]}, not 1, without retention")
+    if len(keys) != session.count:
+        problems.append(f"the session counts {session.count} records but holds {len(keys)}")
+    if trial.last_key > trial.produced:
+        problems.append(f"the log holds key {trial.last_key}, beyond the {trial.produced} records produced")
+    if trial.last_key < trial.reported_committed:
+        problems.append(f"{trial.reported_committed} records were reported committed before the kill, "
+                        f"but the log holds only up to key {trial.last_key}")
+    trial.lost = trial.produced - trial.last_key
+
+
+def record_next_session(trial, log, kill_time):
+    """Record a short session after the crash: it must append, closed, with a
+    higher id, and mark the killed session crashed for good."""
+    problems = trial.problems
+    try:
+        with StreamBuffer(ShortCount(NEXT_SESSION_RECORDS), log=log, maxlen=100) as buf:
+            # while a writer is alive a session left "live" would show "live": it must be stored crashed now
+            crashed = None if trial.crashed_session is None else log.session(trial.crashed_session)
+            buf.wait(DEADLINE_S)
+    except errors.StreamlogError as exc:
+        problems.append(f"the next recording fails: {exc!r}")
+        return
+    session = buf.session
+    trial.next_session = session.id
+    if (session.status, session.count) != ("closed", NEXT_SESSION_RECORDS):
+        problems.append(f"the next session is {session.status} with {session.count} records")
+    if crashed is None:
+        return
+    if session.id <= crashed.id:
+        problems.append(f"the next session got id {session.id}, not above {crashed.id}")
+    if crashed.status != "crashed":
+        problems.append(f"beside the next writer the killed session shows {crashed.status!r}, not 'crashed'")
+    if trial.first_key is not None:
+        trial.window_ms = (kill_time - crashed.stop_time) * 1e3  # stop_time: arrival of its last record
+
+
+def plan(trials, modes, rng):
+    """``(mode, phase, delay_s)`` per trial: modes in turn, each mode's trials
+    through the phases in turn, each kill moment drawn at random."""
+    spans = {"early": (0.0, 0.040), "running": (0.050, 1.0), "pruning": (0.300, 1.2)}
+    planned = []
+    for number in range(trials):
+        mode = modes[number % len(modes)]
+        phase = PHASES[(number // len(modes)) % len(PHASES)]
+        planned.append((mode, phase, rng.uniform(*spans[phase])))
+    return planned
+
+
+def summary(results, modes):
+    """The per-mode table as lines of text."""
+    header = (f"{'mode':6s} {'trials':>6s} {'passed':>6s} {'pruned':>6s} {'lost min':>8s} {'median':>7s} "
+              f"{'max':>6s} {'window ms median':>16s} {'max':>7s}")
+    rows = [header]
+    for mode in modes:
+        done = [t for t in results if t.mode == mode]
+        if not done:
+            continue
+        lost = [t.lost for t in done]
+        windows = [t.window_ms for t in done if t.window_ms is not None]
+        window_median = f"{statistics.median(windows):.1f}" if windows else "n/a"
+        window_max = f"{max(windows):.1f}" if windows else "n/a"
+        rows.append(f"{mode:6s} {len(done):6d} {sum(not t.problems for t in done):6d} "
+                    f"{sum(t.pruned for t in done):6d} {min(lost):8d} {statistics.median(lost):7g} "
+                    f"{max(lost):6d} {window_median:>16s} {window_max:>7s}")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=60, help="kills in all (modes take turns)")
+    parser.add_argument("--seed", type=int, help="seed of the kill moments (default: a random one, printed)")
+    parser.add_argument("--modes", default=",".join(MODES), help="durability modes, comma-separated")
+    parser.add_argument("--dir", help="where the trial logs go (default: a temporary directory, removed)")
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        parser.error(f"--modes takes a comma-separated list of {', '.join(MODES)}, not {args.modes!r}")
+    if args.trials < 1:
+        parser.error(f"--trials must be at least 1, not {args.trials}")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2 ** 32)
+    print(f"crash trials: {args.trials} kills, modes {','.join(modes)}, seed {seed}, "
+          f"{RATE} records/s, commit interval 5 ms", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="crash-trials-", dir=args.dir) as directory:
+        for number, (mode, phase, delay_s) in enumerate(plan(args.trials, modes, random.Random(seed)), 1):
+            trial = run_trial(directory, number, mode, phase, delay_s)
+            results.append(trial)
+            print(trial.line(), flush=True)
+    print()
+    print("\n".join(summary(results, modes)))
+    print("lost: records produced by the source but not in the log; window: kill time minus the arrival "
+          "time of the last stored record")
+    print(DURABILITY_NOTE)
+    failed = [t.number for t in results if t.problems]
+    print(f"seed {seed}: " + (f"{len(failed)} trial(s) FAILED: {failed}" if failed else "every check passed"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
