@@ -9,8 +9,15 @@ rest of the package never sees ``lmdb`` exceptions:
   another process's growth is adopted on ``MapResizedError``);
 * read transactions are short and always go through :meth:`Store.read`;
 * resizing the map waits for every transaction of this process to end;
-* stale reader slots of dead processes are cleared on open;
-* one writing process per log, enforced with ``flock`` on ``writer.lock``.
+* stale reader slots of dead processes (killed inside a read transaction,
+  they pin the pages of their snapshot) are cleared on open and by the
+  writing process after its commits (see :meth:`Store.clear_stale_readers`);
+* one writing process per log, enforced with ``flock`` on ``writer.lock``;
+* files are created with the user's umask but never world-writable
+  (:data:`FILE_MODE`, :data:`DIR_MODE`), and ``writer.lock`` is never opened
+  through a symbolic link;
+* a store inherited across ``fork()`` refuses to be used in the child (LMDB
+  forbids it); the child opens the log again and gets a store of its own.
 
 Record layout (format version 1), one LMDB database per stream name:
 
@@ -23,6 +30,7 @@ Record layout (format version 1), one LMDB database per stream name:
   the first record of each group commit -> that record's key.
 """
 
+import errno
 import fcntl
 import os
 import struct
@@ -48,6 +56,12 @@ MAX_DBS = 128
 INITIAL_MAP_SIZE = 64 << 20
 DATA_FILE = "data.mdb"
 WRITER_LOCK_FILE = "writer.lock"
+FILE_MODE = 0o664
+"""Mode of the files of a new log, before the umask: never world-writable."""
+DIR_MODE = 0o775
+"""Mode of the directories made for a new log, before the umask: never world-writable."""
+READER_CHECK_INTERVAL_S = 1.0
+"""The writing process looks for stale reader slots at least this often while it commits."""
 
 _META_DB = b"meta"
 _SESSIONS_DB = b"sessions"
@@ -62,6 +76,7 @@ DURABILITY_MODES = tuple(_SYNC_FLAGS)
 
 _stores = {}
 _stores_lock = threading.Lock()
+_inherited_stores = []  # stores a forked child inherited: kept, never closed (see _forget_stores_after_fork)
 
 
 def open_store(path, *, create=True, durability=None):
@@ -71,6 +86,7 @@ def open_store(path, *, create=True, durability=None):
     with :meth:`Store.release`.  The environment is opened writable whenever
     the directory is writable (``Log(readonly=True)`` only forbids writing);
     ``durability`` None accepts whatever the store has (``"full"`` if new).
+    In a child process after ``fork()`` this opens a store of the child's own.
     """
     if durability is not None and durability not in _SYNC_FLAGS:
         raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
@@ -131,7 +147,13 @@ class Store:
         self.durability = durability
         self.users = 0
         self.closed = False
+        self.pid = os.getpid()
+        self.inherited = False
         self.stale_readers_cleared = 0
+        self.stale_reader_pids = []
+        self._reader_check_lock = threading.Lock()
+        self._next_reader_check = 0.0
+        self._high_water_checked = 0
         self._gate = _TransactionGate()
         self._dbs = {}
         self._dbs_lock = threading.Lock()
@@ -149,11 +171,11 @@ class Store:
         try:
             self.env = lmdb.open(path, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
                                  max_dbs=MAX_DBS, max_readers=252, readahead=False, writemap=False,
-                                 lock=True, **_SYNC_FLAGS[durability])
+                                 lock=True, mode=FILE_MODE, **_SYNC_FLAGS[durability])
         except lmdb.Error as exc:
             raise errors.NotALog(f"{path} is not a readable streamlog log: {exc}") from exc
         try:
-            self.stale_readers_cleared = self.env.reader_check()
+            self.clear_stale_readers()
             self.page_size = self.env.stat()["psize"]
             self._init_format()
             if not readonly:
@@ -179,7 +201,7 @@ class Store:
         if not may_create:
             raise errors.LogNotFound(f"no log at {path}")
         try:
-            os.makedirs(path)
+            _make_dirs(path)
         except OSError as exc:
             raise errors.StorageError(f"cannot create log directory {path}: {exc.strerror}") from exc
 
@@ -225,6 +247,7 @@ class Store:
         handle = self._dbs.get(name)
         if handle is not None:
             return handle
+        self._refuse_if_inherited()
         if self._writing_thread == threading.get_ident():
             raise RuntimeError(f"database {name!r} must be opened before the write transaction (open_all_dbs)")
         with self._dbs_lock:
@@ -292,8 +315,7 @@ class Store:
     @contextmanager
     def read(self):
         """A short read transaction; never hold it across calls."""
-        if self.closed:
-            raise errors.LogError(f"log {self.path} is closed")
+        self._check_usable()
         self._gate.enter()
         try:
             try:
@@ -317,8 +339,7 @@ class Store:
         """
         if self.readonly:
             raise errors.LogError(f"log {self.path} is open read-only")
-        if self.closed:
-            raise errors.LogError(f"log {self.path} is closed")
+        self._check_usable()
         while True:
             self._gate.enter()
             try:
@@ -331,7 +352,6 @@ class Store:
                     try:
                         result = work(txn)
                         txn.commit()
-                        return result
                     except lmdb.MapFullError:
                         txn.abort()
                     except lmdb.Error as exc:
@@ -340,6 +360,9 @@ class Store:
                     except BaseException:
                         txn.abort()
                         raise
+                    else:
+                        self._clear_stale_readers_when_due()
+                        return result
                     finally:
                         self._writing_thread = None
             finally:
@@ -348,6 +371,74 @@ class Store:
                 self._adopt_map_size()
             else:
                 self._grow()
+
+    def info(self):
+        """LMDB's figures for the environment (``map_size``, ``last_pgno``, ...)."""
+        self._check_usable()
+        self._gate.enter()
+        try:
+            return self.env.info()
+        finally:
+            self._gate.leave()
+
+    def _check_usable(self):
+        self._refuse_if_inherited()
+        if self.closed:
+            raise errors.LogError(f"log {self.path} is closed")
+
+    def _refuse_if_inherited(self):
+        if self.inherited:
+            raise errors.LogError(f"this log ({self.path}) was opened in process {self.pid} before a fork; "
+                                  f"open it again in the child")
+
+    # -- reader slots --------------------------------------------------------
+
+    def reader_slots(self):
+        """LMDB's reader table as ``[(pid, txnid), ...]``: one entry per slot
+        a process holds, ``txnid`` None while the slot is idle."""
+        self._refuse_if_inherited()
+        slots = []
+        for line in self.env.readers().splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[0].isdigit():
+                slots.append((int(fields[0]), None if fields[2] == "-" else int(fields[2])))
+        return slots
+
+    def clear_stale_readers(self):
+        """Free the reader slots of dead processes; return how many were freed.
+
+        A process killed inside a read transaction leaves its slot behind, and
+        the slot pins that snapshot's pages: LMDB cannot reuse them, so the file
+        grows until the slot is freed.  Adds to ``stale_readers_cleared`` (slots
+        this process freed since it opened the log) and ``stale_reader_pids``
+        (the dead holders, as far as the reader table names them).
+        """
+        self._refuse_if_inherited()
+        with self._reader_check_lock:
+            holders = {pid for pid, _ in self.reader_slots()}
+            cleared = self.env.reader_check()
+            if cleared:
+                self.stale_readers_cleared += cleared
+                remaining = {pid for pid, _ in self.reader_slots()}
+                self.stale_reader_pids.extend(sorted(holders - remaining - set(self.stale_reader_pids)))
+            self._next_reader_check = time.monotonic() + READER_CHECK_INTERVAL_S
+        return cleared
+
+    def _clear_stale_readers_when_due(self):
+        """After a commit (inside the transaction gate): free stale reader slots
+        when the file grew since the last look or READER_CHECK_INTERVAL_S passed.
+
+        Growth is the symptom of a pinned snapshot, so a stale slot costs at
+        most one commit's growth; the check itself is cheap (one lock test per
+        process in the reader table).
+        """
+        high_water = self.env.info()["last_pgno"]
+        if high_water <= self._high_water_checked and time.monotonic() < self._next_reader_check:
+            return
+        with self._reader_check_lock:
+            self.stale_readers_cleared += self.env.reader_check()
+            self._high_water_checked = high_water
+            self._next_reader_check = time.monotonic() + READER_CHECK_INTERVAL_S
 
     def _grow(self):
         with self._gate.exclusive():
@@ -367,12 +458,17 @@ class Store:
 
         Raises LogLocked naming the pid of another process holding it.
         """
+        self._check_usable()
         with self._writer_lock:
             if self._writer_users == 0:
                 self._writer_lock_fd = _take_writer_lock(self.path)
             self._writer_users += 1
 
     def release_writer(self):
+        """Drop one hold; the lock is released with the last.  A forked child
+        never touches its parent's lock (the ``flock`` is shared across fork)."""
+        if self.inherited:
+            return
         with self._writer_lock:
             self._writer_users -= 1
             if self._writer_users == 0:
@@ -385,11 +481,11 @@ class Store:
 
     def writer_pid(self):
         """The pid of the process writing the log now, or None if none is."""
+        self._refuse_if_inherited()
         if self._writer_users:
             return os.getpid()
-        lock_path = os.path.join(self.path, WRITER_LOCK_FILE)
         try:
-            fd = os.open(lock_path, os.O_RDONLY)
+            fd = _open_writer_lock(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
@@ -413,16 +509,56 @@ class Store:
             if _stores.get(self.path) is self:
                 del _stores[self.path]
             self.closed = True
-        self.env.close()
+        if not self.inherited:
+            self.env.close()
+
+
+def _forget_stores_after_fork():
+    """In a forked child: the parent's stores become unusable (LMDB forbids
+    using an environment across fork) and a fresh registry lets the child open
+    its logs anew.  The inherited environments are kept, never closed: closing
+    one would drop this process's LMDB file locks, which a store the child
+    opens on the same log relies on."""
+    global _stores, _stores_lock
+    for store in _stores.values():
+        store.inherited = True
+        _inherited_stores.append(store)
+    _stores = {}
+    _stores_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_stores_after_fork)
 
 
 def _is_our_db_name(name):
     return name in (_META_DB, _SESSIONS_DB) or name.startswith((b"r:", b"t:"))
 
 
-def _take_writer_lock(path):
+def _make_dirs(path):
+    """Make directory ``path`` and its missing parents, each with DIR_MODE."""
+    parent = os.path.dirname(path)
+    if parent and parent != path and not os.path.isdir(parent):
+        try:
+            _make_dirs(parent)
+        except FileExistsError:
+            pass
+    os.mkdir(path, DIR_MODE)
+
+
+def _open_writer_lock(path, flags):
+    """Open the ``writer.lock`` of log ``path``; never through a symbolic link."""
     lock_path = os.path.join(path, WRITER_LOCK_FILE)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        return os.open(lock_path, flags | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise errors.NotALog(f"{lock_path} is a symbolic link; streamlog does not follow links "
+                                 f"inside a log") from None
+        raise
+
+
+def _take_writer_lock(path):
+    fd = _open_writer_lock(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
