@@ -33,6 +33,7 @@ Record layout (format version 1), one LMDB database per stream name:
 import errno
 import fcntl
 import os
+import stat
 import struct
 import threading
 import time
@@ -177,10 +178,14 @@ class Store:
         try:
             self.clear_stale_readers()
             self.page_size = self.env.stat()["psize"]
+            self._check_not_truncated(data_file)
             self._init_format()
             if not readonly:
                 self.db(_SESSIONS_DB, create=True)
             self.open_all_dbs()
+        except lmdb.Error as exc:
+            self.env.close()
+            raise _read_error(path, exc) from exc
         except BaseException:
             self.env.close()
             raise
@@ -188,13 +193,19 @@ class Store:
     # -- opening -------------------------------------------------------------
 
     def _check_path(self, may_create):
+        """Refuse what is not a log (NotALog, LogNotFound, LogAccessDenied)
+        before LMDB maps it; create the directory if allowed."""
         path = self.path
         if os.path.isdir(path):
-            if not os.path.exists(os.path.join(path, DATA_FILE)):
-                if os.listdir(path):
-                    raise errors.NotALog(f"{path} is a directory that holds no streamlog log")
-                if not may_create:
-                    raise errors.LogNotFound(f"no log at {path}")
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise errors.LogAccessDenied(f"cannot open log {path}: permission denied (on the directory)")
+            data_file = os.path.join(path, DATA_FILE)
+            if os.path.exists(data_file):
+                _check_data_file(path, data_file)
+            elif os.listdir(path):
+                raise errors.NotALog(f"{path} is a directory that holds no streamlog log")
+            elif not may_create:
+                raise errors.LogNotFound(f"no log at {path}")
             return
         if os.path.exists(path):
             raise errors.NotALog(f"{path} is a file, not a streamlog log (a log is a directory)")
@@ -204,6 +215,15 @@ class Store:
             _make_dirs(path)
         except OSError as exc:
             raise errors.StorageError(f"cannot create log directory {path}: {exc.strerror}") from exc
+
+    def _check_not_truncated(self, data_file):
+        """NotALog if ``data.mdb`` ends before the last page LMDB says is in
+        use (reading there would crash with SIGBUS).  One stat, no scan."""
+        needed = (self.env.info()["last_pgno"] + 1) * self.page_size
+        size = os.path.getsize(data_file)
+        if size < needed:
+            raise errors.NotALog(f"log {self.path} is damaged: {DATA_FILE} is {size} bytes, but its pages "
+                                 f"reach {needed} bytes (it was truncated, or its header is damaged)")
 
     def _init_format(self):
         meta = self.db(_META_DB)
@@ -264,7 +284,7 @@ class Store:
             except lmdb.IncompatibleError as exc:
                 raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log") from exc
             except lmdb.Error as exc:
-                raise _storage_error(self.path, exc) from exc
+                raise (_storage_error if create else _read_error)(self.path, exc) from exc
             finally:
                 self._gate.leave()
             if handle is None:
@@ -314,7 +334,13 @@ class Store:
 
     @contextmanager
     def read(self):
-        """A short read transaction; never hold it across calls."""
+        """A short read transaction; never hold it across calls.
+
+        LMDB errors inside it (a damaged page, no free reader slot) raise
+        NotALog / LogError naming the log; a CorruptRecord gets the log's
+        path in its message.  LMDB does not checksum pages: some damage
+        crashes the process inside LMDB instead (SIGSEGV, SIGBUS, abort).
+        """
         self._check_usable()
         self._gate.enter()
         try:
@@ -327,6 +353,11 @@ class Store:
                 yield txn
             finally:
                 txn.abort()
+        except lmdb.Error as exc:
+            raise _read_error(self.path, exc) from exc
+        except errors.CorruptRecord as exc:
+            raise errors.CorruptRecord(f"log {self.path} is damaged: {exc}", session=exc.session,
+                                       stream=exc.stream, key=exc.key) from None
         finally:
             self._gate.leave()
 
@@ -575,6 +606,34 @@ def _read_pid(fd):
         return int(os.pread(fd, 32, 0).decode().strip())
     except ValueError:
         return None
+
+
+_MIN_DATA_SIZE = 2 * 4096  # LMDB's two meta pages, at the smallest page size
+
+
+def _check_data_file(path, data_file):
+    """Refuse a ``data.mdb`` that LMDB must not map: not a regular file (a
+    directory, a device such as /dev/zero), unreadable, or too short."""
+    try:
+        status = os.stat(data_file)
+    except OSError as exc:
+        raise errors.NotALog(f"log {path} is damaged: cannot stat {DATA_FILE}: {exc.strerror}") from exc
+    if not stat.S_ISREG(status.st_mode):
+        raise errors.NotALog(f"log {path} is damaged: {DATA_FILE} is not a regular file")
+    if not os.access(data_file, os.R_OK):
+        raise errors.LogAccessDenied(f"cannot open log {path}: permission denied (on {DATA_FILE})")
+    if status.st_size < _MIN_DATA_SIZE:
+        raise errors.NotALog(f"log {path} is damaged: {DATA_FILE} is {status.st_size} bytes, "
+                             f"too short to hold a log (truncated?)")
+
+
+def _read_error(path, exc):
+    """The streamlog error for an LMDB error met while reading the log at ``path``."""
+    if isinstance(exc, lmdb.ReadersFullError):
+        return errors.LogError(f"log {path} has no free reader slot (too many readers at once): {exc}")
+    if isinstance(exc, lmdb.Error) and "Permission denied" in str(exc):
+        return errors.LogAccessDenied(f"cannot open log {path}: {exc}")
+    return errors.NotALog(f"log {path} is damaged: {exc}")
 
 
 def _storage_error(path, exc):
