@@ -245,7 +245,9 @@ def export_wav(session, path, start=None, stop=None, progress=None, *, stream="m
     bounded memory; the file holds exactly the recorded sample bytes (int8
     recordings are written as WAV's unsigned 8-bit, sample + 128).
     ``progress(n)`` is called after each write with the number of frames just
-    written.  The file appears at ``path`` only when complete.  Raises
+    written.  The file appears at ``path`` only when complete; it is written
+    as ``path + ".partial"`` first, created anew (FileExistsError if anything,
+    even a symbolic link, is already there: it is never written through).  Raises
     AudioGapError (and writes nothing) if frames are missing unless
     ``allow_gaps`` (silence in their place, listed in the result), and
     AudioFormatError for float32 recordings (the stdlib ``wave`` module
@@ -260,8 +262,9 @@ def export_wav(session, path, start=None, stop=None, progress=None, *, stream="m
     partial = f"{path}.partial"
     gaps = []
     written = 0
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # never through a link
     try:
-        with wave.open(partial, "wb") as wav:
+        with open(fd, "wb") as file, wave.open(file, "wb") as wav:
             wav.setnchannels(audio.channels)
             wav.setsampwidth(audio.format.width)
             wav.setframerate(audio.rate)
