@@ -63,6 +63,8 @@ class Log:
     takes the log's writer lock, held by one process at a time (LogLocked).
     ``durability`` (see StreamBuffer) applies to the whole log in this
     process: None takes the mode it is already open with here, else ``"full"``.
+    A log opened before ``os.fork()`` raises LogError when used in the child
+    (LMDB forbids sharing an environment across fork): open it again there.
     """
 
     def __init__(self, path, *, readonly=False, retention=None, durability=None, create=True):
@@ -240,9 +242,14 @@ class Log:
     # -- statistics and checks -------------------------------------------------
 
     def stats(self):
-        """Figures about the log as a dict: records, sessions, sizes, map, readers."""
-        env = self.store.env
-        info = env.info()
+        """Figures about the log as a dict: records, sessions, sizes, map, readers.
+
+        ``reader_slots`` is how many slots of LMDB's reader table processes
+        hold now (``reading``: inside a read transaction right now);
+        ``stale_readers_cleared`` counts the slots of dead processes this
+        process freed since it opened the log, ``stale_reader_pids`` names
+        those processes as far as the table did.
+        """
         page = self.store.page_size
         total = 0
         with self.store.read() as txn:
@@ -250,9 +257,11 @@ class Log:
             for session_key, value in txn.cursor(self.store.sessions_db):
                 meta = decode_record(value)
                 total += sum(s["count"] for s in meta["streams"].values())
+        info = self.store.info()
         used_pages = self.store.pages_in_use()
         file_size = os.path.getsize(os.path.join(self.store.path, DATA_FILE))
         high_water = info["last_pgno"] + 1
+        slots = self.store.reader_slots()
         return {
             "path": self.path,
             "format_version": self.format_version,
@@ -265,11 +274,21 @@ class Log:
             "map_size": info["map_size"],
             "pages_high_water": high_water,
             "free_pages": max(0, high_water - 2 - used_pages),
-            "readers": info["num_readers"],
+            "reader_slots": len(slots),
+            "reader_processes": len({pid for pid, _ in slots}),
+            "reading": sum(1 for _, txnid in slots if txnid is not None),
             "max_readers": info["max_readers"],
             "stale_readers_cleared": self.store.stale_readers_cleared,
+            "stale_reader_pids": list(self.store.stale_reader_pids),
             "writer_pid": self.store.writer_pid(),
         }
+
+    def clear_stale_readers(self):
+        """Free the reader slots left by processes that died inside a read
+        transaction (each keeps LMDB from reusing pages freed since); return
+        how many were freed.  A process recording into the log does this by
+        itself after its commits; see :meth:`stats` for the totals."""
+        return self.store.clear_stale_readers()
 
     def verify(self):
         """Check the whole log; return a list of problems (empty when healthy).

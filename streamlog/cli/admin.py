@@ -78,11 +78,14 @@ def doctor(ctx, log):
 
     Reads every record key to check key order, sequence numbers and
     counters, and looks for sessions left live by a process that died.
-    Exits 0 when healthy, 1 when a problem was found.
+    Frees the reader slots of processes killed while reading (they keep the
+    log from reusing space) and names those processes.  Exits 0 when
+    healthy, 1 when a problem was found.
 
     Example: streamlog doctor ./mylog
     """
     with open_log(log) as opened:
+        opened.clear_stale_readers()
         stats = opened.stats()
         statuses = [s.status for s in opened.sessions()]
         problems = opened.verify()
@@ -98,8 +101,7 @@ def doctor(ctx, log):
                     f"({format_bytes(stats['bytes_used'])} used, {stats['free_pages']} free pages "
                     f"of {format_bytes(stats['page_size'])})"),
         ("map size", format_bytes(stats["map_size"])),
-        ("readers", f"{stats['readers']} of {stats['max_readers']} slots in use, "
-                    f"{stats['stale_readers_cleared']} stale cleared"),
+        ("readers", _describe_readers(stats)),
         ("writer", f"pid {writer} is recording" if writer else "none"),
     ]
     for label, value in rows:
@@ -110,3 +112,15 @@ def doctor(ctx, log):
             click.echo(f"  - {problem}")
         ctx.exit(1)
     click.echo("healthy: no problems found")
+
+
+def _describe_readers(stats):
+    """The readers line: slots held now, and the stale slots this process freed."""
+    held = (f"{stats['reader_slots']} of {stats['max_readers']} slots held by "
+            f"{stats['reader_processes']} process(es), {stats['reading']} reading now")
+    cleared = stats["stale_readers_cleared"]
+    if not cleared:
+        return f"{held}; no stale slots"
+    pids = stats["stale_reader_pids"]
+    dead = f" of dead process(es) {', '.join(map(str, pids))}" if pids else ""
+    return f"{held}; cleared {cleared} stale slot(s){dead}"

@@ -13,7 +13,7 @@ from numpy.lib import format as npy_format
 from streamlog import errors
 from streamlog.cli.common import (
     RecordWriter, format_bytes, format_duration, format_key, format_option, format_time, log_argument,
-    open_log, parse_key, pick_session, session_option, stream_option,
+    open_log, parse_key, pick_session, refuse_existing, session_option, stream_option,
 )
 from streamlog.codec import to_jsonable
 
@@ -352,7 +352,8 @@ def _export_wav(session, stream, start, stop, output, allow_gaps):
     start_s = None if low is None else low / 1e6
     stop_s = None if high is None else high / 1e6
     label = f"Exporting session {session.id} to {output}"
-    with click.progressbar(length=audio.frame_count(start_s, stop_s), label=label, file=sys.stderr) as bar:
+    with click.progressbar(length=audio.frame_count(start_s, stop_s), label=label, file=sys.stderr) as bar, \
+            refuse_existing(f"{output}.partial"):
         result = export_wav(audio, output, start_s, stop_s, progress=bar.update, allow_gaps=allow_gaps)
     return result.frames
 
@@ -367,20 +368,25 @@ def _format_from_suffix(output):
 
 
 def _write_atomically(output, fmt, records, upper_bound):
-    """Write ``records`` to a temporary file beside ``output``, then rename it
-    over ``output``; nothing is left behind on failure.  Returns the count."""
+    """Write ``records`` to a new temporary file beside ``output``, then rename
+    it over ``output``; nothing is left behind on failure.  Returns the count.
+
+    The temporary file is created anew (never through a planted symbolic
+    link or into an existing file; see :func:`refuse_existing`)."""
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    with refuse_existing(partial):
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         if fmt == "npy":
-            with open(partial, "wb") as f:
+            with open(fd, "wb") as f:
                 written = write_npy(records, f, upper_bound=upper_bound)
         else:
-            with open(partial, "w", encoding="utf-8", newline="") as f:
+            with open(fd, "w", encoding="utf-8", newline="") as f:
                 written = RecordWriter(fmt, f).write_all(records)
         os.replace(partial, output)
-    finally:
-        if partial.exists():
-            partial.unlink()
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return written
 
 
