@@ -31,12 +31,28 @@ class InvalidKey(StreamlogError, TypeError):
     """A key of an unsupported type or value (NaN, a list, an object, ...)."""
 
 
+class KeyKindError(InvalidKey):
+    """A key of another kind than the keys before it in the same stream and
+    session (numbers, str, bytes, or tuples of one length with one kind at
+    each position): such keys have no meaningful order between them."""
+
+
 class KeyOrderError(StreamlogError, ValueError):
     """A key smaller than the previous key of the same stream and session."""
 
 
 class UnencodableRecord(StreamlogError, TypeError):
     """A record holding a value that the record codec cannot store."""
+
+
+class RecordTooLarge(StreamlogError, ValueError):
+    """A record whose encoding is larger than the recorder's
+    ``max_record_bytes``; ``size`` and ``limit`` are in bytes."""
+
+    def __init__(self, message, size, limit):
+        self.size = size
+        self.limit = limit
+        super().__init__(message)
 
 
 class SourceFailed(StreamlogError):
