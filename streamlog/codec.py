@@ -3,7 +3,7 @@
 A record may hold None, bool, int (any size), float, str, bytes, bytearray,
 tuple, list, dict (keys of any of these hashable types), numpy arrays of any
 dtype that holds no Python objects (structured, sub-array and either byte
-order included), and numpy scalars.  ``decode_record(encode_record(r))``
+order included; not items of zero bytes, such as ``V0``), and numpy scalars.  ``decode_record(encode_record(r))``
 equals ``r`` with the same type at every depth: tuples stay tuples, lists
 stay lists, a bytearray stays a bytearray, ``np.float32(1.5)`` stays
 ``np.float32``.  Subclasses of these types (``IntEnum``, ``OrderedDict``,
@@ -18,8 +18,8 @@ Two layouts, told apart by the first byte:
   record that is a scalar, or a tuple of scalars (None, bool, int, float, str,
   bytes) -- the common case, decoded by a single ``msgpack.unpackb``;
 * general: ``0xC1``, a u32be body length, the msgpack body, then the raw bytes
-  of every numpy array, back to back (each array's data is copied once, into
-  the result).  In the body a list is an array whose first item is the
+  of every numpy array, back to back in the order the arrays appear in the
+  body (each array's data is copied once, into the result).  In the body a list is an array whose first item is the
   "list" ext marker; an ndarray is ``(array marker, dtype, shape, fortran,
   offset of its bytes)``; a numpy scalar is ``(scalar marker, dtype, bytes)``.
 
@@ -31,13 +31,15 @@ tuples need no marker.
 import base64
 import datetime
 import json
+import math
+import re
 import struct
 import threading
 
 import msgpack
 import numpy as np
 
-from streamlog.errors import NotALog, UnencodableRecord
+from streamlog.errors import CorruptRecord, UnencodableRecord
 
 __all__ = ["encode_record", "decode_record", "to_jsonable"]
 
@@ -160,6 +162,8 @@ def _to_msgpack(value, buffers):
 def _array_to_msgpack(array, buffers):
     if array.dtype.hasobject:
         raise _Unencodable(array, f"dtype {array.dtype} holds Python objects")
+    if array.size and not array.dtype.itemsize:
+        raise _Unencodable(array, f"its {array.size} items of dtype {array.dtype} have no bytes")
     flags = array.flags
     fortran = flags.f_contiguous and not flags.c_contiguous
     offset = buffers.size
@@ -244,114 +248,171 @@ _ARRAY = _Marker("array")
 _SCALAR = _Marker("scalar")
 
 
-def _from_ext(code, data):
+def _plain_ext(code, data):
+    """msgpack ``ext_hook`` of the plain layout, which holds no markers."""
     if code == _EXT_BIG_INT:
         return int.from_bytes(data, "big", signed=True)
     if code == _EXT_BYTEARRAY:
         return bytearray(data)
-    if code == _EXT_LIST_MARKER:
-        return _LIST
-    if code == _EXT_ARRAY_MARKER:
-        return _ARRAY
-    if code == _EXT_SCALAR_MARKER:
-        return _SCALAR
-    raise ValueError(f"unknown ext type {code}")
+    raise ValueError(f"ext type {code} in a plain record")
 
 
 def decode_record(buf):
     """Return the record encoded in ``buf`` (bytes, bytearray or memoryview).
 
     Nothing returned refers to ``buf``'s memory, so ``buf`` may be a view
-    that dies right after.  Raises :class:`~streamlog.errors.NotALog` if
-    ``buf`` is not a record encoding (a damaged log).
+    that dies right after.  Raises :class:`~streamlog.errors.CorruptRecord`
+    (a :class:`~streamlog.errors.NotALog`) naming what is wrong if ``buf``
+    is not a record encoding (a damaged log).
+
+    Safe on hostile bytes: nothing is unpickled or imported, only the ext
+    types above are accepted, dtypes are plain numeric, bool, datetime,
+    bytes, str and structured ones (never object), and what is allocated is
+    bounded by ``len(buf)``: msgpack's ``unpackb`` caps every string, bin,
+    ext, array and map length at the input's length, each array's data must
+    be the next ``size * itemsize`` bytes present, and an array cannot claim
+    more items than ``buf`` has bytes.
     """
     try:
         if buf[0] != _GENERAL:
-            return msgpack.unpackb(buf, use_list=False, ext_hook=_from_ext, unicode_errors="surrogatepass")
+            return msgpack.unpackb(buf, use_list=False, ext_hook=_plain_ext, unicode_errors="surrogatepass")
         return _decode_general(memoryview(buf))
-    except (ValueError, TypeError, IndexError, KeyError, struct.error, msgpack.UnpackException) as exc:
-        raise NotALog(f"damaged record ({len(buf)} bytes): {type(exc).__name__}: {exc}") from None
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, RecursionError, struct.error,
+            msgpack.UnpackException) as exc:
+        raise CorruptRecord(f"damaged record ({len(buf)} bytes): {type(exc).__name__}: {exc}") from None
 
 
-def _decode_general(view):
-    _, body_length = _GENERAL_HEADER.unpack_from(view)
-    data_start = _GENERAL_HEADER.size + body_length
-    data_length = len(view) - data_start
-    data_used = 0
+class _GeneralDecoder:
+    """Decodes one record of the general layout (one use).
 
-    def unmark(items):
-        """msgpack ``list_hook``: turn marked arrays into lists, ndarrays and numpy scalars."""
-        nonlocal data_used
+    The msgpack body is unpacked with hooks that turn marked arrays into
+    lists, ndarrays and numpy scalars; ``markers_open`` counts markers seen
+    but not yet consumed as the head of an array, so a marker anywhere else
+    (a damaged record) is noticed at the end.
+    """
+
+    def __init__(self, view):
+        _, body_length = _GENERAL_HEADER.unpack_from(view)
+        self.view = view
+        self.data_start = _GENERAL_HEADER.size + body_length
+        self.data_length = len(view) - self.data_start
+        if self.data_length < 0:
+            raise ValueError(f"body length {body_length} runs past the end of the record")
+        self.data_used = 0
+        self.markers_open = 0
+
+    def decode(self):
+        record = msgpack.unpackb(
+            self.view[_GENERAL_HEADER.size : self.data_start],
+            use_list=False,
+            list_hook=self.unmark,
+            ext_hook=self.from_ext,
+            strict_map_key=False,
+            unicode_errors="surrogatepass",
+        )
+        if self.markers_open:
+            raise ValueError(f"{self.markers_open} marker(s) outside the head of an array")
+        if self.data_used != self.data_length:
+            raise ValueError(f"{self.data_length} bytes of array data, but the arrays use {self.data_used}")
+        return record
+
+    def from_ext(self, code, data):
+        if code == _EXT_LIST_MARKER:
+            marker = _LIST
+        elif code == _EXT_ARRAY_MARKER:
+            marker = _ARRAY
+        elif code == _EXT_SCALAR_MARKER:
+            marker = _SCALAR
+        else:
+            return _plain_ext(code, data)
+        self.markers_open += 1
+        return marker
+
+    def unmark(self, items):
         if items:
             head = items[0]
             if head is _LIST:
+                self.markers_open -= 1
                 return list(items[1:])
             if head is _ARRAY:
-                array = _array_from(items, view, data_start)
-                data_used += array.nbytes
-                return array
+                self.markers_open -= 1
+                return self.array(items)
             if head is _SCALAR:
+                self.markers_open -= 1
                 return _scalar_from(items)
         return items
 
-    if data_length < 0:
-        raise ValueError("record shorter than its body length")
-    record = msgpack.unpackb(
-        view[_GENERAL_HEADER.size : data_start],
-        use_list=False,
-        list_hook=unmark,
-        ext_hook=_from_ext,
-        strict_map_key=False,
-        unicode_errors="surrogatepass",
-    )
-    if data_used != data_length:
-        raise ValueError(f"{data_length} bytes of array data, but the arrays use {data_used}")
-    return record
+    def array(self, items):
+        """The ndarray of an array marker, in a fresh writable buffer (one copy)."""
+        if len(items) != 5:
+            raise ValueError(f"an array entry has {len(items)} fields, not 5")
+        _, spec, shape, fortran, offset = items
+        dtype = _dtype_from_spec(spec)
+        if type(shape) is not tuple or len(shape) > _MAX_DIMS or not all(type(n) is int and n >= 0 for n in shape):
+            raise ValueError(f"bad array shape {_short_repr(shape)}")
+        if type(fortran) is not bool:
+            raise ValueError(f"bad array order flag {_short_repr(fortran)}")
+        count = math.prod(shape)
+        if count > len(self.view):
+            raise ValueError(f"an array of {count} items in a record of {len(self.view)} bytes")
+        if offset != self.data_used:
+            raise ValueError(f"array data at offset {_short_repr(offset)}, expected {self.data_used}")
+        size = count * dtype.itemsize
+        if not size:
+            return np.empty(shape, dtype)
+        if size > self.data_length - self.data_used:
+            raise ValueError(f"an array of {size} bytes, but only {self.data_length - self.data_used} are left")
+        start = self.data_start + offset
+        self.data_used += size
+        array = np.frombuffer(bytearray(self.view[start : start + size]), dtype)
+        if fortran:
+            return array.reshape(shape[::-1]).T
+        return array if len(shape) == 1 else array.reshape(shape)
 
 
-def _array_from(items, view, data_start):
-    """The ndarray of an array marker, in a fresh writable buffer (one copy)."""
-    _, spec, shape, fortran, offset = items
-    dtype = _dtype_from_spec(spec)
-    count = 1
-    for length in shape:
-        count *= length
-    size = count * dtype.itemsize
-    if not size:
-        return np.empty(shape, dtype)
-    start = data_start + offset
-    if offset < 0 or start + size > len(view):
-        raise ValueError("array data runs past the end of the record")
-    array = np.frombuffer(bytearray(view[start : start + size]), dtype)
-    if fortran:
-        return array.reshape(shape[::-1]).T
-    return array if len(shape) == 1 else array.reshape(shape)
+def _decode_general(view):
+    return _GeneralDecoder(view).decode()
 
 
 def _scalar_from(items):
+    if len(items) != 3:
+        raise ValueError(f"a numpy scalar entry has {len(items)} fields, not 3")
     _, spec, raw = items
     dtype = _dtype_from_spec(spec)
-    if not dtype.itemsize:  # such as np.str_("")
+    if type(raw) is not bytes:
+        raise ValueError(f"a numpy scalar stored as {_short_repr(raw)}")
+    if not dtype.itemsize:  # such as np.str_(""), stored as a NUL character
         return np.zeros((), dtype)[()]
+    if len(raw) != dtype.itemsize:
+        raise ValueError(f"a numpy scalar of dtype {dtype} needs {dtype.itemsize} bytes, not {len(raw)}")
     # np.bytes_ and np.str_ are bytes and str whose trailing NULs count, so
     # they are rebuilt from their whole content rather than read as an item
     if dtype.kind == "S":
         return np.bytes_(raw)
     if dtype.kind == "U":
-        return np.str_(raw.decode("utf-32-be" if spec.startswith(">") else "utf-32-le"))
+        return np.str_(raw.decode("utf-32-be" if dtype.str[0] == ">" else "utf-32-le"))
     return np.frombuffer(raw, dtype, 1)[0]
 
 
+_MAX_DIMS = 64  # numpy's limit
+# what _dtype_spec writes for a simple dtype: dtype.str, e.g. "<f4", "|b1", "<M8[ns]", "|S5", "|V8"
+_SIMPLE_SPEC = re.compile(r"[<>|=][biufcmMSUV][0-9]{1,10}(\[[0-9]*[a-zA-Z]{1,2}\])?")
 _simple_dtypes = {}
+_MAX_CACHED_DTYPES = 256
 
 
 def _dtype_from_spec(spec):
+    """The dtype a spec of :func:`_dtype_spec` describes; ValueError for a
+    spec it cannot have written or a dtype that holds Python objects."""
     if type(spec) is str:
-        try:
-            return _simple_dtypes[spec]
-        except KeyError:
-            dtype = _simple_dtypes[spec] = np.dtype(spec)
-            return dtype
+        dtype = _simple_dtypes.get(spec)
+        if dtype is None:
+            if not _SIMPLE_SPEC.fullmatch(spec):
+                raise ValueError(f"bad dtype {_short_repr(spec)}")
+            dtype = np.dtype(spec)
+            if len(_simple_dtypes) < _MAX_CACHED_DTYPES:
+                _simple_dtypes[spec] = dtype
+        return dtype
     if type(spec) is dict:
         fields = {
             "names": list(spec["names"]),
@@ -361,9 +422,19 @@ def _dtype_from_spec(spec):
         }
         if "titles" in spec:
             fields["titles"] = list(spec["titles"])
-        return np.dtype(fields, align=bool(spec.get("aligned")))
-    base, shape = spec
-    return np.dtype((_dtype_from_spec(base), tuple(shape)))
+        dtype = np.dtype(fields, align=bool(spec.get("aligned")))
+    elif type(spec) is tuple and len(spec) == 2 and type(spec[1]) is tuple:
+        dtype = np.dtype((_dtype_from_spec(spec[0]), spec[1]))
+    else:
+        raise ValueError(f"bad dtype {_short_repr(spec)}")
+    if dtype.hasobject:
+        raise ValueError(f"dtype {dtype} holds Python objects")
+    return dtype
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --------------------------------------------------------------------------
