@@ -27,7 +27,9 @@ class CommandSource(SourceReader):
     ``env`` (when given) replaces the environment, as in :mod:`subprocess`.
     :meth:`open` raises ``FileNotFoundError``/``PermissionError`` naming the
     command when it cannot be started.  The session ends (``StopIteration``)
-    once the child has exited and both pipes are drained.  :meth:`close`
+    once the child has exited and both pipes are drained.  When the recording
+    is stopped, the lines already waiting in the pipes are still recorded
+    (``drain_on_stop``).  :meth:`close`
     stops a child that is still running: SIGTERM to its process group, then
     SIGKILL after ``grace_s`` seconds, so no process outlives the recording.
 
@@ -35,6 +37,8 @@ class CommandSource(SourceReader):
     while running; negative ``-N`` when killed by signal N, as in
     :attr:`subprocess.Popen.returncode`, with ``exit_signal`` naming it).
     """
+
+    drain_on_stop = True
 
     def __init__(self, argv, *, cwd=None, env=None, grace_s=3.0):
         if isinstance(argv, (str, bytes)):
