@@ -344,11 +344,18 @@ class Store:
         self._check_usable()
         self._gate.enter()
         try:
-            try:
-                txn = self.env.begin(buffers=False)
-            except lmdb.MapResizedError:
-                self._adopt_map_size()
-                txn = self.env.begin(buffers=False)
+            while True:
+                try:
+                    txn = self.env.begin(buffers=False)
+                    break
+                except lmdb.MapResizedError:
+                    # adopting another process's map growth waits for this process's
+                    # transactions to end, so this one must not count meanwhile
+                    self._gate.leave()
+                    try:
+                        self._adopt_map_size()
+                    finally:
+                        self._gate.enter()
             try:
                 yield txn
             finally:
