@@ -196,6 +196,13 @@ class Store:
         """Refuse what is not a log (NotALog, LogNotFound, LogAccessDenied)
         before LMDB maps it; create the directory if allowed."""
         path = self.path
+        try:
+            os.stat(path)
+        except PermissionError as exc:
+            raise errors.LogAccessDenied(f"cannot open log {path}: permission denied "
+                                         f"(on a directory above it)") from exc
+        except OSError:
+            pass
         if os.path.isdir(path):
             if not os.access(path, os.R_OK | os.X_OK):
                 raise errors.LogAccessDenied(f"cannot open log {path}: permission denied (on the directory)")
