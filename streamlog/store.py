@@ -77,7 +77,6 @@ DURABILITY_MODES = tuple(_SYNC_FLAGS)
 
 _stores = {}
 _stores_lock = threading.Lock()
-_inherited_stores = []  # stores a forked child inherited: kept, never closed (see _forget_stores_after_fork)
 
 
 def open_store(path, *, create=True, durability=None):
@@ -105,39 +104,46 @@ def open_store(path, *, create=True, durability=None):
 
 
 class _TransactionGate:
-    """Shared/exclusive gate: many transactions, or one map resize."""
+    """Shared/exclusive gate: many transactions, or one map resize (or fork)."""
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
         self._active = 0
-        self._resizing = False
+        self._exclusive = False
 
     def enter(self):
         with self._cond:
-            while self._resizing:
+            while self._exclusive:
                 self._cond.wait()
             self._active += 1
 
     def leave(self):
         with self._cond:
             self._active -= 1
-            if self._active == 0 and self._resizing:
+            if self._active == 0 and self._exclusive:
                 self._cond.notify_all()
+
+    def block(self):
+        """Wait until no transaction is in flight and keep new ones out until :meth:`unblock`."""
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True
+            while self._active:
+                self._cond.wait()
+
+    def unblock(self):
+        with self._cond:
+            self._exclusive = False
+            self._cond.notify_all()
 
     @contextmanager
     def exclusive(self):
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._resizing = True
-            while self._active:
-                self._cond.wait()
+        self.block()
         try:
             yield
         finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
+            self.unblock()
 
 
 class Store:
@@ -172,7 +178,7 @@ class Store:
         try:
             self.env = lmdb.open(path, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
                                  max_dbs=MAX_DBS, max_readers=252, readahead=False, writemap=False,
-                                 lock=True, mode=FILE_MODE, **_SYNC_FLAGS[durability])
+                                 lock=True, mode=FILE_MODE, max_spare_txns=0, **_SYNC_FLAGS[durability])
         except lmdb.Error as exc:
             raise errors.NotALog(f"{path} is not a readable streamlog log: {exc}") from exc
         try:
@@ -554,25 +560,49 @@ class Store:
             if _stores.get(self.path) is self:
                 del _stores[self.path]
             self.closed = True
-        if not self.inherited:
-            self.env.close()
+        self.env.close()
 
 
-def _forget_stores_after_fork():
-    """In a forked child: the parent's stores become unusable (LMDB forbids
-    using an environment across fork) and a fresh registry lets the child open
-    its logs anew.  The inherited environments are kept, never closed: closing
-    one would drop this process's LMDB file locks, which a store the child
-    opens on the same log relies on."""
+# -- fork ---------------------------------------------------------------------
+# LMDB forbids using an environment across fork(), and py-lmdb refuses to open
+# one twice in a process, so a child must drop what it inherited before it can
+# open the log again.  Dropping (closing) an environment aborts its open
+# transactions, which in a child would free the parent's reader slots; so no
+# transaction may be in flight at the fork: the fork waits for those running
+# (short by design) and holds new ones back until it is done.  Spare read
+# transactions (max_spare_txns) are off for the same reason.
+
+
+def _quiesce_before_fork():
+    _stores_lock.acquire()
+    for store in _stores.values():
+        store._gate.block()
+
+
+def _resume_in_parent():
+    for store in _stores.values():
+        store._gate.unblock()
+    _stores_lock.release()
+
+
+def _drop_inherited_stores():
+    """In the child: the parent's stores refuse use from now on (a clear
+    LogError), their environments close without touching the parent's LMDB
+    state, their copy of the writer lock is closed (the ``flock`` stays the
+    parent's alone), and a fresh registry lets the child open logs anew."""
     global _stores, _stores_lock
     for store in _stores.values():
         store.inherited = True
-        _inherited_stores.append(store)
+        store.env.close()
+        if store._writer_lock_fd is not None:
+            os.close(store._writer_lock_fd)
+            store._writer_lock_fd = None
     _stores = {}
     _stores_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_stores_after_fork)
+os.register_at_fork(before=_quiesce_before_fork, after_in_parent=_resume_in_parent,
+                    after_in_child=_drop_inherited_stores)
 
 
 def _is_our_db_name(name):
