@@ -56,6 +56,7 @@ CHUNK_INDEX = struct.Struct(">H")
 MAX_DBS = 128
 INITIAL_MAP_SIZE = 64 << 20
 DATA_FILE = "data.mdb"
+LMDB_LOCK_FILE = "lock.mdb"
 WRITER_LOCK_FILE = "writer.lock"
 FILE_MODE = 0o664
 """Mode of the files of a new log, before the umask: never world-writable."""
@@ -213,6 +214,11 @@ class Store:
             if not os.access(path, os.R_OK | os.X_OK):
                 raise errors.LogAccessDenied(f"cannot open log {path}: permission denied (on the directory)")
             data_file = os.path.join(path, DATA_FILE)
+            if _creation_interrupted(path):
+                if not may_create:
+                    raise errors.LogNotFound(f"no log at {path} (its creation was interrupted before anything "
+                                             f"was written)")
+                return  # LMDB creates the log afresh: nothing was ever stored here
             if os.path.exists(data_file):
                 _check_data_file(path, data_file)
             elif os.listdir(path):
@@ -653,6 +659,16 @@ def _read_pid(fd):
 
 
 _MIN_DATA_SIZE = 2 * 4096  # LMDB's two meta pages, at the smallest page size
+
+
+def _creation_interrupted(path):
+    """True when ``path`` holds only what LMDB leaves when the process creating
+    the log dies before writing its first page: ``lock.mdb``, maybe with an
+    empty ``data.mdb`` (a log that ever recorded also holds ``writer.lock``)."""
+    names = set(os.listdir(path))
+    if LMDB_LOCK_FILE not in names or not names <= {LMDB_LOCK_FILE, DATA_FILE}:
+        return False
+    return DATA_FILE not in names or os.path.getsize(os.path.join(path, DATA_FILE)) == 0
 
 
 def _check_data_file(path, data_file):
