@@ -52,6 +52,7 @@ from streamlog import SourceReader, StreamBuffer, errors  # noqa: E402
 CHILD = os.path.join(TOOLS, "crash_child.py")
 MODES = ("full", "normal", "off")
 PHASES = ("early", "running", "pruning")
+KILL_SPANS_S = {"early": (0.0, 0.040), "running": (0.050, 1.0), "pruning": (0.300, 1.2)}  # after the phase's line
 RATE = 10_000  # records a second
 PAYLOAD = 64
 PRUNING_PAYLOAD = 512
@@ -219,7 +220,8 @@ def check_log(trial, path, session_reported, payload, kill_time):
     try:
         log = streamlog.Log(path)
     except errors.StreamlogError as exc:
-        problems.append(f"the log does not open: {exc!r}")
+        left = {name: os.path.getsize(os.path.join(path, name)) for name in sorted(os.listdir(path))}
+        problems.append(f"the log does not open: {exc!r} (files and sizes: {left})")
         return
     with log:
         sessions = log.sessions()
@@ -294,12 +296,11 @@ def record_next_session(trial, log, kill_time):
 def plan(trials, modes, rng):
     """``(mode, phase, delay_s)`` per trial: modes in turn, each mode's trials
     through the phases in turn, each kill moment drawn at random."""
-    spans = {"early": (0.0, 0.040), "running": (0.050, 1.0), "pruning": (0.300, 1.2)}
     planned = []
     for number in range(trials):
         mode = modes[number % len(modes)]
         phase = PHASES[(number // len(modes)) % len(PHASES)]
-        planned.append((mode, phase, rng.uniform(*spans[phase])))
+        planned.append((mode, phase, rng.uniform(*KILL_SPANS_S[phase])))
     return planned
 
 

@@ -1,0 +1,243 @@
+"""A real recorder process killed, interrupted, terminated, and replaced.
+
+* SIGKILL at seeded random moments (two per durability mode) through the
+  trial function of ``tools/crash_trials.py``, whose module docstring lists
+  what each trial checks (the tool runs 60 and more of them);
+* SIGINT to a library script and SIGINT/SIGTERM to the CLI: the process
+  exits 0 and the session is ``closed`` with every record read before the stop;
+* two recorders on one log: the second is refused naming the first's pid,
+  and takes over without any cleanup once the first is killed.
+
+Every child is a real ``sys.executable`` process recording into a real LMDB
+log in ``tmp_path``; nothing is timed, only counted.
+"""
+
+import importlib.util
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import streamlog
+from helpers import REPO, run_python
+from streamlog import StreamBuffer
+from streamlog.sources.command import CommandSource
+
+DEADLINE_S = 60.0
+SEED = 61125
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+crash_trials = load_tool("crash_trials")  # with the progress-file helpers of tools/crash_child.py
+
+
+def wait_for(predicate, what):
+    deadline = time.monotonic() + DEADLINE_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+@pytest.fixture
+def processes():
+    """Children started by a test; any still running at the end are killed."""
+    started = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(DEADLINE_S)
+
+
+def start_recorder(processes, path, progress, mode="full"):
+    """A crash_child.py recorder, once it has printed its first committed count."""
+    crash_trials.make_progress_file(progress)
+    child = crash_trials.start_child(str(path), str(progress), mode)
+    processes.append(child)
+    lines = crash_trials.ChildLines(child.stdout)
+    assert lines.wait_for("committed", time.monotonic() + DEADLINE_S), child.stderr.read()
+    return child, lines
+
+
+def reported_committed(output):
+    return max(int(line.split()[1]) for line in output if line.startswith("committed "))
+
+
+def stored_keys(session):
+    return [record[0] for record in session.reader()]
+
+
+# -- SIGKILL at random moments ------------------------------------------------
+
+# two trials per mode, the three phases twice over the three modes
+PHASES_BY_MODE = {"full": ("early", "pruning"), "normal": ("running", "early"), "off": ("pruning", "running")}
+
+
+@pytest.mark.parametrize("mode", sorted(PHASES_BY_MODE))
+def test_sigkill_at_random_moments_leaves_a_log_that_opens_with_a_crashed_gap_free_prefix(tmp_path, mode):
+    rng = random.Random(f"{SEED}-{mode}")
+    for number, phase in enumerate(PHASES_BY_MODE[mode], 1):
+        delay_s = rng.uniform(*crash_trials.KILL_SPANS_S[phase])
+        trial = crash_trials.run_trial(str(tmp_path), number, mode, phase, delay_s)
+        assert trial.problems == [], trial.line()
+        assert trial.next_session == (trial.crashed_session or 0) + 1
+        if phase != "early":  # killed while recording: records were committed, and every one reported is kept
+            assert trial.last_key >= trial.reported_committed > 0, trial.line()
+
+
+# what a recorder killed while LMDB created a new log leaves (seen in SIGKILL trials 0-4 ms after "opening")
+INTERRUPTED_CREATIONS = {"lock.mdb only": {"lock.mdb": b""},
+                         "lock.mdb and an empty data.mdb": {"lock.mdb": b"", "data.mdb": b""}}
+
+
+@pytest.mark.parametrize("left", sorted(INTERRUPTED_CREATIONS))
+def test_a_log_whose_creation_was_killed_opens_and_records(tmp_path, left):
+    path = tmp_path / "rec.streamlog"
+    path.mkdir()
+    for name, content in INTERRUPTED_CREATIONS[left].items():
+        (path / name).write_bytes(content)
+    with pytest.raises(streamlog.errors.LogNotFound, match="creation was interrupted"):
+        streamlog.Log(path, readonly=True)
+    with StreamBuffer(crash_trials.ShortCount(20), log=str(path)) as buf:
+        buf.wait(DEADLINE_S)
+    with streamlog.Log(path) as log:
+        [session] = log.sessions()
+        assert (session.id, session.status, stored_keys(session)) == (1, "closed", list(range(1, 21)))
+        assert log.verify() == []
+
+
+# -- SIGINT and SIGTERM -----------------------------------------------------------
+
+
+def test_sigint_makes_a_library_recorder_close_its_session_with_every_record_read(tmp_path, processes):
+    path, progress = tmp_path / "rec.streamlog", tmp_path / "progress"
+    child, lines = start_recorder(processes, path, progress)
+    child.send_signal(signal.SIGINT)
+    assert child.wait(DEADLINE_S) == 0, child.stderr.read()
+    output = lines.rest()
+    assert output[-1].startswith("stopped ")
+    produced = crash_trials.read_progress(progress)
+    with streamlog.Log(path) as log:
+        session = log.session(-1)
+        assert session.status == "closed" and session.error is None
+        assert stored_keys(session) == list(range(1, produced + 1))
+        assert session.count == int(output[-1].split()[1]) == produced >= reported_committed(output) > 0
+        assert log.verify() == []
+
+
+# prints 0, 1, 2, ... one line each, and after each line how many it has printed into the file argv[1]
+PRODUCER = """
+import itertools, os, sys, time
+printed = os.open(sys.argv[1], os.O_WRONLY)
+for i in itertools.count():
+    print(i, flush=True)
+    os.pwrite(printed, str(i + 1).encode().ljust(12), 0)
+    time.sleep(0.001)
+"""
+
+
+def printed_so_far(path):
+    text = path.read_text().strip()
+    return int(text) if text else 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_makes_the_cli_recorder_close_its_session_with_every_line_printed_before_it(
+        tmp_path, processes, signum):
+    log, printed = tmp_path / "cmd.streamlog", tmp_path / "printed"
+    printed.write_text("")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    recorder = subprocess.Popen([sys.executable, "-m", "streamlog", "record", "cmd", str(log), "--",
+                                 sys.executable, "-c", PRODUCER, str(printed)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    processes.append(recorder)
+    wait_for(lambda: printed_so_far(printed) >= 50, "the command to print 50 lines")
+    before_signal = printed_so_far(printed)
+    recorder.send_signal(signum)
+    stdout, stderr = recorder.communicate(timeout=DEADLINE_S)
+    assert recorder.returncode == 0, stderr
+    with streamlog.Log(log) as opened:
+        [session] = opened.sessions()
+        lines = [record[1:] for record in session.reader()]
+        assert session.status == "closed" and opened.verify() == []
+    assert lines == [("stdout", str(i)) for i in range(len(lines))]
+    assert len(lines) >= before_signal
+    assert stdout.startswith(f"session {session.id} closed: {len(lines)} records, ")
+    assert session.info["exit_status"] == -signal.SIGTERM  # stopping the recording stopped the command
+
+
+# prints argv[2] lines at once, then says so in the file argv[1] and keeps running
+BURST = """
+import sys, time
+for i in range(int(sys.argv[2])):
+    print(i)
+sys.stdout.flush()
+open(sys.argv[1], "w").write("printed")
+time.sleep(600)
+"""
+
+
+def test_stopping_a_command_recording_keeps_the_lines_the_command_printed_before_the_stop(tmp_path):
+    flag = tmp_path / "flag"
+    source = CommandSource([sys.executable, "-c", BURST, str(flag), "500"])
+    with StreamBuffer(source, log=str(tmp_path / "cmd.streamlog")) as buf:
+        wait_for(flag.exists, "the command to print its lines")
+        buf.stop()  # the lines are in the pipe, most likely not read yet
+        lines = [record[2] for record in buf.session.reader()]
+    assert lines == [str(i) for i in range(500)]
+    assert buf.session.status == "closed"
+
+
+# -- two recorders on one log ----------------------------------------------------
+
+TRY_TO_RECORD = """
+import sys
+from streamlog import StreamBuffer, errors
+from streamlog.sources.synth import SynthSource
+try:
+    StreamBuffer(SynthSource(count=5, realtime=False), log=sys.argv[1]).start()
+except errors.LogLocked as exc:
+    print("LogLocked", exc.pid, exc)
+"""
+
+
+def test_a_second_recorder_is_refused_naming_the_first_and_takes_over_once_it_is_killed(tmp_path, processes):
+    path = tmp_path / "rec.streamlog"
+    first, first_lines = start_recorder(processes, path, tmp_path / "first.progress")
+
+    refused = run_python(TRY_TO_RECORD, path, timeout=DEADLINE_S).stdout.split(maxsplit=2)
+    assert refused[:2] == ["LogLocked", str(first.pid)] and f"pid {first.pid}" in refused[2]
+    cli = subprocess.run([sys.executable, "-m", "streamlog", "record", "synth", str(path), "--count", "5", "--fast"],
+                         capture_output=True, text=True, timeout=DEADLINE_S,
+                         env=dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert cli.returncode != 0 and f"pid {first.pid}" in cli.stderr and "Traceback" not in cli.stderr
+
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(DEADLINE_S) == -signal.SIGKILL
+    first_committed = reported_committed(first_lines.rest())
+    second, second_lines = start_recorder(processes, path, tmp_path / "second.progress")  # no cleanup in between
+    second.send_signal(signal.SIGINT)
+    assert second.wait(DEADLINE_S) == 0, second.stderr.read()
+    second_lines.rest()
+
+    with streamlog.Log(path) as log:
+        crashed, closed = log.sessions()
+        assert (crashed.id, crashed.status, crashed.pid) == (1, "crashed", first.pid)
+        assert (closed.id, closed.status, closed.pid) == (2, "closed", second.pid)
+        kept = stored_keys(crashed)
+        assert kept == list(range(1, len(kept) + 1)) and len(kept) >= first_committed > 0
+        assert crashed.stop_time is not None  # marked crashed for good, stopped at its last record
+        produced = crash_trials.read_progress(tmp_path / "second.progress")
+        assert stored_keys(closed) == list(range(1, produced + 1))
+        assert [note.split(" was left live")[0] for note in log.verify()] == ["session 1"]
