@@ -118,7 +118,7 @@ def refuse_existing(path):
 # --------------------------------------------------------------------------
 # shared arguments and options
 
-log_argument = click.argument("log", type=click.Path(path_type=str))
+log_argument = click.argument("log", type=click.Path(path_type=str, readable=False))
 """The LOG argument: a path, checked by :func:`open_log` (for one-line errors)."""
 
 session_option = click.option(
