@@ -181,6 +181,9 @@ class Store:
                                  max_dbs=MAX_DBS, max_readers=252, readahead=False, writemap=False,
                                  lock=True, mode=FILE_MODE, max_spare_txns=0, **_SYNC_FLAGS[durability])
         except lmdb.Error as exc:
+            if "Permission denied" in str(exc):
+                raise errors.LogAccessDenied(f"cannot open log {path}: permission denied (readers too need "
+                                             f"write access to its lock.mdb): {exc}") from exc
             raise errors.NotALog(f"{path} is not a readable streamlog log: {exc}") from exc
         try:
             self.clear_stale_readers()
