@@ -1,7 +1,13 @@
 """Maintenance commands: ``prune`` (apply retention now) and ``doctor`` (health report)."""
 
+import json
+import os
+import signal
+import sys
+
 import click
 
+from streamlog import errors
 from streamlog.log import Retention
 from streamlog.cli.common import SIZE, format_bytes, log_argument, open_log
 
@@ -80,15 +86,12 @@ def doctor(ctx, log):
     counters, and looks for sessions left live by a process that died.
     Frees the reader slots of processes killed while reading (they keep the
     log from reusing space) and names those processes.  Exits 0 when
-    healthy, 1 when a problem was found.
+    healthy, 1 when a problem was found.  The checks run in a child
+    process, so a damaged file that crashes LMDB is reported, not fatal.
 
     Example: streamlog doctor ./mylog
     """
-    with open_log(log) as opened:
-        opened.clear_stale_readers()
-        stats = opened.stats()
-        statuses = [s.status for s in opened.sessions()]
-        problems = opened.verify()
+    stats, statuses, problems = _in_child(_findings, log)
     by_status = ", ".join(f"{statuses.count(status)} {status}"
                           for status in ("live", "closed", "failed", "crashed") if status in statuses)
     writer = stats.get("writer_pid")
@@ -112,6 +115,57 @@ def doctor(ctx, log):
             click.echo(f"  - {problem}")
         ctx.exit(1)
     click.echo("healthy: no problems found")
+
+
+def _findings(log):
+    """What doctor reports: the log's stats, its session statuses and its problems."""
+    with open_log(log) as opened:
+        opened.clear_stale_readers()
+        return opened.stats(), [s.status for s in opened.sessions()], opened.verify()
+
+
+def _in_child(work, log):
+    """``work(log)`` run in a forked child process; its JSON-able result.
+
+    LMDB does not checksum pages, so a damaged file can crash the process
+    reading it (SIGSEGV, SIGBUS, an abort); here that ends the child, and
+    this raises a ClickException saying the log is damaged.  A
+    StreamlogError in the child is raised here with its message.  Blocks
+    until the child ends.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return
+        status = 1
+        try:
+            os.close(read_end)
+            try:
+                reply = {"result": work(log)}
+            except errors.StreamlogError as exc:
+                reply = {"error": str(exc)}
+            except Exception as exc:
+                reply = {"error": f"unexpected {type(exc).__name__}: {exc} (a bug in streamlog)"}
+            with os.fdopen(write_end, "w") as pipe:
+                json.dump(reply, pipe)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        text = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise click.ClickException(f"reading log {log} crashed ({name}): the file is damaged")
+    if not text:
+        raise click.ClickException(f"checking log {log} failed in the child process (exit status "
+                                   f"{os.waitstatus_to_exitcode(status)})")
+    reply = json.loads(text)
+    if "error" in reply:
+        raise click.ClickException(reply["error"])
+    return reply["result"]
 
 
 def _describe_readers(stats):
