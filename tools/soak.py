@@ -41,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -52,7 +53,7 @@ sys.path.insert(0, os.path.dirname(TOOLS))
 
 import streamlog  # noqa: E402
 
-from bench import wait_ready  # noqa: E402
+from bench import exit_on_sigterm, wait_ready  # noqa: E402
 from bench_child import _memory_status  # noqa: E402
 from bench_sources import BatchCountingSource  # noqa: E402
 from load import HeldSource, ReaderThread, start_follower  # noqa: E402
@@ -68,6 +69,7 @@ THROUGHPUT_MIN_TREND = 0.80
 SMOKE = dict(minutes=6 / 60, interval=0.25, max_bytes=2 << 20)
 READER_TIMEOUT_S = 60.0
 ENDLESS = 10 ** 15           # records of the counting source: more than any run records
+COLUMN_WIDTH = 11
 COLUMNS = [
     # (key, header, format)
     ("elapsed_s", "elapsed s", "{:,.1f}"),
@@ -137,7 +139,7 @@ def sample(buf, started, previous, live, stalled, follower):
     memory = _memory_status()
     stats = buf.log.stats()
     newest = records - 1
-    row = {
+    return {
         "elapsed_s": now - started,
         "records": records,
         "records_per_s": (records - previous["records"]) / (now - started - previous["elapsed_s"]),
@@ -150,7 +152,6 @@ def sample(buf, started, previous, live, stalled, follower):
         "stalled_lag": stalled.reader.lag,
         "follower_lag": None if follower.last is None else max(0, newest - follower.last),
     }
-    return row
 
 
 def steady_state(samples, run_s):
@@ -178,9 +179,9 @@ def flatness_checks(samples, run_s, max_bytes):
                    f"data.mdb at most {file_max:,.1f} MB; {FILE_LIMIT_FACTOR}x max_bytes = {limit_mb:,.1f} MB"))
     rates = [s["records_per_s"] for s in steady]
     mean = statistics.fmean(rates)
+    first_mean = statistics.fmean(s["records_per_s"] for s in first)
     cv = statistics.pstdev(rates) / mean if mean else float("inf")
-    trend = statistics.fmean(s["records_per_s"] for s in last) / statistics.fmean(
-        s["records_per_s"] for s in first) if mean else 0.0
+    trend = statistics.fmean(s["records_per_s"] for s in last) / first_mean if first_mean else 0.0
     checks.append(("throughput stable", cv <= THROUGHPUT_MAX_CV and trend >= THROUGHPUT_MIN_TREND,
                    f"mean {mean:,.0f} rec/s over {len(rates)} intervals, cv {cv:.3f} (limit {THROUGHPUT_MAX_CV}), "
                    f"last/first half mean {trend:.3f} (limit {THROUGHPUT_MIN_TREND})"))
@@ -212,9 +213,13 @@ def reader_checks(total, live, stalled, follower, follower_error, problems):
     return checks
 
 
+def render_header():
+    return " ".join(header.rjust(max(len(header), COLUMN_WIDTH)) for _, header, _ in COLUMNS)
+
+
 def render_row(row):
-    return "  ".join(("-" if row[key] is None else fmt.format(row[key])).rjust(len(header))
-                     for key, header, fmt in COLUMNS)
+    return " ".join(("-" if row[key] is None else fmt.format(row[key])).rjust(max(len(header), COLUMN_WIDTH))
+                    for key, header, fmt in COLUMNS)
 
 
 def parse_size(text):
@@ -277,7 +282,7 @@ def soak(path, run_s, interval_s, max_bytes, rate, emit):
         stalled = StalledReader(buf, wake, READER_TIMEOUT_S)
         for thread in live + [stalled]:
             thread.start()
-        emit("  ".join(header for _, header, _ in COLUMNS))
+        emit(render_header())
         go.set()
         started = time.perf_counter()
         samples, previous, ended_early = [], {"records": 0, "elapsed_s": 0.0}, False
@@ -313,6 +318,7 @@ def soak(path, run_s, interval_s, max_bytes, rate, emit):
 
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     run_s = args.minutes * 60
     workdir = tempfile.mkdtemp(prefix="streamlog-soak-", dir=args.dir)
     load_before = os.getloadavg()
