@@ -70,6 +70,10 @@ _SUPPORTED = (
 def _big_int_ext(value):
     """msgpack ``default`` hook, reached only by ints outside 64 bits (every
     other value is a msgpack type by then)."""
+    alike = getattr(_thread_state, "alike_big_ints", None)
+    if alike is not None and _one_too_many_alike(alike, value):
+        raise _Unencodable(value, f"more than {_MAX_ALIKE_BIG_INTS} ints beyond 64 bits in the record share its "
+                                  f"hash, which reading refuses as crafted to be slow")
     return msgpack.ExtType(_EXT_BIG_INT, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
 
 
@@ -110,6 +114,7 @@ def encode_record(record):
 
 def _encode_general(record):
     buffers = _Buffers()
+    _thread_state.alike_big_ints = {}
     try:
         body = _packer().pack(_to_msgpack(record, buffers))
     except _Unencodable as exc:
@@ -119,7 +124,26 @@ def _encode_general(record):
         ) from None
     except (RecursionError, ValueError) as exc:  # msgpack's nesting limit raises ValueError
         raise UnencodableRecord(f"cannot encode the record: nested too deeply or contains itself ({exc})") from None
+    finally:
+        _thread_state.alike_big_ints = None
     return b"".join([_GENERAL_HEADER.pack(_GENERAL, len(body)), body, *buffers])
+
+
+_MAX_ALIKE_BIG_INTS = 16
+
+
+def _one_too_many_alike(alike, value):
+    """Note the int ``value`` in ``alike`` (hash -> distinct values); True if
+    more than _MAX_ALIKE_BIG_INTS distinct values now share its hash.
+
+    Ints ``k * (2**61 - 1)`` all hash alike, and a dict of n such keys (or of
+    tuples of them) takes n**2 steps to build -- minutes for a crafted 1 MB
+    record -- so records of the general layout (the one with dicts) may not
+    hold more; no other ints come close by chance.
+    """
+    same = alike.setdefault(hash(value), set())
+    same.add(value)
+    return len(same) > _MAX_ALIKE_BIG_INTS
 
 
 class _Unencodable(Exception):
@@ -271,7 +295,9 @@ def decode_record(buf):
     bounded by ``len(buf)``: msgpack's ``unpackb`` caps every string, bin,
     ext, array and map length at the input's length, each array's data must
     be the next ``size * itemsize`` bytes present, and an array cannot claim
-    more items than ``buf`` has bytes.
+    more items than ``buf`` has bytes.  Work is about linear in ``len(buf)``
+    (big ints chosen to share one hash, which would make a dict of them
+    quadratic to build, are refused).
     """
     try:
         if buf[0] != _GENERAL:
@@ -300,6 +326,7 @@ class _GeneralDecoder:
             raise ValueError(f"body length {body_length} runs past the end of the record")
         self.data_used = 0
         self.markers_open = 0
+        self.alike_big_ints = {}
 
     def decode(self):
         record = msgpack.unpackb(
@@ -323,10 +350,18 @@ class _GeneralDecoder:
             marker = _ARRAY
         elif code == _EXT_SCALAR_MARKER:
             marker = _SCALAR
+        elif code == _EXT_BIG_INT:
+            return self.big_int(data)
         else:
             return _plain_ext(code, data)
         self.markers_open += 1
         return marker
+
+    def big_int(self, data):
+        value = int.from_bytes(data, "big", signed=True)
+        if _one_too_many_alike(self.alike_big_ints, value):
+            raise ValueError(f"more than {_MAX_ALIKE_BIG_INTS} ints beyond 64 bits share one hash (crafted to be slow)")
+        return value
 
     def unmark(self, items):
         if items:
