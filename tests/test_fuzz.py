@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streamlog import records
 from streamlog.codec import decode_record, encode_record
-from streamlog.errors import CorruptRecord
+from streamlog.errors import CorruptRecord, UnencodableRecord
 from streamlog.keys import decode_key, encode_key
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -168,6 +168,18 @@ def test_no_decoded_array_outgrows_its_record():
     finally:
         tracemalloc.stop()
     assert peak < 3 << 20
+
+
+def test_big_ints_crafted_to_share_one_hash_are_refused():
+    """``k * (2**61 - 1)`` all hash alike: a dict of 20,000 of them (250 KB)
+    would take seconds to build, of 80,000 (1 MB) minutes."""
+    alike = [k * (2**61 - 1) for k in range(9, 20_009)]  # from 9 on, beyond 64 bits
+    crafted = general({msgpack.ExtType(1, n.to_bytes(12, "big", signed=True)): 0 for n in alike})
+    with pytest.raises(CorruptRecord, match="share one hash"):
+        decode_record(crafted)
+    with pytest.raises(UnencodableRecord, match="share its hash"):
+        encode_record({n: 0 for n in alike[:17]})
+    assert decode_record(encode_record({n: 0 for n in alike[:16]})) == {n: 0 for n in alike[:16]}
 
 
 # -- keys --------------------------------------------------------------------------
