@@ -152,7 +152,9 @@ def damaged_record(record_key, problem):
         session = SESSION_ID.unpack_from(record_key)[0]
         try:
             key, end = decode_key_prefix(record_key, start=SESSION_ID.size)
-            where = f"the record of session {session} with key {key!r} (seq {_seq_unpack(record_key, end)[0]})"
+            where = f"the record of session {session} with key {key!r}"
+            if len(record_key) >= end + SEQ.size:
+                where += f" (seq {_seq_unpack(record_key, end)[0]})"
         except (CorruptRecord, IndexError, ValueError):
             key = bytes(record_key)
             where = f"a record of session {session} under the damaged key {key!r}"
