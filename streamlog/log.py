@@ -102,7 +102,7 @@ class Log:
         found = []
         with self.store.read() as txn:
             for key, value in txn.cursor(self.store.sessions_db):
-                session = Session(self, decode_record(value), writer_alive)
+                session = Session(self, _session_meta(value), writer_alive)
                 if stream is None or stream in session.streams:
                     found.append(session)
         return found
@@ -130,7 +130,7 @@ class Log:
             with self.store.read() as txn:
                 return self._read_meta(session_id, txn)
         raw = txn.get(SESSION_ID.pack(session_id), db=self.store.sessions_db)
-        return None if raw is None else decode_record(raw)
+        return None if raw is None else _session_meta(raw)
 
     def _write_meta(self, txn, meta):
         txn.put(SESSION_ID.pack(meta["id"]), encode_record(meta), db=self.store.sessions_db)
@@ -158,7 +158,7 @@ class Log:
 
         def work(txn):
             for key, value in txn.cursor(self.store.sessions_db):
-                meta = decode_record(value)
+                meta = _session_meta(value)
                 if meta["status"] == "live":
                     meta["status"] = "crashed"
                     meta["stop_time"] = self._last_arrival(txn, meta)
@@ -255,7 +255,7 @@ class Log:
         with self.store.read() as txn:
             sessions = txn.stat(self.store.sessions_db)["entries"]
             for session_key, value in txn.cursor(self.store.sessions_db):
-                meta = decode_record(value)
+                meta = _session_meta(value)
                 total += sum(s["count"] for s in meta["streams"].values())
         info = self.store.info()
         used_pages = self.store.pages_in_use()
@@ -460,6 +460,33 @@ class Log:
                 break
             if not cursor.delete():
                 break
+
+
+_META_FIELDS = {"id", "status", "start_time", "stop_time", "info", "error", "pid", "streams"}
+_COUNTERS = ("recorded", "count", "bytes")
+
+
+def _session_meta(raw):
+    """The metadata stored in a session entry, checked for the fields and
+    types sessions rely on; CorruptRecord (the log is damaged) otherwise."""
+    meta = decode_record(raw)
+    if type(meta) is not dict or not _META_FIELDS <= meta.keys() or type(meta["id"]) is not int:
+        raise errors.CorruptRecord(f"a session entry does not hold a session's metadata: {_short(meta)}")
+    streams = meta["streams"]
+    if (meta["status"] not in STATUSES or type(streams) is not dict
+            or not isinstance(meta["start_time"], (int, float))
+            or not isinstance(meta["stop_time"], (int, float, type(None)))
+            or not all(type(name) is str and type(counters) is dict and "key_types" in counters
+                       and all(type(counters.get(field)) is int for field in _COUNTERS)
+                       for name, counters in streams.items())):
+        raise errors.CorruptRecord(f"the metadata of session {meta['id']} is damaged: {_short(meta)}",
+                                   session=meta["id"])
+    return meta
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _new_stream_counters():
