@@ -166,6 +166,14 @@ def replace_data_file(make):
     return damage
 
 
+def rename_in_data_file(old, new):
+    """Replace every ``old`` in data.mdb by ``new`` (as long): LMDB sees nothing wrong."""
+    def damage(log):
+        data = log / "data.mdb"
+        data.write_bytes(data.read_bytes().replace(old, new))
+    return damage
+
+
 def garbage_lock_file(log):
     (log / "lock.mdb").write_bytes(random.Random(7).randbytes(PAGE))
 
@@ -182,6 +190,10 @@ DAMAGED = {
     "data.mdb without its last page": (truncate_to(lambda size: size - PAGE), ["damaged", "truncated"]),
     "data.mdb cut inside a page": (truncate_to(lambda size: size - 100), ["damaged", "truncated"]),
     "both meta pages overwritten": (overwrite(lambda size: [0, PAGE], seed=1), ["not an LMDB file"]),
+    "a session's status field renamed": (rename_in_data_file(b"\xa6status", b"\xa6stbtus"),
+                                         ["damaged", "session entry", "stbtus"]),
+    "a session's status value changed": (rename_in_data_file(b"\xa6closed", b"\xa6clozed"),
+                                         ["damaged", "metadata of session", "clozed"]),
     "data.mdb is a directory": (replace_data_file(os.mkdir), ["damaged", "not a regular file"]),
     "data.mdb is a link to /dev/zero": (replace_data_file(lambda p: os.symlink("/dev/zero", p)),
                                         ["damaged", "not a regular file"]),
@@ -211,7 +223,8 @@ def test_a_damaged_log_is_one_clear_error_in_the_library_and_the_cli(damaged_cop
     damage, words = DAMAGED[name]
     log = damaged_copy(damage)
     result = read_everything(log)
-    assert_one_clear_line(result, "NotALog", *words)
+    assert_one_clear_line(result, *words)
+    assert result.stderr.startswith(("NotALog: ", "CorruptRecord: ")), result.stderr  # CorruptRecord is a NotALog
     for outcome in cli(("sessions", log), ("doctor", log), ("export", log, "-o", tmp_path / "out.jsonl")):
         assert_one_clear_line(outcome, "Error:", *words)
     assert not (tmp_path / "out.jsonl").exists()
