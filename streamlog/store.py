@@ -479,8 +479,8 @@ class Store:
             cleared = self.env.reader_check()
             if cleared:
                 self.stale_readers_cleared += cleared
-                remaining = {pid for pid, _ in self.reader_slots()}
-                self.stale_reader_pids.extend(sorted(holders - remaining - set(self.stale_reader_pids)))
+                gone = holders - {pid for pid, _ in self.reader_slots()} - set(self.stale_reader_pids)
+                self.stale_reader_pids.extend(sorted(pid for pid in gone if not _process_exists(pid)))
             self._next_reader_check = time.monotonic() + READER_CHECK_INTERVAL_S
         return cleared
 
@@ -616,6 +616,18 @@ os.register_at_fork(before=_quiesce_before_fork, after_in_parent=_resume_in_pare
 
 def _is_our_db_name(name):
     return name in (_META_DB, _SESSIONS_DB) or name.startswith((b"r:", b"t:"))
+
+
+def _process_exists(pid):
+    """Whether process ``pid`` exists (a live reader's slot may also vanish
+    from the table, when its transaction ends)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        pass
+    return True
 
 
 def _make_dirs(path):
