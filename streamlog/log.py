@@ -250,6 +250,7 @@ class Log:
         process freed since it opened the log, ``stale_reader_pids`` names
         those processes as far as the table did.
         """
+        slots = self.store.reader_slots()  # first: a finished transaction still bound here holds a slot
         page = self.store.page_size
         total = 0
         with self.store.read() as txn:
@@ -261,7 +262,6 @@ class Log:
         used_pages = self.store.pages_in_use()
         file_size = os.path.getsize(os.path.join(self.store.path, DATA_FILE))
         high_water = info["last_pgno"] + 1
-        slots = self.store.reader_slots()
         return {
             "path": self.path,
             "format_version": self.format_version,
