@@ -216,6 +216,7 @@ class Store:
         if os.path.isdir(path):
             if not os.access(path, os.R_OK | os.X_OK):
                 raise errors.LogAccessDenied(f"cannot open log {path}: permission denied (on the directory)")
+            _refuse_links(path)
             data_file = os.path.join(path, DATA_FILE)
             if _creation_interrupted(path):
                 if not may_create:
@@ -639,6 +640,15 @@ def _make_dirs(path):
         except FileExistsError:
             pass
     os.mkdir(path, DIR_MODE)
+
+
+def _refuse_links(path):
+    """NotALog if a file of the log at ``path`` is a symbolic link: LMDB would
+    write through it (it even truncates ``lock.mdb`` when it sets it up)."""
+    for name in (DATA_FILE, LMDB_LOCK_FILE, WRITER_LOCK_FILE):
+        if os.path.islink(os.path.join(path, name)):
+            raise errors.NotALog(f"{os.path.join(path, name)} is a symbolic link; streamlog does not follow "
+                                 f"links inside a log")
 
 
 def _open_writer_lock(path, flags):
