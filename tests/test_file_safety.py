@@ -16,7 +16,7 @@ import streamlog
 from streamlog import Retention, StreamBuffer, errors
 from streamlog.cli import main
 from streamlog.sources.audio import WavFileSourceReader
-from streamlog.store import DIR_MODE, FILE_MODE, WRITER_LOCK_FILE
+from streamlog.store import DATA_FILE, DIR_MODE, FILE_MODE, LMDB_LOCK_FILE, WRITER_LOCK_FILE
 
 from helpers import REPO, Counter, run_python
 
@@ -99,17 +99,19 @@ def test_wav_export_never_writes_through_a_link_planted_at_its_partial_file(tmp_
     assert victim.read_text() == "precious\n" and not out.exists() and planted.is_symlink()
 
 
-def test_a_writer_lock_replaced_by_a_link_is_refused_and_its_target_untouched(tmp_path):
+@pytest.mark.parametrize("name", [DATA_FILE, LMDB_LOCK_FILE, WRITER_LOCK_FILE])
+def test_a_file_of_a_log_replaced_by_a_link_is_refused_and_its_target_untouched(tmp_path, name):
     log = tmp_path / "rec.streamlog"
     record(log)
     victim = victim_file(tmp_path)
-    lock = log / WRITER_LOCK_FILE
-    lock.unlink()
-    lock.symlink_to(victim)
-    with pytest.raises(errors.NotALog, match="is a symbolic link"):
+    planted = log / name
+    planted.unlink()
+    planted.symlink_to(victim)
+    with pytest.raises(errors.NotALog, match=f"{planted} is a symbolic link"):
         record(log)
-    result = CliRunner().invoke(main, ["prune", str(log), "--keep-sessions", "1"])
-    assert result.exit_code == 1 and f"Error: {lock} is a symbolic link" in result.output
+    for command in (["sessions", str(log)], ["prune", str(log), "--keep-sessions", "1"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1 and f"Error: {planted} is a symbolic link" in result.output
     assert victim.read_text() == "precious\n"
 
 
