@@ -14,7 +14,7 @@ rest of the package never sees ``lmdb`` exceptions:
   writing process after its commits (see :meth:`Store.clear_stale_readers`);
 * one writing process per log, enforced with ``flock`` on ``writer.lock``;
 * files are created with the user's umask but never world-writable
-  (:data:`FILE_MODE`, :data:`DIR_MODE`), and ``writer.lock`` is never opened
+  (:data:`FILE_MODE`, :data:`DIR_MODE`), and no file inside a log is opened
   through a symbolic link;
 * a store inherited across ``fork()`` refuses to be used in the child (LMDB
   forbids it); the child opens the log again and gets a store of its own.
