@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 
 import click
 
@@ -129,18 +130,21 @@ def _in_child(work, log):
 
     LMDB does not checksum pages, so a damaged file can crash the process
     reading it (SIGSEGV, SIGBUS, an abort); here that ends the child, and
-    this raises a ClickException saying the log is damaged.  A
+    this raises a ClickException saying the log is damaged (with what the
+    child wrote to stderr, such as LMDB's failed assertion).  A
     StreamlogError in the child is raised here with its message.  Blocks
     until the child ends.
     """
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
+    child_stderr = tempfile.TemporaryFile()
     pid = os.fork()
     if pid == 0:  # the child: report through the pipe, never return
         status = 1
         try:
             os.close(read_end)
+            os.dup2(child_stderr.fileno(), 2)
             try:
                 reply = {"result": work(log)}
             except errors.StreamlogError as exc:
@@ -156,9 +160,13 @@ def _in_child(work, log):
     with os.fdopen(read_end) as pipe:
         text = pipe.read()
     _, status = os.waitpid(pid, 0)
+    with child_stderr:
+        child_stderr.seek(0)
+        said = " ".join(child_stderr.read(1000).decode(errors="replace").split())
     if os.WIFSIGNALED(status):
         name = signal.Signals(os.WTERMSIG(status)).name
-        raise click.ClickException(f"reading log {log} crashed ({name}): the file is damaged")
+        raise click.ClickException(f"reading log {log} crashed ({name}{': ' + said if said else ''}): "
+                                   f"the file is damaged")
     if not text:
         raise click.ClickException(f"checking log {log} failed in the child process (exit status "
                                    f"{os.waitstatus_to_exitcode(status)})")
