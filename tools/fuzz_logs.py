@@ -31,7 +31,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from streamlog import SourceReader, StreamBuffer  # noqa: E402
+from streamlog import ReadBatch, SourceReader, StreamBuffer  # noqa: E402
 
 PAGE = 4096
 READ_ALL = """
@@ -61,15 +61,15 @@ class Shapes(SourceReader):
         self.n = n
 
     def open(self):
-        self.i = 0
+        self.done = False
 
     def read(self):
-        if self.i >= self.n:
+        """Every record in one batch, so one group commit: the same page layout every time."""
+        if self.done:
             raise StopIteration
-        self.i += 1
-        i = self.i
-        return [(i, b"x" * (i % 50)), (i, np.full(2048, i, dtype="<i2")), (i, {"a": [i, "s" * (i % 30)]}),
-                (i, np.arange(i % 700, dtype="<f4"), 2**70 + i)][i % 4]
+        self.done = True
+        return ReadBatch([(i, b"x" * (i % 50)), (i, np.full(2048, i, dtype="<i2")), (i, {"a": [i, "s" * (i % 30)]}),
+                          (i, np.arange(i % 700, dtype="<f4"), 2**70 + i)][i % 4] for i in range(1, self.n + 1))
 
     def close(self):
         pass
