@@ -75,12 +75,25 @@ class LiveFeed:
             self._cond.notify_all()
 
     def wait(self, seq, timeout):
-        """Block until record ``seq`` is published or the stream ended; False on timeout."""
+        """Block until record ``seq`` is published or the stream ended; False on timeout.
+
+        ``notified`` is cleared before every check of the ring, not only on
+        entry: a reader woken before its record came (the recorder was
+        preempted between publishing and notifying while this reader read
+        what was published) sleeps again, and the next record must wake it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self.waiters += 1
-            self.notified = False
             try:
-                return self._cond.wait_for(lambda: self._ring.high >= seq or self.ended, timeout)
+                while True:
+                    self.notified = False
+                    if self._ring.high >= seq or self.ended:
+                        return True
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
             finally:
                 self.waiters -= 1
 
