@@ -11,13 +11,15 @@ order, payloads and the soak tool's checks that do not depend on speed.
 import importlib.util
 import os
 import re
+import queue
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
-from helpers import Counter, start_python
+from helpers import Counter, Gate, start_python
 from streamlog import StreamBuffer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +85,41 @@ def test_a_follower_reads_on_while_the_recorder_grows_the_map(tmp_path):
                 follower.kill()
                 follower.communicate()
     assert (follower.returncode, out) == (0, f"{n}\n"), err
+
+
+def test_readers_woken_before_their_record_are_woken_again_when_it_comes(tmp_path):
+    """The soak found live readers asleep for their whole timeout while records
+    poured in: the recorder, preempted between publishing and notifying, woke
+    readers that had meanwhile read everything and waited again; they slept on
+    and the recorder, seeing them notified, never woke them again.  This test
+    makes that early wake-up happen on purpose."""
+    items = queue.Queue()
+    items.put((1, b"first"))
+    with StreamBuffer(Gate(items), log=str(tmp_path / "wake.streamlog")) as buf:
+        got = []
+
+        def read_two(reader):
+            got.append((reader.next(), reader.next()))
+
+        threads = [threading.Thread(target=read_two, args=(buf.mk_reader(timeout=60),), daemon=True)
+                   for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        feed = buf._feed
+        deadline = time.monotonic() + 30
+        while len(feed._cond._waiters) < 2:  # both read record 1 and sleep waiting for record 2
+            assert time.monotonic() < deadline, "the readers never waited for record 2"
+            time.sleep(0.005)
+        feed.notify()  # the early wake-up: record 2 is not there yet
+        while len(feed._cond._waiters) < 2:  # both went back to sleep
+            assert time.monotonic() < deadline, "the readers did not wait again"
+            time.sleep(0.005)
+        items.put((2, b"second"))
+        for thread in threads:
+            thread.join(15)  # far below the readers' 60 s timeout
+        assert not any(thread.is_alive() for thread in threads), "record 2 did not wake the readers"
+        assert got == [((1, b"first"), (2, b"second"))] * 2
+        items.put(StopIteration)
 
 
 def test_digest_names_a_lost_a_repeated_and_a_changed_record():
