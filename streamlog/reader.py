@@ -233,8 +233,7 @@ class BufferReader:
         """
         blocking = self.blocking if blocking is None else blocking
         timeout = self.timeout if timeout is None else timeout
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"n must be a positive int or None, not {n!r}")
+        _check_count(n)
         saved = (self._seq, self._key, list(self._ahead)) if peek else None
         entry = self._entry_after_cursor(blocking, timeout)
         if entry is None or entry is _END:
@@ -391,6 +390,7 @@ class BufferReader:
         Moves the cursor to the last one returned unless ``peek``.  Raises
         NoItemFound when the stream is empty.
         """
+        _check_count(n)
         want = 1 if n is None else n
         found = list(islice(self._entries_from(*self._key_bounds(None, None, None), first_chunk=want), want))
         return self._finish_pick(found, n, peek)
@@ -401,6 +401,7 @@ class BufferReader:
         Moves the cursor to the newest unless ``peek``.  Raises NoItemFound
         when the stream is empty.
         """
+        _check_count(n)
         want = 1 if n is None else n
         feed = self._feed
         found = feed.uncommitted()[-want:]
@@ -412,8 +413,6 @@ class BufferReader:
         return self._finish_pick(found, n, peek)
 
     def _finish_pick(self, found, n, peek):
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"n must be a positive int or None, not {n!r}")
         if not found:
             raise errors.NoItemFound(f"session {self._feed.session_id} stream {self._feed.stream!r} is empty")
         if not peek:
@@ -422,8 +421,10 @@ class BufferReader:
 
     def seek(self, key):
         """Place the cursor so that the next record read is the first with a
-        key ``>= key`` (or the next new one if there is none yet)."""
-        for entry in self._entries_from(*self._key_bounds(key, None, None), first_chunk=1):
+        key ``>= key`` (or the next new one if there is none yet).  Raises
+        InvalidKey for what is not a key, None included."""
+        lo = self._prefix + encode_key(key)
+        for entry in self._entries_from(lo, self._session_end, None, first_chunk=1):
             seq = records.seq_of(entry[0])
             self._ahead.clear()
             self._seq = seq - 1
@@ -533,6 +534,11 @@ class BufferReader:
                 yield tail
             if complete:
                 return
+
+
+def _check_count(n):
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive int or None, not {n!r}")
 
 
 def _bounds_text(start, stop):

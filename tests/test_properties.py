@@ -5,19 +5,30 @@ by exact value, then str < bytes < tuple), encodings are prefix-free, and
 decoding gives the key back.
 
 Readers: any sequence of ``next``, ``read``, ``range``, ``irange``, ``head``,
-``tail`` and ``seek`` on a real recorded session gives the answers, and leaves
-the cursor where, a plain list model of the documented semantics says; for a
-closed session read from disk, a finished buffer whose small ring holds only
-the newest records, and a running buffer with records not yet committed.
+``tail``, ``seek`` and iteration on a real recorded session gives the answers
+(records, NoItemFound, StopIteration, errors for bad arguments) and leaves the
+cursor where a plain list model of the documented semantics says: for a closed
+session read from disk, a finished buffer whose small ring holds only the
+newest records, and a running buffer with records not yet committed and
+records arriving between the reads.
 """
 
 import math
+import os
+import queue
 import struct
+import tempfile
+import time
+from contextlib import contextmanager
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import streamlog
+from streamlog import SourceReader, StreamBuffer, errors
+from streamlog import reader as reader_module
 from streamlog.keys import decode_key, decode_key_prefix, encode_key, key_types_of
+from helpers import Gate
 
 # --------------------------------------------------------------------------
 # keys
@@ -146,3 +157,305 @@ def test_encodings_are_prefix_free_so_suffixes_keep_the_order(a, b, x, y):
         assert sign(ea + x, eb + y) == sign(x, y)  # equal keys order by their suffixes (arrival)
     decoded, end = decode_key_prefix(ea + x)
     assert end == len(ea) and reference_order(decoded) == reference_order(a)
+
+
+# --------------------------------------------------------------------------
+# reader cursors
+
+
+class ListModel:
+    """The documented reader semantics over a plain list of records in key
+    order (equal keys in arrival order).  ``cursor`` is the index of the last
+    record read, -1 before the first."""
+
+    def __init__(self, records, *, ended, blocking=True):
+        self.records = list(records)
+        self.blocking = blocking
+        self.keys = [reference_order(record[0]) for record in records]  # numbers < str < bytes < tuple
+        self.ended = ended
+        self.cursor = -1
+
+    def recorded(self, records):
+        self.records += records
+        self.keys += [reference_order(record[0]) for record in records]
+
+    @property
+    def lag(self):
+        return len(self.records) - 1 - self.cursor
+
+    def next(self):
+        if self.cursor + 1 < len(self.records):
+            self.cursor += 1
+            return self.records[self.cursor]
+        if self.ended or self.blocking:  # the end, or a blocking reader's timeout passed
+            raise StopIteration
+        return None  # a non-blocking reader of a running stream
+
+    def read(self, n=None, peek=False, ignore_no_item_found=False):
+        _check_count(n)
+        taken = self.records[self.cursor + 1:][:1 if n is None else n]
+        if not taken:
+            return _nothing(ignore_no_item_found)
+        if not peek:
+            self.cursor += len(taken)
+        return taken[0] if n is None else taken
+
+    def range(self, start=None, stop=None, step=None, peek=False, only_new_items=False,
+              ignore_no_item_found=False):
+        if step is not None and not _is_count(step):
+            raise ValueError("step")
+        chosen = [i for i in self._between(start, stop) if not only_new_items or i > self.cursor][::step or 1]
+        if not chosen:
+            return _nothing(ignore_no_item_found)
+        if not peek:
+            self.cursor = chosen[-1]
+        return [self.records[i] for i in chosen]
+
+    def irange(self, start=None, stop=None):
+        return [self.records[i] for i in self._between(start, stop)]
+
+    def head(self, n=None, peek=False):
+        _check_count(n)
+        taken = self.records[:1 if n is None else n]
+        return self._pick(taken, len(taken) - 1, n, peek)
+
+    def tail(self, n=None, peek=False):
+        _check_count(n)
+        return self._pick(self.records[-(1 if n is None else n):], len(self.records) - 1, n, peek)
+
+    def seek(self, key):
+        _check_key(key)
+        key = reference_order(key)
+        first = next((i for i, k in enumerate(self.keys) if k >= key), len(self.records))
+        self.cursor = first - 1
+
+    def _pick(self, taken, last, n, peek):
+        if not taken:
+            raise errors.NoItemFound("empty")
+        if not peek:
+            self.cursor = last
+        return taken[0] if n is None else taken
+
+    def iterate(self):
+        rest = self.records[self.cursor + 1:]
+        self.cursor = len(self.records) - 1
+        return rest
+
+    def _between(self, start, stop):
+        for bound in (start, stop):
+            if bound is not None:
+                _check_key(bound)
+        low = None if start is None else reference_order(start)
+        high = None if stop is None else reference_order(stop)
+        return [i for i, k in enumerate(self.keys) if (low is None or low <= k) and (high is None or k <= high)]
+
+
+def _is_count(n):
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 1
+
+
+def _check_count(n):
+    if n is not None and not _is_count(n):
+        raise ValueError("n")
+
+
+def _check_key(key):
+    if isinstance(key, tuple):
+        for item in key:
+            _check_key(item)
+    elif not isinstance(key, (int, float, str, bytes)) or key != key:
+        raise errors.InvalidKey("key")
+
+
+def _nothing(ignore_no_item_found):
+    if ignore_no_item_found:
+        return None
+    raise errors.NoItemFound("nothing")
+
+
+def outcome(call):
+    """``("returned", value)`` or ``("raised", exception type)``."""
+    try:
+        return "returned", call()
+    except (StopIteration, ValueError, TypeError, errors.StreamlogError) as exc:
+        return "raised", type(exc)
+
+
+def check_reader_against_model(reader, model, operations, where, recording=None):
+    """Apply ``operations`` to ``reader`` and ``model``; the answers and the
+    lag must agree after each.  ``recording`` carries out ``record`` and
+    ``finish`` (the running buffer only)."""
+    assert reader.lag == model.lag
+    for step, (name, arguments) in enumerate(operations):
+        context = f"{where}: operation {step} {name}({arguments})"
+        if name == "record":
+            model.recorded(recording.record(**arguments))
+        elif name == "finish":
+            recording.finish()
+            model.ended = True
+        else:
+            expected = outcome(lambda: getattr(model, name)(**arguments))
+            got = outcome(lambda: _call(reader, name, arguments))
+            assert got == expected, context
+        assert reader.lag == model.lag, f"{context} left the cursor at lag {reader.lag}, not {model.lag}"
+
+
+def _call(reader, name, arguments):
+    if name == "irange":
+        return list(reader.irange(**arguments))
+    if name == "iterate":
+        return list(reader)
+    return getattr(reader, name)(**arguments)
+
+
+class ListSource(SourceReader):
+    """Records the given ``(key, index)`` tuples, then ends."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def open(self):
+        self._left = iter(self.records)
+
+    def read(self):
+        return next(self._left)
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        return data[0]
+
+
+# A stream's keys are all of one kind: numbers (int, float and bool mixed), str, or tuples of one shape.
+_NUMBER_KEYS = [-math.inf, -2, -1, -0.5, -0.0, 0, True, 1.0, 1.5, 2, 2.0, 3, 4, 4.25, 5, 7, math.inf]
+_TEXT_KEYS = ["", "a", "a\x00", "b", "\xe9", "\ud800", "\U0001f600"]
+_PAIR_KEYS = [(-1, ""), (0, "a"), (0, "b"), (0.0, "b"), (1, ""), (True, "a"), (2.5, "z"), (3, "\x00")]
+record_keys = st.sampled_from([_NUMBER_KEYS, _TEXT_KEYS, _PAIR_KEYS]).flatmap(
+    lambda pool: st.lists(st.sampled_from(pool), max_size=20)).map(lambda keys: sorted(keys, key=reference_order))
+# on, between and beyond the keys, and of other kinds (numbers < str < bytes < tuple)
+seek_keys = st.sampled_from(_NUMBER_KEYS + _TEXT_KEYS + _PAIR_KEYS + [
+    -100, -1.5, 0.25, 2.5, 6, 100, "0", "zz", b"", b"\xff", (), (0,), (0, "a", 1), (1, "a"), (9, "")])
+bounds = st.one_of(st.none(), seek_keys)
+counts = st.one_of(st.none(), st.integers(1, 6))
+bad_counts = st.sampled_from([0, -1, True, 2.5, "2"])
+bad_keys = st.sampled_from([None, [1], math.nan, {}])
+flags = st.booleans()
+
+
+def _operation(name, **strategies):
+    """Strategy for ``(name, arguments)``; every argument is optional."""
+    return st.fixed_dictionaries({}, optional=strategies).map(lambda arguments: (name, arguments))
+
+
+queries = st.one_of(
+    st.just(("next", {})),
+    st.just(("iterate", {})),
+    _operation("read", n=counts, peek=flags, ignore_no_item_found=flags),
+    _operation("range", start=bounds, stop=bounds, step=st.one_of(st.none(), st.integers(1, 4)), peek=flags,
+               only_new_items=flags, ignore_no_item_found=flags),
+    _operation("irange", start=bounds, stop=bounds),
+    _operation("head", n=counts, peek=flags),
+    _operation("tail", n=counts, peek=flags),
+    st.builds(lambda key: ("seek", {"key": key}), seek_keys),
+    # bad arguments: a clear error, and the cursor stays
+    st.builds(lambda name, n: (name, {"n": n}), st.sampled_from(["read", "head", "tail"]), bad_counts),
+    st.builds(lambda step: ("range", {"step": step}), bad_counts),
+    st.builds(lambda key: ("seek", {"key": key}), bad_keys),
+    st.builds(lambda key: ("range", {"start": key}), bad_keys),
+)
+recording_steps = st.one_of(st.builds(lambda count: ("record", {"count": count}), st.integers(1, 6)),
+                            st.just(("finish", {})))
+read_chunk_sizes = st.sampled_from([None, 1, 2, 3])  # None: the library's; small ones make every read page
+READER_SETTINGS = settings(max_examples=250, deadline=None)
+
+
+@contextmanager
+def read_chunks(size):
+    """Make readers fetch ``size`` entries per read-ahead and scan chunk."""
+    if size is None:
+        yield
+        return
+    saved = reader_module._READ_AHEAD, reader_module._SCAN_CHUNK
+    reader_module._READ_AHEAD = reader_module._SCAN_CHUNK = size
+    try:
+        yield
+    finally:
+        reader_module._READ_AHEAD, reader_module._SCAN_CHUNK = saved
+
+
+def _records(keys):
+    return [(key, index) for index, key in enumerate(keys)]
+
+
+@READER_SETTINGS
+@given(record_keys, st.lists(queries, max_size=30), read_chunk_sizes)
+def test_readers_of_a_finished_recording_follow_the_list_model(keys, ops, chunk):
+    """A finished buffer whose ring (3 + 2 slots) holds only the newest
+    records, then the same session read back from disk once closed."""
+    records = _records(keys)
+    with tempfile.TemporaryDirectory() as directory, read_chunks(chunk):
+        with streamlog.Log(os.path.join(directory, "rec.streamlog"), durability="off") as log:
+            with StreamBuffer(ListSource(records), maxlen=3, commit_records=2, log=log) as buffer:
+                assert buffer.wait(timeout=30)
+                check_reader_against_model(buffer.mk_reader(), ListModel(records, ended=True), ops, "live buffer")
+            check_reader_against_model(log.session(-1).reader(), ListModel(records, ended=True), ops, "from disk")
+
+
+COMMIT_RECORDS = 4
+
+
+class RunningRecording:
+    """A running buffer fed from a queue: records commit in groups of
+    ``COMMIT_RECORDS`` (no timed commits), so the newest ``published % 4``
+    stay uncommitted in the ring; its 3 + 4 slots hold only the newest."""
+
+    def __init__(self, buffer, items, records):
+        self.buffer = buffer
+        self.items = items
+        self.waiting = list(records)
+        self.published = 0
+        self.finished = False
+
+    def record(self, count):
+        """Publish the next ``count`` records (fewer at the end, none once
+        finished) and wait until the recorder has; return them."""
+        if self.finished:
+            return []
+        batch, self.waiting = self.waiting[:count], self.waiting[count:]
+        for record in batch:
+            self.items.put(record)
+        self.published += len(batch)
+        probe = self.buffer.mk_reader(blocking=False)
+        committed = self.published - self.published % COMMIT_RECORDS
+        deadline = time.monotonic() + 30
+        # a new reader's lag counts the records published; the commit follows the publishing
+        while probe.lag < self.published or self.buffer.committed < committed:
+            assert time.monotonic() < deadline, "the recorder did not publish and commit every record"
+            time.sleep(0.001)
+        assert (probe.lag, self.buffer.committed) == (self.published, committed)
+        return batch
+
+    def finish(self):
+        if not self.finished:
+            self.finished = True
+            self.items.put(StopIteration)
+            assert self.buffer.wait(timeout=30)
+
+
+@READER_SETTINGS
+@given(record_keys, st.integers(0, 20), st.lists(st.one_of(queries, recording_steps), max_size=30), read_chunk_sizes,
+       st.sampled_from([{"blocking": False}, {"blocking": True, "timeout": 0}]))
+def test_reader_of_a_running_buffer_follows_the_list_model(keys, first, ops, chunk, reader_options):
+    """Records published while the reader reads, some committed and some
+    only in the ring, then the end of the stream.  With nothing new, a
+    non-blocking reader's ``next`` returns None and a blocking one's with a
+    zero timeout raises StopIteration."""
+    records = _records(keys)
+    items = queue.Queue()
+    with tempfile.TemporaryDirectory() as directory, read_chunks(chunk):
+        with StreamBuffer(Gate(items), maxlen=3, commit_records=COMMIT_RECORDS, commit_interval_s=3600,
+                          log=os.path.join(directory, "rec.streamlog"), durability="off") as buffer:
+            recording = RunningRecording(buffer, items, records)
+            model = ListModel(recording.record(first), ended=False, blocking=reader_options["blocking"])
+            check_reader_against_model(buffer.mk_reader(**reader_options), model, ops, "running buffer", recording)
