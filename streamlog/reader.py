@@ -49,6 +49,10 @@ class LiveFeed:
     def committed_high(self):
         return self.committed
 
+    def refresh(self):
+        """False: the ring and counters of this process are always current."""
+        return False
+
     def ring_get(self, seq):
         return self._ring.get(seq)
 
@@ -119,10 +123,12 @@ class StoredFeed:
         self.refresh()
 
     def refresh(self):
+        """Read the session's counters and status again; True if they changed."""
+        before = (self._high, self.ended)
         meta = self._log._read_meta(self.session_id)
         if meta is None:
             self.ended = True
-            return
+            return before != (self._high, self.ended)
         counters = meta["streams"].get(self.stream, {})
         self._high = counters.get("recorded", 0) - 1
         if self.db is None and self._high >= 0:
@@ -131,6 +137,7 @@ class StoredFeed:
         if meta["status"] != "live" or self.store.writer_pid() is None:
             self.ended = True
             self.error = counters.get("error") or meta.get("error")
+        return before != (self._high, self.ended)
 
     def high(self):
         return self._high
@@ -301,10 +308,10 @@ class BufferReader:
                 continue
             if ended:
                 return _END
-            if not blocking:
-                return None
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if not blocking or (remaining is not None and remaining <= 0):
+                if feed.refresh():  # a stored session: records committed (or its end) since last looked
+                    continue
                 return None
             feed.wait(target, remaining)
 
@@ -430,6 +437,7 @@ class BufferReader:
             self._seq = seq - 1
             self._key = entry[0][:-SEQ.size] + SEQ.pack(seq - 1) if seq else self._prefix
             return
+        self._feed.refresh()
         newest = self._feed.high()
         self._ahead.clear()
         if newest >= 0:
@@ -440,7 +448,9 @@ class BufferReader:
 
     @property
     def lag(self):
-        """Records between the cursor and the newest record of the stream."""
+        """Records between the cursor and the newest record of the stream
+        (of a stored session: the newest committed when asked)."""
+        self._feed.refresh()
         return max(0, self._feed.high() - self._seq)
 
     def range_by_time(self, t0, t1):

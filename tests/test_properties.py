@@ -166,18 +166,23 @@ def test_encodings_are_prefix_free_so_suffixes_keep_the_order(a, b, x, y):
 class ListModel:
     """The documented reader semantics over a plain list of records in key
     order (equal keys in arrival order).  ``cursor`` is the index of the last
-    record read, -1 before the first."""
+    record read, -1 before the first.  ``sees``: which records of a running
+    recording the reader sees (see RunningRecording.visible)."""
 
-    def __init__(self, records, *, ended, blocking=True):
+    def __init__(self, records, *, ended, blocking=True, sees="published"):
         self.records = list(records)
         self.blocking = blocking
+        self.sees = sees
         self.keys = [reference_order(record[0]) for record in records]  # numbers < str < bytes < tuple
         self.ended = ended
         self.cursor = -1
 
-    def recorded(self, records):
-        self.records += records
-        self.keys += [reference_order(record[0]) for record in records]
+    def recorded(self, records, *, ended):
+        """The stream now holds ``records`` (the old ones and new ones after them)."""
+        assert records[:len(self.records)] == self.records
+        self.records = list(records)
+        self.keys = [reference_order(record[0]) for record in records]
+        self.ended = ended
 
     @property
     def lag(self):
@@ -281,23 +286,25 @@ def outcome(call):
         return "raised", type(exc)
 
 
-def check_reader_against_model(reader, model, operations, where, recording=None):
-    """Apply ``operations`` to ``reader`` and ``model``; the answers and the
-    lag must agree after each.  ``recording`` carries out ``record`` and
-    ``finish`` (the running buffer only)."""
-    assert reader.lag == model.lag
+def check_readers_against_models(cases, operations, recording=None):
+    """Apply ``operations`` to each ``(reader, model, where)`` of ``cases``;
+    the answers and the lag must agree after each.  ``recording`` carries
+    out ``record`` and ``finish`` (the running buffer only); then each model
+    takes the records its reader can see (``model.sees``)."""
+    for reader, model, where in cases:
+        assert reader.lag == model.lag, where
     for step, (name, arguments) in enumerate(operations):
-        context = f"{where}: operation {step} {name}({arguments})"
-        if name == "record":
-            model.recorded(recording.record(**arguments))
-        elif name == "finish":
-            recording.finish()
-            model.ended = True
-        else:
-            expected = outcome(lambda: getattr(model, name)(**arguments))
-            got = outcome(lambda: _call(reader, name, arguments))
-            assert got == expected, context
-        assert reader.lag == model.lag, f"{context} left the cursor at lag {reader.lag}, not {model.lag}"
+        if name in ("record", "finish"):
+            getattr(recording, name)(**arguments)
+            for _, model, _ in cases:
+                model.recorded(recording.visible(model.sees), ended=recording.finished)
+        for reader, model, where in cases:
+            context = f"{where}: operation {step} {name}({arguments})"
+            if name not in ("record", "finish"):
+                expected = outcome(lambda: getattr(model, name)(**arguments))
+                got = outcome(lambda: _call(reader, name, arguments))
+                assert got == expected, context
+            assert reader.lag == model.lag, f"{context} left the cursor at lag {reader.lag}, not {model.lag}"
 
 
 def _call(reader, name, arguments):
@@ -398,8 +405,8 @@ def test_readers_of_a_finished_recording_follow_the_list_model(keys, ops, chunk)
         with streamlog.Log(os.path.join(directory, "rec.streamlog"), durability="off") as log:
             with StreamBuffer(ListSource(records), maxlen=3, commit_records=2, log=log) as buffer:
                 assert buffer.wait(timeout=30)
-                check_reader_against_model(buffer.mk_reader(), ListModel(records, ended=True), ops, "live buffer")
-            check_reader_against_model(log.session(-1).reader(), ListModel(records, ended=True), ops, "from disk")
+                check_readers_against_models([(buffer.mk_reader(), ListModel(records, ended=True), "live buffer")], ops)
+            check_readers_against_models([(log.session(-1).reader(), ListModel(records, ended=True), "from disk")], ops)
 
 
 COMMIT_RECORDS = 4
@@ -414,27 +421,33 @@ class RunningRecording:
         self.buffer = buffer
         self.items = items
         self.waiting = list(records)
-        self.published = 0
+        self.published = []
         self.finished = False
+
+    def visible(self, sees):
+        """The records a reader sees: all ``"published"``, or only the
+        ``"committed"`` ones (a reader of the stored session, as from another process)."""
+        if sees == "published" or self.finished:
+            return self.published
+        return self.published[:len(self.published) - len(self.published) % COMMIT_RECORDS]
 
     def record(self, count):
         """Publish the next ``count`` records (fewer at the end, none once
-        finished) and wait until the recorder has; return them."""
+        finished) and wait until the recorder has published and committed them."""
         if self.finished:
-            return []
+            return
         batch, self.waiting = self.waiting[:count], self.waiting[count:]
         for record in batch:
             self.items.put(record)
-        self.published += len(batch)
+        self.published += batch
+        published, committed = len(self.published), len(self.visible("committed"))
         probe = self.buffer.mk_reader(blocking=False)
-        committed = self.published - self.published % COMMIT_RECORDS
         deadline = time.monotonic() + 30
         # a new reader's lag counts the records published; the commit follows the publishing
-        while probe.lag < self.published or self.buffer.committed < committed:
+        while probe.lag < published or self.buffer.committed < committed:
             assert time.monotonic() < deadline, "the recorder did not publish and commit every record"
             time.sleep(0.001)
-        assert (probe.lag, self.buffer.committed) == (self.published, committed)
-        return batch
+        assert (probe.lag, self.buffer.committed) == (published, committed)
 
     def finish(self):
         if not self.finished:
@@ -447,15 +460,21 @@ class RunningRecording:
 @given(record_keys, st.integers(0, 20), st.lists(st.one_of(queries, recording_steps), max_size=30), read_chunk_sizes,
        st.sampled_from([{"blocking": False}, {"blocking": True, "timeout": 0}]))
 def test_reader_of_a_running_buffer_follows_the_list_model(keys, first, ops, chunk, reader_options):
-    """Records published while the reader reads, some committed and some
-    only in the ring, then the end of the stream.  With nothing new, a
-    non-blocking reader's ``next`` returns None and a blocking one's with a
-    zero timeout raises StopIteration."""
+    """Records published while the readers read, some committed and some
+    only in the ring, then the end of the stream: the buffer's reader sees
+    every record published, a reader of the stored session the committed
+    ones.  With nothing new, a non-blocking reader's ``next`` returns None
+    and a blocking one's with a zero timeout raises StopIteration."""
     records = _records(keys)
     items = queue.Queue()
     with tempfile.TemporaryDirectory() as directory, read_chunks(chunk):
         with StreamBuffer(Gate(items), maxlen=3, commit_records=COMMIT_RECORDS, commit_interval_s=3600,
                           log=os.path.join(directory, "rec.streamlog"), durability="off") as buffer:
             recording = RunningRecording(buffer, items, records)
-            model = ListModel(recording.record(first), ended=False, blocking=reader_options["blocking"])
-            check_reader_against_model(buffer.mk_reader(**reader_options), model, ops, "running buffer", recording)
+            recording.record(first)
+            cases = []
+            for where, sees, reader in [("running buffer", "published", buffer.mk_reader(**reader_options)),
+                                        ("its stored session", "committed", buffer.session.reader(**reader_options))]:
+                model = ListModel(recording.visible(sees), ended=False, blocking=reader_options["blocking"], sees=sees)
+                cases.append((reader, model, where))
+            check_readers_against_models(cases, ops, recording)
