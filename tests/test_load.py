@@ -159,12 +159,12 @@ def test_soak_smoke_reports_its_checks_and_a_verdict(tmp_path):
     assert proc.stderr == ""
 
     rows = [line.split() for line in out.splitlines() if re.match(r"\s+[0-9.]+\s+[0-9,]+\s", line)]
-    assert len(rows) >= 10 and all(len(row) == 11 for row in rows)
+    assert len(rows) >= 10 and all(len(row) == 12 for row in rows)
     records = [int(row[1].replace(",", "")) for row in rows]
     assert records == sorted(records) and records[-1] > 0
 
     checks = dict(re.findall(r"^check (.+?): (PASS|FAIL): ", out, re.MULTILINE))
-    assert set(checks) == {"rss flat", "file flat", "file within limit", "throughput stable",
+    assert set(checks) == {"rss flat", "file flat", "file within limit", "throughput stable", "cost per record stable",
                            "live reader read(1000)", "live reader read(100)", "stalled reader", "follower",
                            "log verify"}
     # what does not depend on the machine's speed must pass

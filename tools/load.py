@@ -256,23 +256,22 @@ def follow(path, session_id, per_read, skip_pruned, progress_s):
     """The follower process: read the session to its end, print the digest.
 
     Prints ``ready`` once the reader is open, then (with ``progress_s``) a
-    JSON line ``{"progress": count, "last": key, "at": epoch_s}`` at most
+    JSON line ``{"progress": count, "last": key}`` at most
     every ``progress_s`` seconds, and finally the digest as a JSON line.
     """
     log = streamlog.Log(path, readonly=True, create=False)
     reader = log.session(session_id).reader(skip_pruned=skip_pruned)
     print("ready", flush=True)
     digest = Digest()
-    on_batch = None
-    if progress_s is not None:
-        due = [time.monotonic() + progress_s]
+    due = time.monotonic()
 
-        def on_batch():
-            if time.monotonic() >= due[0]:
-                due[0] = time.monotonic() + progress_s
-                print(json.dumps({"progress": digest.count, "last": digest.last, "at": time.time()}), flush=True)
+    def print_progress():
+        nonlocal due
+        if time.monotonic() >= due:
+            due = time.monotonic() + progress_s
+            print(json.dumps({"progress": digest.count, "last": digest.last}), flush=True)
 
-    read_into(digest, reader, per_read or None, on_batch)
+    read_into(digest, reader, per_read or None, print_progress if progress_s is not None else None)
     log.close()
     print(json.dumps(digest.to_dict()), flush=True)
 

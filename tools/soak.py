@@ -15,7 +15,8 @@ stalls for the whole run and then reads on (it must get RecordsPruned with a
 missed count), and one follower process (``tools/load.py --follow``).
 
 Every interval it prints: elapsed time, records recorded, throughput in the
-interval, the recording process's RSS and anonymous RSS, the size of
+interval (per wall-clock second and per CPU second of this process), the
+recording process's RSS and anonymous RSS, the size of
 ``data.mdb``, LMDB's free pages, the records stored, and the lag (records
 between cursor and newest record) of the live readers (the larger), the
 stalled reader and the follower (as of its last progress line).
@@ -30,6 +31,10 @@ of the run has passed; its samples are split into a first and a last half.
 * throughput stable: the coefficient of variation (standard deviation /
   mean) of the steady intervals' throughput <= 0.30, and the last half's
   mean >= 0.80 x the first half's (no downward trend).
+* cost per record stable: the same for records per CPU second of this
+  process (all its threads), cv <= 0.15 and trend >= 0.90.  Other
+  processes on a shared machine move the wall-clock throughput; this
+  figure shows whether each record costs more as the run goes on.
 * readers: the live readers and the follower read to the last record in
   order; the stalled reader got RecordsPruned with a missed count > 0;
   ``Log.verify()`` finds no problem.  Records the live readers or the
@@ -66,6 +71,8 @@ FILE_TOLERANCE = 1.10
 FILE_LIMIT_FACTOR = 1.25
 THROUGHPUT_MAX_CV = 0.30
 THROUGHPUT_MIN_TREND = 0.80
+COST_MAX_CV = 0.15
+COST_MIN_TREND = 0.90
 SMOKE = dict(minutes=6 / 60, interval=0.25, max_bytes=2 << 20)
 READER_TIMEOUT_S = 60.0
 ENDLESS = 10 ** 15           # records of the counting source: more than any run records
@@ -75,6 +82,7 @@ COLUMNS = [
     ("elapsed_s", "elapsed s", "{:,.1f}"),
     ("records", "records", "{:,}"),
     ("records_per_s", "rec/s", "{:,.0f}"),
+    ("records_per_cpu_s", "rec/CPU s", "{:,.0f}"),
     ("rss_mb", "RSS MB", "{:,.1f}"),
     ("anon_rss_mb", "anon MB", "{:,.1f}"),
     ("file_mb", "data.mdb MB", "{:,.1f}"),
@@ -135,6 +143,7 @@ class FollowerWatch(threading.Thread):
 def sample(buf, started, previous, live, stalled, follower):
     """One row of the table (a dict keyed like COLUMNS)."""
     now = time.perf_counter()
+    cpu = time.process_time()
     records = buf.committed
     memory = _memory_status()
     stats = buf.log.stats()
@@ -143,6 +152,8 @@ def sample(buf, started, previous, live, stalled, follower):
         "elapsed_s": now - started,
         "records": records,
         "records_per_s": (records - previous["records"]) / (now - started - previous["elapsed_s"]),
+        "cpu_s": cpu,
+        "records_per_cpu_s": (records - previous["records"]) / max(cpu - previous["cpu_s"], 1e-9),
         "rss_mb": memory["VmRSS"] / 1e6,
         "anon_rss_mb": memory["RssAnon"] / 1e6,
         "file_mb": stats["bytes_on_disk"] / 1e6,
@@ -165,7 +176,8 @@ def flatness_checks(samples, run_s, max_bytes):
     steady = steady_state(samples, run_s)
     if len(steady) < 4:
         reason = f"only {len(steady)} sample(s) after warm-up; need 4 (a longer run or a shorter --interval)"
-        return [(name, False, reason) for name in ("rss flat", "file flat", "throughput stable")]
+        names = ("rss flat", "file flat", "file within limit", "throughput stable", "cost per record stable")
+        return [(name, False, reason) for name in names]
     first, last = steady[:len(steady) // 2], steady[len(steady) // 2:]
     checks = []
     for name, key, tolerance in (("rss flat", "rss_mb", RSS_TOLERANCE), ("file flat", "file_mb", FILE_TOLERANCE)):
@@ -177,15 +189,24 @@ def flatness_checks(samples, run_s, max_bytes):
     limit_mb = FILE_LIMIT_FACTOR * max_bytes / 1e6
     checks.append(("file within limit", file_max <= limit_mb,
                    f"data.mdb at most {file_max:,.1f} MB; {FILE_LIMIT_FACTOR}x max_bytes = {limit_mb:,.1f} MB"))
-    rates = [s["records_per_s"] for s in steady]
-    mean = statistics.fmean(rates)
-    first_mean = statistics.fmean(s["records_per_s"] for s in first)
-    cv = statistics.pstdev(rates) / mean if mean else float("inf")
-    trend = statistics.fmean(s["records_per_s"] for s in last) / first_mean if first_mean else 0.0
-    checks.append(("throughput stable", cv <= THROUGHPUT_MAX_CV and trend >= THROUGHPUT_MIN_TREND,
-                   f"mean {mean:,.0f} rec/s over {len(rates)} intervals, cv {cv:.3f} (limit {THROUGHPUT_MAX_CV}), "
-                   f"last/first half mean {trend:.3f} (limit {THROUGHPUT_MIN_TREND})"))
+    for name, key, unit, max_cv, min_trend in (
+            ("throughput stable", "records_per_s", "rec/s", THROUGHPUT_MAX_CV, THROUGHPUT_MIN_TREND),
+            ("cost per record stable", "records_per_cpu_s", "rec/CPU s", COST_MAX_CV, COST_MIN_TREND)):
+        mean, cv, trend = stability([s[key] for s in first], [s[key] for s in last])
+        checks.append((name, cv <= max_cv and trend >= min_trend,
+                       f"mean {mean:,.0f} {unit} over {len(steady)} intervals, cv {cv:.3f} (limit {max_cv}), "
+                       f"last/first half mean {trend:.3f} (limit {min_trend})"))
     return checks
+
+
+def stability(first, last):
+    """``(mean, coefficient of variation, last half's mean / first half's)``
+    of the values ``first + last``."""
+    values = first + last
+    mean = statistics.fmean(values)
+    cv = statistics.pstdev(values) / mean if mean else float("inf")
+    first_mean = statistics.fmean(first)
+    return mean, cv, statistics.fmean(last) / first_mean if first_mean else 0.0
 
 
 def reader_checks(total, live, stalled, follower, follower_error, problems):
@@ -285,7 +306,7 @@ def soak(path, run_s, interval_s, max_bytes, rate, emit):
         emit(render_header())
         go.set()
         started = time.perf_counter()
-        samples, previous, ended_early = [], {"records": 0, "elapsed_s": 0.0}, False
+        samples, previous, ended_early = [], {"records": 0, "elapsed_s": 0.0, "cpu_s": time.process_time()}, False
         for i in range(1, int(run_s / interval_s) + 1):
             time.sleep(max(0.0, started + i * interval_s - time.perf_counter()))
             if not buf.is_running:
@@ -341,7 +362,8 @@ def main(argv=None):
     if args.json:
         print(json.dumps({"run_s": run_s, "max_bytes": args.max_bytes, "rate": args.rate, "interval_s": args.interval,
                           "load_before": load_before, "load_after": load_after, "session_status": status,
-                          "samples": samples, "checks": [{"check": n, "passed": ok, "detail": d} for n, ok, d in checks],
+                          "samples": samples,
+                          "checks": [{"check": n, "passed": ok, "detail": d} for n, ok, d in checks],
                           "passed": passed}, indent=1))
     else:
         print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
