@@ -1,8 +1,8 @@
 """Property-based tests (hypothesis).
 
 Keys: the byte order of ``encode_key`` is Python's order of the keys (numbers
-by exact value, then str < bytes < tuple), encodings are prefix-free, and
-decoding gives the key back.
+by exact value, then str < bytes < tuple), encodings are prefix-free,
+decoding gives the key back, and a non-key anywhere in a key is refused.
 
 Readers: any sequence of ``next``, ``read``, ``range``, ``irange``, ``head``,
 ``tail``, ``seek`` and iteration on a real recorded session gives the answers
@@ -21,11 +21,13 @@ import tempfile
 import time
 from contextlib import contextmanager
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streamlog
 from streamlog import SourceReader, StreamBuffer, errors
+from streamlog.errors import InvalidKey
 from streamlog import reader as reader_module
 from streamlog.keys import decode_key, decode_key_prefix, encode_key, key_types_of
 from helpers import Gate
@@ -157,6 +159,20 @@ def test_encodings_are_prefix_free_so_suffixes_keep_the_order(a, b, x, y):
         assert sign(ea + x, eb + y) == sign(x, y)  # equal keys order by their suffixes (arrival)
     decoded, end = decode_key_prefix(ea + x)
     assert end == len(ea) and reference_order(decoded) == reference_order(a)
+
+
+non_keys = st.sampled_from([(math.nan, "NaN"), (None, "NoneType"), ([1], "list"), ({}, "dict"), (1j, "complex"),
+                            (bytearray(b"x"), "bytearray"), (object(), "object")])
+
+
+@KEY_SETTINGS
+@given(keys, non_keys, st.integers(0, 3), st.booleans())
+def test_a_non_key_anywhere_in_a_key_is_refused_naming_it(key, non_key, depth, first):
+    bad, named = non_key
+    for _ in range(depth):
+        bad = (bad, key) if first else (key, bad)
+    with pytest.raises(InvalidKey, match=named):
+        encode_key(bad)
 
 
 # --------------------------------------------------------------------------
