@@ -31,7 +31,6 @@ tuples need no marker.
 import base64
 import datetime
 import json
-import math
 import re
 import struct
 import threading
@@ -317,6 +316,8 @@ class _GeneralDecoder:
     (a damaged record) is noticed at the end.
     """
 
+    __slots__ = ("view", "data_start", "data_length", "data_used", "markers_open", "alike_big_ints")
+
     def __init__(self, view):
         _, body_length = _GENERAL_HEADER.unpack_from(view)
         self.view = view
@@ -383,11 +384,13 @@ class _GeneralDecoder:
             raise ValueError(f"an array entry has {len(items)} fields, not 5")
         _, spec, shape, fortran, offset = items
         dtype = _dtype_from_spec(spec)
-        if type(shape) is not tuple or len(shape) > _MAX_DIMS or not all(type(n) is int and n >= 0 for n in shape):
-            raise ValueError(f"bad array shape {_short_repr(shape)}")
-        if type(fortran) is not bool:
-            raise ValueError(f"bad array order flag {_short_repr(fortran)}")
-        count = math.prod(shape)
+        if type(shape) is not tuple or len(shape) > _MAX_DIMS or type(fortran) is not bool:
+            raise ValueError(f"bad array shape {_short_repr(shape)} or order flag {_short_repr(fortran)}")
+        count = 1
+        for length in shape:
+            if type(length) is not int or length < 0:
+                raise ValueError(f"bad array shape {_short_repr(shape)}")
+            count *= length
         if count > len(self.view):
             raise ValueError(f"an array of {count} items in a record of {len(self.view)} bytes")
         if offset != self.data_used:
