@@ -292,6 +292,10 @@ class Store:
             return handle
         self._refuse_if_inherited()
         if self._writing_thread == threading.get_ident():
+            if not create and self.holds_writer:
+                # only the writer creates databases, and taking the writer lock opened every one that
+                # existed (open_all_dbs): this one does not exist (e.g. a stream killed before its first commit)
+                return None
             raise RuntimeError(f"database {name!r} must be opened before the write transaction (open_all_dbs)")
         with self._dbs_lock:
             handle = self._dbs.get(name)
