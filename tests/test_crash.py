@@ -24,7 +24,7 @@ import pytest
 
 import streamlog
 from helpers import REPO, run_python
-from streamlog import StreamBuffer
+from streamlog import Retention, StreamBuffer
 from streamlog.sources.command import CommandSource
 
 DEADLINE_S = 60.0
@@ -114,6 +114,31 @@ def test_a_log_whose_creation_was_killed_opens_and_records(tmp_path, left):
     with streamlog.Log(path) as log:
         [session] = log.sessions()
         assert (session.id, session.status, stored_keys(session)) == (1, "closed", list(range(1, 21)))
+        assert log.verify() == []
+
+
+# what a recorder killed between creating its session and its first commit leaves (seen in the random trials):
+# a live session whose stream has no records database yet
+KILLED_BEFORE_FIRST_COMMIT = """
+import os, signal, sys, streamlog
+log = streamlog.Log(sys.argv[1])
+log._begin_writing()
+log._create_session("main", {}, "full")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_session_killed_before_its_first_commit_is_marked_crashed_and_later_pruned(tmp_path):
+    path = tmp_path / "rec.streamlog"
+    assert run_python(KILLED_BEFORE_FIRST_COMMIT, path, check=False, timeout=DEADLINE_S).returncode == -signal.SIGKILL
+    with streamlog.Log(path) as log:
+        with StreamBuffer(crash_trials.ShortCount(20), log=log) as buf:
+            buf.wait(DEADLINE_S)
+        assert [(s.id, s.status, s.count) for s in log.sessions()] == [(1, "crashed", 0), (2, "closed", 20)]
+        assert [note.split(" was left live")[0] for note in log.verify()] == ["session 1"]
+        with StreamBuffer(crash_trials.ShortCount(20), log=log, retention=Retention(max_sessions=1)) as buf:
+            buf.wait(DEADLINE_S)
+        assert [(s.id, s.status, s.count) for s in log.sessions()] == [(3, "closed", 20)]
         assert log.verify() == []
 
 
