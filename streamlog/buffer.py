@@ -21,9 +21,9 @@ from streamlog import errors
 from streamlog.log import DEFAULT_STREAM, Log, Retention
 from streamlog.reader import BufferReader, LiveFeed
 from streamlog.ring import Ring
-from streamlog.source import ReadBatch, SourceReader
+from streamlog.source import ReadBatch, SourceReader, call_failed
 from streamlog.store import DURABILITY_MODES
-from streamlog.writer import StreamWriter
+from streamlog.writer import DEFAULT_MAX_RECORD_BYTES, StreamWriter
 
 DRAIN_LIMIT_S = 2.0
 _live_sessions = weakref.WeakKeyDictionary()  # Store -> {session id: buffers recording it}
@@ -54,14 +54,21 @@ class StreamBuffer:
       last commit), ``"off"`` (no fsync: a power cut may lose or damage
       recent data).  A killed process loses only records not yet committed
       in any mode.  None: the log's mode (``"full"`` for a log opened here).
+    * ``max_record_bytes``: the largest encoded record accepted (default
+      256 MiB, far below the 4 GiB that msgpack and one LMDB value can hold,
+      and about what a reader can still decode in memory with room to
+      spare); a larger one fails the session with RecordTooLarge.
 
     ``stop()`` ends recording and commits everything; a failure of the source
     is never raised by it but stored on the session and raised by readers
-    (SourceFailed) after the records before it.
+    (SourceFailed) after the records before it.  What fails a session is
+    listed under :class:`~streamlog.SourceReader`; every record before the
+    failure is kept.
     """
 
     def __init__(self, source_reader, *, maxlen=10_000, log=None, stream=DEFAULT_STREAM, session=None,
-                 info=None, retention=None, durability=None, commit_interval_s=0.005, commit_records=10_000):
+                 info=None, retention=None, durability=None, commit_interval_s=0.005, commit_records=10_000,
+                 max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
         if not isinstance(source_reader, SourceReader):
             raise TypeError(f"source_reader must be a streamlog.SourceReader, not {type(source_reader).__name__}")
         if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1):
@@ -78,6 +85,8 @@ class StreamBuffer:
             raise ValueError(f"commit_interval_s must be positive, not {commit_interval_s!r}")
         if isinstance(commit_records, bool) or not isinstance(commit_records, int) or commit_records < 1:
             raise ValueError(f"commit_records must be a positive int, not {commit_records!r}")
+        if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
+            raise ValueError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
         if session is not None and log is None:
             log = session.log
         self.source_reader = source_reader
@@ -87,9 +96,11 @@ class StreamBuffer:
         self.retention = retention
         self.commit_interval_s = commit_interval_s
         self.commit_records = commit_records
+        self.max_record_bytes = max_record_bytes
         self._log_arg = log
         self._join_session = session
         self._user_info = dict(info or {})
+        self._info_failure = None
         self.log = None
         self.session = None
         self._owns_log = False
@@ -126,6 +137,7 @@ class StreamBuffer:
         Raises LogLocked when another process writes the log.  The source is
         opened in the recorder thread: an ``open()`` that raises fails the
         session like a ``read()`` that raises (``session.error`` says which).
+        A source ``info`` that raises fails the session when it ends.
         """
         if self._started:
             raise errors.StreamlogError("this StreamBuffer was already started; make a new one to record again")
@@ -143,7 +155,7 @@ class StreamBuffer:
             self.log._end_writing()
             self._release_log()
             raise
-        self._writer = StreamWriter(self.log, self.session.id, self.stream)
+        self._writer = StreamWriter(self.log, self.session.id, self.stream, self.max_record_bytes)
         capacity = None if self.maxlen is None else self.maxlen + self.commit_records
         self._ring = Ring(capacity)
         self._feed = LiveFeed(self)
@@ -187,7 +199,8 @@ class StreamBuffer:
             self.log._add_stream(joined.id, self.stream)
             self.session = self.log.session(joined.id)
             return
-        info = {**_source_info(self.source_reader), **self._user_info}
+        source_info, self._info_failure = _source_info(self.source_reader)
+        info = {**source_info, **self._user_info}
         session_id = self.log._create_session(self.stream, info, self.durability)
         self.session = self.log.session(session_id)
 
@@ -249,7 +262,7 @@ class StreamBuffer:
         try:
             source.open()
         except BaseException as exc:
-            self._fail(exc, "open() failed")
+            self._fail(call_failed("open()", exc))
             self._finish(opened=False)
             return
         try:
@@ -283,6 +296,8 @@ class StreamBuffer:
                 data = read()
             except StopIteration:
                 return True
+            except Exception as exc:
+                raise call_failed("read()", exc) from exc
             if data is None:
                 if until_none:
                     return False
@@ -297,7 +312,11 @@ class StreamBuffer:
                     finally:
                         publish_all(entries)
                 else:
-                    publish(add(key_of(data), data))
+                    try:
+                        key = key_of(data)
+                    except Exception as exc:
+                        raise call_failed("key()", exc) from exc
+                    publish(add(key, data))
                 if not has_pending.is_set():
                     has_pending.set()
                 if feed.waiters and not feed.notified:
@@ -359,9 +378,13 @@ class StreamBuffer:
                 return
 
     def _fail(self, exc, context=None):
+        """Keep the first failure: its message (after ``context``) and the
+        exception that readers' SourceFailed carry as ``__cause__`` (for a
+        failed SourceReader call, the exception that call raised)."""
         if self._error is None:
             message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, errors.StreamlogError) else str(exc)
-            self._error = (f"{context}: {message}" if context else message), exc
+            cause = exc.__cause__ if type(exc) is errors.SourceFailed and exc.__cause__ is not None else exc
+            self._error = (f"{context}: {message}" if context else message), cause
 
     def _finish(self, *, opened):
         """Close the source, commit what is left, end the session, wake readers."""
@@ -369,18 +392,24 @@ class StreamBuffer:
             try:
                 self.source_reader.close()
             except BaseException as exc:
-                self._fail(exc, "close() failed")
+                self._fail(call_failed("close()", exc))
+        owner = self._join_session is None
+        info = None
+        if owner:  # the info read at the start stays when reading it now fails
+            source_info, info_failure = _source_info(self.source_reader)
+            for failure in (self._info_failure, info_failure):
+                if failure is not None:
+                    self._fail(failure)
+            if info_failure is None:
+                info = {**source_info, **self._user_info}
         with self._write_lock:
             try:
                 self._commit()
             except errors.StreamlogError as exc:
                 self._fail(exc, "final commit failed; the records after the last commit are lost")
             error = self._error[0] if self._error else None
-            info = {**_source_info(self.source_reader), **self._user_info}
-            owner = self._join_session is None
             try:
-                self.log._end_stream(self.session.id, self.stream, error=error,
-                                     info=info if owner else None, end_session=owner)
+                self.log._end_stream(self.session.id, self.stream, error=error, info=info, end_session=owner)
             except errors.StreamlogError as exc:
                 self._fail(exc, "could not mark the session ended")
         self._feed.end(self._error)
@@ -389,13 +418,15 @@ class StreamBuffer:
 
 
 def _source_info(source):
+    """``(info, failure)``: a copy of ``source.info`` and None, or ``{}`` and
+    the SourceFailed saying why it could not be read."""
     try:
         info = source.info
     except Exception as exc:
-        return {"info_error": f"{type(exc).__name__}: {exc}"}
+        return {}, call_failed("info", exc)
     if not isinstance(info, dict):
-        return {"info_error": f"source info is a {type(info).__name__}, not a dict"}
-    return dict(info)
+        return {}, errors.SourceFailed(f"info failed: it is a {type(info).__name__}, not a dict")
+    return dict(info), None
 
 
 class _CallableSource(SourceReader):

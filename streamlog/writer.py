@@ -1,10 +1,16 @@
 """Appending one stream of one session to the log, in group commits.
 
 A :class:`StreamWriter` turns records into LMDB entries as they arrive
-(:meth:`StreamWriter.add`, which checks the key order and encodability) and
-writes the pending entries in one transaction per :meth:`StreamWriter.commit`
-together with the session's counters and a sparse time-index entry.  It is
-used by one thread at a time (the buffer serialises ``add`` and ``commit``).
+(:meth:`StreamWriter.add`, which checks the key and the record) and writes the
+pending entries in one transaction per :meth:`StreamWriter.commit` together
+with the session's counters and a sparse time-index entry.  It is used by one
+thread at a time (the buffer serialises ``add`` and ``commit``).
+
+The keys of one stream in one session must not decrease and must all be of
+one *kind*: numbers (int, float, bool and numpy numbers alike), str, bytes,
+or tuples of one length with one kind at each position.  Keys of different
+kinds have an order in the encoding (numbers < str < bytes < tuple) but not a
+meaningful one, so mixing them is refused rather than silently sorted.
 """
 
 from time import time_ns
@@ -12,17 +18,42 @@ from time import time_ns
 from streamlog import errors, records
 from streamlog.codec import encode_record
 from streamlog.keys import encode_key, key_types_of
+from streamlog.source import call_failed
 from streamlog.store import SEQ, TIME_US
 
 _seq_pack = SEQ.pack
 _header_pack = records.HEADER.pack
 _INLINE_PAYLOAD = records.SPLIT_ABOVE - records.HEADER_SIZE
+DEFAULT_MAX_RECORD_BYTES = 256 << 20
+
+# The encodings of each key kind lie below the first tag of the next kind (see
+# keys.py): numbers < b"\x40" (str) < b"\x50" (bytes) < b"\x60" (tuple).  A key
+# whose encoding is at or above its kind's bound takes the slow path of the
+# checks; a tuple's bound is its own tag, so every tuple key takes it.
+_KIND_BOUND = {"number": b"\x40", "str": b"\x50", "bytes": b"\x60"}
+_TUPLE_BOUND = b"\x60"
+_SCALAR_KINDS = {str: "str", bytes: "bytes"}
+
+
+def key_kind(key):
+    """The kind of a valid key: ``"number"``, ``"str"``, ``"bytes"``, or for a
+    tuple a tuple of its items' kinds."""
+    if type(key) is tuple:
+        return tuple(map(key_kind, key))
+    return _SCALAR_KINDS.get(type(key), "number")
+
+
+def _describe_type(key):
+    if type(key) is tuple:
+        return f"tuple ({', '.join(map(_describe_type, key))})"
+    return type(key).__name__
 
 
 class StreamWriter:
-    """Writes the records of ``stream`` in session ``session_id`` of ``log``."""
+    """Writes the records of ``stream`` in session ``session_id`` of ``log``;
+    a record whose encoding is larger than ``max_record_bytes`` is refused."""
 
-    def __init__(self, log, session_id, stream):
+    def __init__(self, log, session_id, stream, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
         self.log = log
         self.store = log.store
         self.session_id = session_id
@@ -38,6 +69,9 @@ class StreamWriter:
         self.committed_seq = -1
         self.last_encoded_key = None
         self.last_key = None
+        self.key_kind = None
+        self._kind_bound = b""  # no key yet: the first one takes the slow path
+        self.max_record_bytes = max_record_bytes
         self.key_types = None
         self.last_arrival_us = 0
 
@@ -59,14 +93,18 @@ class StreamWriter:
         """Encode ``record`` under ``key``; return its ring entry
         ``(record_key, record, arrival_us)``.
 
-        Raises InvalidKey, KeyOrderError (key smaller than the previous one)
-        or UnencodableRecord; nothing is added then.
+        Raises InvalidKey, KeyKindError (a key of another kind than the
+        stream's), KeyOrderError (a key smaller than the previous one),
+        UnencodableRecord or RecordTooLarge; nothing is added then.
         """
         encoded = encode_key(key)
-        last = self.last_encoded_key
-        if last is not None and encoded < last:
-            raise self._order_error(key, self.last_key)
-        payload = encode_record(record)
+        last = self.last_encoded_key or b""  # every encoding sorts after b""
+        if not last <= encoded < self._kind_bound:
+            self._kind_bound = self._check_key(key, encoded, last, self.last_key)
+        try:
+            payload = encode_record(record)
+        except errors.UnencodableRecord as exc:
+            raise self._unencodable_error(key, exc) from None
         now = time_ns() // 1000
         if now < self.last_arrival_us:
             now = self.last_arrival_us
@@ -75,6 +113,8 @@ class StreamWriter:
         if len(payload) <= _INLINE_PAYLOAD:
             self._pending.append((record_key, _header_pack(now, 0) + payload))
         else:
+            if len(payload) > self.max_record_bytes:
+                raise self._too_large_error(key, len(payload))
             self._pending.extend(records.entries(record_key, now, payload, self._page_size))
         if self._first_pending is None:
             self._first_pending = (record_key, now)
@@ -87,16 +127,43 @@ class StreamWriter:
         self.last_arrival_us = now
         return record_key, record, now
 
+    def _check_key(self, key, encoded, last, previous_key):
+        """The slow path of the key checks, for the first key, a key below
+        ``last`` (the previous key's encoding) or beyond its kind's encodings,
+        and every tuple key.  Raises KeyKindError or KeyOrderError; returns
+        the bound below which the encodings of the stream's kind lie."""
+        kind = key_kind(key)
+        if self.key_kind is None:
+            self.key_kind = kind
+        elif kind != self.key_kind:
+            raise errors.KeyKindError(
+                f"key {key!r} ({_describe_type(key)}) cannot follow key {previous_key!r} "
+                f"({_describe_type(previous_key)}) in stream {self.stream!r}: keys of one stream must be of one kind "
+                "(numbers, str, bytes, or tuples of one length with one kind at each position)")
+        if encoded < last:
+            raise self._order_error(key, previous_key)
+        return _TUPLE_BOUND if type(kind) is tuple else _KIND_BOUND[kind]
+
     def _order_error(self, key, previous_key):
         return errors.KeyOrderError(f"key {key!r} is smaller than the previous key {previous_key!r} of stream "
                                     f"{self.stream!r}; keys must not decrease within a session")
+
+    def _unencodable_error(self, key, exc):
+        return errors.UnencodableRecord(f"the record with key {key!r} of stream {self.stream!r}: {exc}")
+
+    def _too_large_error(self, key, size):
+        return errors.RecordTooLarge(
+            f"the record with key {key!r} of stream {self.stream!r} is {size:,} bytes encoded, over the limit of "
+            f"{self.max_record_bytes:,} bytes (max_record_bytes)", size, self.max_record_bytes)
 
     def add_batch(self, batch, key_of, entries):
         """Encode each record of ``batch`` (keyed by ``key_of(record)``), all
         arrived now; append their ring entries to ``entries``.
 
-        On an error (see :meth:`add`, or a None record) the records before the
-        bad one stay added (and in ``entries``) and the error propagates.
+        On an error (see :meth:`add`; a None record; SourceFailed when
+        ``key_of`` raises, with that exception as ``__cause__``) the records
+        before the bad one stay added (and in ``entries``) and the error
+        propagates.
         """
         now = time_ns() // 1000
         if now < self.last_arrival_us:
@@ -107,6 +174,8 @@ class StreamWriter:
         entry_append = entries.append
         encode_k, encode_r, seq_pack = encode_key, encode_record, _seq_pack
         last = self.last_encoded_key or b""  # every encoding sorts after b""
+        bound = self._kind_bound
+        max_bytes = self.max_record_bytes
         previous_key = self.last_key
         seq = self.next_seq
         size = 0
@@ -116,15 +185,23 @@ class StreamWriter:
                 if record is None:
                     raise errors.StreamlogError("read() returned None inside a ReadBatch; None means 'no data' "
                                                 "and cannot be a record")
-                key = key_of(record)
+                try:
+                    key = key_of(record)
+                except Exception as exc:
+                    raise call_failed("key()", exc) from exc
                 encoded = encode_k(key)
-                if encoded < last:
-                    raise self._order_error(key, previous_key)
-                payload = encode_r(record)
+                if not last <= encoded < bound:
+                    bound = self._kind_bound = self._check_key(key, encoded, last, previous_key)
+                try:
+                    payload = encode_r(record)
+                except errors.UnencodableRecord as exc:
+                    raise self._unencodable_error(key, exc) from None
                 record_key = prefix + encoded + seq_pack(seq)
                 if len(payload) <= _INLINE_PAYLOAD:
                     pending_append((record_key, header + payload))
                 else:
+                    if len(payload) > max_bytes:
+                        raise self._too_large_error(key, len(payload))
                     self._pending.extend(records.entries(record_key, now, payload, self._page_size))
                 entry_append((record_key, record, now))
                 size += len(payload)
