@@ -118,8 +118,6 @@ class StreamWriter:
             self._pending.extend(records.entries(record_key, now, payload, self._page_size))
         if self._first_pending is None:
             self._first_pending = (record_key, now)
-            if self.key_types is None:
-                self.key_types = key_types_of(key)
         self._pending_bytes += len(payload)
         self.next_seq = seq + 1
         self.last_encoded_key = encoded
@@ -130,11 +128,13 @@ class StreamWriter:
     def _check_key(self, key, encoded, last, previous_key):
         """The slow path of the key checks, for the first key, a key below
         ``last`` (the previous key's encoding) or beyond its kind's encodings,
-        and every tuple key.  Raises KeyKindError or KeyOrderError; returns
-        the bound below which the encodings of the stream's kind lie."""
+        and every tuple key.  The first key sets the stream's ``key_kind``
+        and ``key_types``.  Raises KeyKindError or KeyOrderError; returns the
+        bound below which the encodings of the stream's kind lie."""
         kind = key_kind(key)
         if self.key_kind is None:
             self.key_kind = kind
+            self.key_types = key_types_of(key)
         elif kind != self.key_kind:
             raise errors.KeyKindError(
                 f"key {key!r} ({_describe_type(key)}) cannot follow key {previous_key!r} "
@@ -212,10 +212,7 @@ class StreamWriter:
             added = seq - first
             if added:
                 if self._first_pending is None:
-                    first_key, first_record, _ = entries[-added]
-                    self._first_pending = (first_key, now)
-                    if self.key_types is None:
-                        self.key_types = key_types_of(key_of(first_record))
+                    self._first_pending = (entries[-added][0], now)
                 self._pending_bytes += size
                 self.next_seq = seq
                 self.last_encoded_key = last
