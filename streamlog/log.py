@@ -23,6 +23,7 @@ STATUSES = ("live", "closed", "failed", "crashed")
 _PRUNE_BATCH = 2000
 _LAST_SESSION_ID = b"last_session_id"
 _PRUNE_TARGET = 0.8
+_NODE_OVERHEAD = 10  # an LMDB leaf node's header and its pointer in the page
 
 
 @dataclass(frozen=True)
@@ -377,8 +378,10 @@ class Log:
             removed = self._prune_oldest(lambda arrival: arrival < cutoff, live_ids)
             if removed:
                 return removed
-        if retention.max_bytes is not None and self.store.pages_in_use() * self.store.page_size > retention.max_bytes * _PRUNE_TARGET:
-            return self._prune_oldest(lambda arrival: True, live_ids)
+        if retention.max_bytes is not None:
+            excess = self.store.pages_in_use() * self.store.page_size - retention.max_bytes * _PRUNE_TARGET
+            if excess > 0:
+                return self._prune_oldest(lambda arrival: True, live_ids, bytes_wanted=excess)
         return 0
 
     def _prune_sessions(self, keep, live_ids):
@@ -393,26 +396,30 @@ class Log:
     def _delete_session_batch(self, session):
         return self.store.write(lambda txn: self._delete_records(txn, session.id, None, _PRUNE_BATCH, True))
 
-    def _prune_oldest(self, doomed, live_ids):
-        """Delete one batch of the oldest records for which ``doomed(arrival_us)``."""
+    def _prune_oldest(self, doomed, live_ids, bytes_wanted=None):
+        """Delete one batch of the oldest records for which ``doomed(arrival_us)``,
+        stopping once about ``bytes_wanted`` bytes of entries are gone (None: no
+        byte bound), so a byte limit trims the excess, not a whole batch."""
         for session in self.sessions():
             live = session.id in live_ids
             removed = self.store.write(
-                lambda txn: self._delete_records(txn, session.id, doomed, _PRUNE_BATCH, not live))
+                lambda txn: self._delete_records(txn, session.id, doomed, _PRUNE_BATCH, not live, bytes_wanted))
             if removed:
                 return removed
         return 0
 
-    def _delete_records(self, txn, session_id, doomed, budget, drop_empty_session):
+    def _delete_records(self, txn, session_id, doomed, budget, drop_empty_session, bytes_wanted=None):
         """Delete the oldest records of a session (all streams) while ``doomed``
-        (None = all), at most ``budget`` entries; keep the newest record of a
-        live stream.  Returns records deleted."""
+        (None = all), at most ``budget`` records and, with ``bytes_wanted``,
+        until the deleted entries (keys, values, node headers) reach it; keep
+        the newest record of a live stream.  Returns records deleted."""
         meta = self._read_meta(session_id, txn)
         if meta is None:
             return 0
         prefix = records.session_prefix(session_id)
         end = records.after_session(session_id)
         removed = 0
+        freed = 0
         for stream, counters in meta["streams"].items():
             db = self.store.records_db(stream)
             if db is None:
@@ -421,7 +428,8 @@ class Log:
             cursor = txn.cursor(db)
             if not cursor.set_range(prefix):
                 continue
-            while budget > 0 and counters["count"] > (1 if keep_last else 0):
+            while budget > 0 and counters["count"] > (1 if keep_last else 0) and (
+                    bytes_wanted is None or freed < bytes_wanted):
                 key = cursor.key()
                 if not key or key >= end:
                     break
@@ -430,9 +438,12 @@ class Log:
                     break
                 extra = value[8]
                 size = len(value) - records.HEADER_SIZE
+                freed += len(key) + len(value) + _NODE_OVERHEAD
                 cursor.delete()
                 for _ in range(extra):
-                    size += len(cursor.value())
+                    piece = cursor.value()
+                    size += len(piece)
+                    freed += len(cursor.key()) + len(piece) + _NODE_OVERHEAD
                     cursor.delete()
                 counters["count"] -= 1
                 counters["bytes"] -= size

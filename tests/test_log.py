@@ -47,8 +47,8 @@ def wait_for(predicate, timeout=30, what="condition"):
         time.sleep(0.005)
 
 
-def record(path, n, **kwargs):
-    with StreamBuffer(Counter(n), log=path, **kwargs) as buf:
+def record(path, n, payload=b"payload", **kwargs):
+    with StreamBuffer(Counter(n, payload=payload), log=path, **kwargs) as buf:
         buf.wait(60)
     return buf.session
 
@@ -192,6 +192,20 @@ def test_retention_by_bytes_bounds_the_file(tmp_path):
     assert keys == list(range(60_001 - len(keys), 60_001))
     with pytest.raises(errors.LogError, match="closed"):
         reader.tail()
+
+
+def test_retention_by_bytes_trims_the_excess_not_a_whole_batch(tmp_path):
+    """Over the limit, pruning removes about the excess: a 2 MB session under a
+    1 MiB limit keeps the newest records filling most of the limit."""
+    path = str(tmp_path / "rec.streamlog")
+    record(path, 4000, payload=b"b" * 512)
+    log = streamlog.Log(path)
+    limit = 1 << 20
+    removed = log.prune(Retention(max_bytes=limit))
+    used = log.stats()["bytes_used"]
+    assert 0.5 * limit <= used <= 0.8 * limit, f"{used} bytes in use under a {limit}-byte limit"
+    keys = [r[0] for r in log.session(-1).reader()]
+    assert keys == list(range(4001 - len(keys), 4001)) and len(keys) == 4000 - removed > 1000
 
 
 def test_a_reader_whose_next_record_was_pruned_is_told_how_many_it_missed(tmp_path):
