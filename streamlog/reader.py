@@ -86,6 +86,9 @@ class LiveFeed:
         preempted between publishing and notifying while this reader read
         what was published) sleeps again, and the next record must wake it.
         """
+        if self.store.inherited:  # the recorder thread did not survive the fork
+            raise errors.LogError(f"this reader's buffer records in process {self.store.pid}, not in this "
+                                  f"forked child; open the log again in the child to read it")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self.waiters += 1

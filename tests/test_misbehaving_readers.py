@@ -213,12 +213,15 @@ for i in range(1, 501):
 while buf.committed < 500:
     time.sleep(0.001)
 stored_reader = log.session(finished.session.id).reader()
+live_reader = buf.mk_reader()
+assert len(live_reader.read(500)) == 500
 
 child = os.fork()
 if child == 0:
     report = {
         "log": outcome(log.sessions),
         "reader": outcome(stored_reader.next),
+        "live_reader": outcome(live_reader.next),
         "prune": outcome(lambda: log.prune(Retention(max_sessions=1))),
         "close": outcome(log.close),
     }
@@ -254,6 +257,8 @@ def test_a_log_used_across_fork_fails_clearly_in_the_child_and_the_parent_record
                   f"open it again in the child")
     assert child == {
         "log": fork_error, "reader": fork_error, "prune": fork_error, "close": "no error",
+        "live_reader": (f"LogError: this reader's buffer records in process {pid}, not in this forked child; "
+                        f"open the log again in the child to read it"),
         "finished": True, "live": ["live", True],
         "write": f"LogLocked: {errors.LogLocked(path, pid)}",
     }
