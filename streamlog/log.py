@@ -380,8 +380,9 @@ class Log:
                 return removed
         if retention.max_bytes is not None:
             excess = self.store.pages_in_use() * self.store.page_size - retention.max_bytes * _PRUNE_TARGET
-            if excess > 0:
-                return self._prune_oldest(lambda arrival: True, live_ids, bytes_wanted=excess)
+            if excess > 0:  # at least 1/64 of the limit per step, so steps stay few
+                wanted = max(excess, retention.max_bytes / 64)
+                return self._prune_oldest(lambda arrival: True, live_ids, bytes_wanted=wanted)
         return 0
 
     def _prune_sessions(self, keep, live_ids):
