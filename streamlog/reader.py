@@ -263,6 +263,10 @@ class BufferReader:
                     more = self._entry_after_cursor(False, None)  # refills the read-ahead
                     if more is None or more is _END:
                         break
+                    if not ahead:  # served by the ring alone, not through the read-ahead
+                        self._advance(more)
+                        out.append(more[1])
+                        continue
                 take = min(n - len(out), len(ahead))
                 batch = [ahead.popleft() for _ in range(take)]
                 out.extend([e[1] for e in batch])
