@@ -100,7 +100,8 @@ class LogLocked(LogError):
     def __init__(self, path, pid):
         self.path = path
         self.pid = pid
-        super().__init__(f"log {path} is being written by another process (pid {pid})")
+        holder = f"pid {pid}" if pid is not None else "its pid is not written yet"
+        super().__init__(f"log {path} is being written by another process ({holder})")
 
 
 class SessionNotFound(LogError, LookupError):

@@ -557,7 +557,7 @@ class Store:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return _read_pid(fd)
+                return _holder_pid(fd)
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
         finally:
@@ -672,7 +672,7 @@ def _take_writer_lock(path):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        pid = _read_pid(fd)
+        pid = _holder_pid(fd)
         os.close(fd)
         raise errors.LogLocked(path, pid) from None
     os.ftruncate(fd, 0)
@@ -680,11 +680,25 @@ def _take_writer_lock(path):
     return fd
 
 
-def _read_pid(fd):
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip())
-    except ValueError:
-        return None
+def _holder_pid(fd, patience_s=0.5):
+    """The pid written in the writer lock ``fd`` (whose ``flock`` another
+    process holds), or None if none appears in time.
+
+    The holder writes its pid just after taking the lock, so until then the
+    file is empty or names a previous holder that has died: such a pid is
+    read again until it names a live process, for at most ``patience_s``.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            pid = int(os.pread(fd, 32, 0).decode().strip())
+        except ValueError:
+            pid = None
+        if pid is not None and _process_exists(pid):
+            return pid
+        if time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.005)
 
 
 _MIN_DATA_SIZE = 2 * 4096  # LMDB's two meta pages, at the smallest page size
