@@ -33,6 +33,8 @@ Layout (the first byte of every value is a tag):
 import math
 import struct
 
+import numpy as np
+
 from streamlog.errors import CorruptRecord, InvalidKey
 
 __all__ = ["encode_key", "decode_key", "decode_key_prefix", "key_types_of"]
@@ -47,6 +49,7 @@ _TAG_BYTES = 0x50
 _TAG_TUPLE = 0x60
 _END = 0x00  # ends a tuple
 
+_FLOAT_LIKE = (float, np.float32, np.float16)  # exactly representable as a Python float
 _SMALL = 8  # integer parts up to this many bytes have their length in the tag
 _INT_TAIL = b"\x00"  # fraction part of an integral number
 _STRING_END = b"\x00\x00"
@@ -104,7 +107,7 @@ def _encode_into(key, parts):
     elif isinstance(key, int):  # int subclasses such as IntEnum
         parts.append(_int_bytes(int(key)))
         parts.append(_INT_TAIL)
-    elif isinstance(key, float):  # float subclasses such as numpy.float64
+    elif isinstance(key, _FLOAT_LIKE):  # float subclasses such as numpy.float64; float32, float16
         parts.append(_float_bytes(float(key)))
     elif hasattr(type(key), "__index__"):  # integer-like objects such as numpy.int64
         parts.append(_int_bytes(_as_index(key)))
@@ -197,7 +200,7 @@ def key_types_of(key):
 def _types_of(key):
     if isinstance(key, tuple):
         return [_types_of(item) for item in key]
-    if isinstance(key, float):
+    if isinstance(key, _FLOAT_LIKE):
         return "float"
     if isinstance(key, str):
         return "str"

@@ -114,6 +114,19 @@ def test_order_of_numbers_mixing_ints_and_floats():
     assert len(set(encoded)) == len(encoded)
 
 
+def test_numpy_numbers_are_keys_equal_to_their_python_values():
+    import numpy as np
+
+    numbers = [np.float16(-2.5), np.int64(-2), np.float32(-0.25), np.uint8(0), np.float32(0.5), 1,
+               np.float16(1.5), np.float64(2.75), np.int32(3)]
+    encoded = [encode_key(n) for n in numbers]
+    assert encoded == sorted(encoded)
+    assert encode_key(np.float32(0.1)) == encode_key(float(np.float32(0.1)))
+    assert key_types_of(np.float32(1.5)) == "float" and key_types_of(np.int16(1)) == "int"
+    with pytest.raises(InvalidKey, match="NaN"):
+        encode_key(np.float32("nan"))
+
+
 def test_equal_numbers_have_identical_encodings():
     assert encode_key(1) == encode_key(1.0) == encode_key(True)
     assert encode_key(0) == encode_key(0.0) == encode_key(-0.0) == encode_key(False)
