@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import lmdb
@@ -11,7 +12,7 @@ import pytest
 
 import streamlog
 from streamlog import Retention, StreamBuffer, errors
-from helpers import Counter, run_python, start_python
+from helpers import REPO, Counter, run_python, start_python
 
 RECORDER = """
 import sys, time
@@ -314,3 +315,8 @@ def test_disk_full_fails_the_session_clearly_and_keeps_what_was_committed(tiny_d
     assert "the disk is full" in session.error
     stored = [r[0] for r in session.irange()]
     assert stored == list(range(1, len(stored) + 1)) and len(stored) > 1000
+    assert streamlog.Log(path, readonly=True).verify() == []
+    doctor = subprocess.run([sys.executable, "-m", "streamlog", "doctor", path], capture_output=True, text=True,
+                            timeout=60, cwd=REPO)
+    assert doctor.returncode == 0 and "healthy" in doctor.stdout, doctor.stdout + doctor.stderr
+    assert f"{len(stored)}" in doctor.stdout
