@@ -195,6 +195,7 @@ def test_bad_source_fails_clearly_and_keeps_every_record_before(tmp_path, source
     runner = CliRunner()  # (d) the CLI
     listed = runner.invoke(main, ["sessions", path])
     assert listed.exit_code == 0 and "failed" in listed.output.splitlines()[1]
+    assert listed.output.splitlines()[2].startswith(f"session {session.id} failed: {session.error[:100]}")
     shown = runner.invoke(main, ["info", path, str(session.id)])
     assert shown.exit_code == 0 and f"{'error':<11} {session.error}\n" in shown.output
     if source_options.get("raise_in") == "info":

@@ -21,10 +21,12 @@ import sys
 import time
 
 import pytest
+from click.testing import CliRunner
 
 import streamlog
 from helpers import REPO, run_python
 from streamlog import Retention, StreamBuffer
+from streamlog.cli import main
 from streamlog.sources.command import CommandSource
 
 DEADLINE_S = 60.0
@@ -266,3 +268,6 @@ def test_a_second_recorder_is_refused_naming_the_first_and_takes_over_once_it_is
         produced = crash_trials.read_progress(tmp_path / "second.progress")
         assert stored_keys(closed) == list(range(1, produced + 1))
         assert [note.split(" was left live")[0] for note in log.verify()] == ["session 1"]
+    listed = CliRunner().invoke(main, ["sessions", str(path)])
+    assert listed.exit_code == 0 and listed.output.splitlines()[-1] == (
+        f"session 1 crashed: its recorder (pid {first.pid}) died; it holds what was committed before")

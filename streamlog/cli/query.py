@@ -101,7 +101,8 @@ def sessions(log, as_json):
     """List the sessions of LOG, oldest first.
 
     Columns: id, status (live, closed, failed, crashed), start (local time),
-    duration, records stored, bytes, key span, record rate and source.
+    duration, records stored, bytes, key span, record rate and source.  A
+    line under the table says why each failed or crashed session ended.
 
     Example: streamlog sessions ./mylog --json
     """
@@ -124,6 +125,12 @@ def sessions(log, as_json):
             _shorten(s["source"], 40),
         ))
     _echo_table(table, right_aligned={0, 4, 5, 7})
+    for s in summaries:
+        if s["status"] == "failed":
+            click.echo(f"session {s['id']} failed: {_shorten(s['error'] or 'no error recorded', 160)}")
+        elif s["status"] == "crashed":
+            click.echo(f"session {s['id']} crashed: its recorder (pid {s['pid']}) died; it holds what was "
+                       f"committed before")
 
 
 def _echo_table(table, right_aligned):
