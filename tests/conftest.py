@@ -79,3 +79,15 @@ def lab_log(tmp_path):
     """A fresh log for one test, closed after it."""
     with streamlog.Log(tmp_path / "lab.log") as log:
         yield log
+
+
+@pytest.fixture
+def processes():
+    """Child processes a test starts (append them); any still running at the
+    end of the test are killed and reaped."""
+    started = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)

@@ -1,5 +1,6 @@
 """Small real sources and subprocess helpers shared by the core tests."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -8,6 +9,20 @@ import textwrap
 from streamlog import SourceReader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(REPO, "tools")
+
+
+def load_tool(name):
+    """Import ``tools/<name>.py`` as a module (the tools import each other, so
+    ``tools/`` is on ``sys.path`` while it loads)."""
+    sys.path.insert(0, TOOLS)
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_tool", os.path.join(TOOLS, f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(TOOLS)
 
 
 class Counter(SourceReader):

@@ -7,7 +7,6 @@ asserted: only that it completes, that every row is there (a peer may be
 skipped only with a reason) and that streamlog lost no record.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,8 +14,9 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(REPO, "tools", "bench.py")
+from helpers import TOOLS, load_tool
+
+BENCH = os.path.join(TOOLS, "bench.py")
 
 EXPECTED_ROWS = {
     "ingest": ["streamlog, read() per record", "streamlog, ReadBatch(1000)", "raw py-lmdb, sync (fsync per commit)",
@@ -41,17 +41,6 @@ def report(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert os.listdir(scratch) == [], "bench.py left scratch files behind"
     return json.loads(proc.stdout)
-
-
-def load_bench_module():
-    sys.path.insert(0, os.path.dirname(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(os.path.dirname(BENCH))
 
 
 def test_every_figure_ran_without_failures(report):
@@ -101,7 +90,7 @@ def test_memory_sampled_through_the_recording(report):
 def test_every_target_is_evaluated(report):
     """Each target has a value and a verdict, unless the peer it compares
     with was skipped (not installed here)."""
-    bench = load_bench_module()
+    bench = load_tool("bench")
     assert len(report["targets"]) == len(bench.TARGETS)
     skipped = {(f["figure"], s["label"]) for f in report["figures"] for s in f["skipped"]}
     for target in report["targets"]:
@@ -113,7 +102,7 @@ def test_every_target_is_evaluated(report):
 
 
 def test_table_shows_every_row_and_target(report):
-    bench = load_bench_module()
+    bench = load_tool("bench")
     text = bench.render(report)
     for fig in report["figures"]:
         assert fig["title"] in text

@@ -68,17 +68,6 @@ def sessions_json(log):
     return json.loads(run("sessions", log, "--json"))
 
 
-@pytest.fixture
-def processes():
-    """Children started by a test; any still running at the end are killed."""
-    started = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def test_follow_and_range_while_recording_then_sigint(tmp_path, processes):
     log = tmp_path / "live.streamlog"
     recorder = start("record", "synth", log, "--rate", 1000, "--block", 10)

@@ -12,7 +12,6 @@ Every child is a real ``sys.executable`` process recording into a real LMDB
 log in ``tmp_path``; nothing is timed, only counted.
 """
 
-import importlib.util
 import os
 import random
 import signal
@@ -24,20 +23,13 @@ import pytest
 from click.testing import CliRunner
 
 import streamlog
-from helpers import REPO, run_python
+from helpers import REPO, load_tool, run_python
 from streamlog import Retention, StreamBuffer
 from streamlog.cli import main
 from streamlog.sources.command import CommandSource
 
 DEADLINE_S = 60.0
 SEED = 61125
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 crash_trials = load_tool("crash_trials")  # with the progress-file helpers of tools/crash_child.py
@@ -49,17 +41,6 @@ def wait_for(predicate, what):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.002)
-
-
-@pytest.fixture
-def processes():
-    """Children started by a test; any still running at the end are killed."""
-    started = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(DEADLINE_S)
 
 
 def start_recorder(processes, path, progress, mode="full"):

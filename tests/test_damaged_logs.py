@@ -17,66 +17,20 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
 import pytest
 
-from streamlog import ReadBatch, SourceReader, StreamBuffer
-from helpers import REPO
+from helpers import REPO, load_tool
 
 TIMEOUT = 60
-PAGE = 4096
-
-READ_ALL = """
-import sys
-import streamlog
-from streamlog import errors
-try:
-    with streamlog.Log(sys.argv[1]) as log:
-        for session in log.sessions():
-            for stream in session.streams:
-                session.stream_info(stream)
-                for _ in session.irange(stream=stream):
-                    pass
-        print(f"read; {len(log.verify())} problem(s)")
-except errors.StreamlogError as exc:
-    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-    sys.exit(1)
-"""
-
-
-class Shapes(SourceReader):
-    """Records of every layout: small tuples, 4 KiB arrays (an overflow
-    page each), nested containers, arrays of varying size with big ints."""
-
-    sleep_time_on_read_none_s = 0.001
-
-    def __init__(self, n):
-        self.n = n
-
-    def open(self):
-        self.done = False
-
-    def read(self):
-        """Every record in one batch, so one group commit: the same page layout every time."""
-        if self.done:
-            raise StopIteration
-        self.done = True
-        return ReadBatch([(i, b"x" * (i % 50)), (i, np.full(2048, i, dtype="<i2")), (i, {"a": [i, "s" * (i % 30)]}),
-                          (i, np.arange(i % 700, dtype="<f4"), 2**70 + i)][i % 4] for i in range(1, self.n + 1))
-
-    def close(self):
-        pass
-
-    def key(self, data):
-        return data[0]
+fuzz_logs = load_tool("fuzz_logs")  # the log every case damages, and the script reading it all
+PAGE = fuzz_logs.PAGE
+READ_ALL = fuzz_logs.READ_ALL
 
 
 @pytest.fixture(scope="module")
 def healthy_log(tmp_path_factory):
     path = tmp_path_factory.mktemp("damaged") / "base.streamlog"
-    for n in (200, 300):
-        with StreamBuffer(Shapes(n), log=str(path), maxlen=50) as buf:
-            buf.wait(60)
+    fuzz_logs.make_log(str(path))
     return path
 
 

@@ -8,7 +8,6 @@ code the load tool measures with.  No timing is asserted: only counts,
 order, payloads and the soak tool's checks that do not depend on speed.
 """
 
-import importlib.util
 import os
 import re
 import queue
@@ -19,23 +18,10 @@ import time
 
 import pytest
 
-from helpers import Counter, Gate, start_python
+from helpers import TOOLS, Counter, Gate, load_tool, start_python
 from streamlog import StreamBuffer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = os.path.join(REPO, "tools")
 SOAK = os.path.join(TOOLS, "soak.py")
-
-
-def load_tool(name):
-    sys.path.insert(0, TOOLS)
-    try:
-        spec = importlib.util.spec_from_file_location(f"{name}_tool", os.path.join(TOOLS, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(TOOLS)
 
 
 load = load_tool("load")

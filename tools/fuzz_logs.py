@@ -45,7 +45,7 @@ try:
                 session.stream_info(stream)
                 for _ in session.irange(stream=stream):
                     pass
-        log.verify()
+        print(f"read; {len(log.verify())} problem(s)")
 except errors.StreamlogError as exc:
     print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
     sys.exit(1)
