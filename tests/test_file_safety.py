@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import streamlog
-from streamlog import Retention, StreamBuffer, errors
+from streamlog import StreamBuffer, errors
 from streamlog.cli import main
 from streamlog.sources.audio import WavFileSourceReader
 from streamlog.store import DATA_FILE, DIR_MODE, FILE_MODE, LMDB_LOCK_FILE, WRITER_LOCK_FILE
