@@ -32,6 +32,7 @@ from streamlog import errors
 from streamlog.errors import AudioFormatError, AudioGapError
 from streamlog.sources.audio import AudioTimeline, resolve_sample_format
 from streamlog.sources.markers import MARKERS_STREAM
+from streamlog.store import FILE_MODE
 
 SILENCE_CHUNK_FRAMES = 1 << 16  # frames of silence written at once for a gap in a WAV export
 
@@ -262,7 +263,7 @@ def export_wav(session, path, start=None, stop=None, progress=None, *, stream="m
     partial = f"{path}.partial"
     gaps = []
     written = 0
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # never through a link
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)  # never through a link
     try:
         with open(fd, "wb") as file, wave.open(file, "wb") as wav:
             wav.setnchannels(audio.channels)

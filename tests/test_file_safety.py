@@ -26,12 +26,24 @@ MAKE_LOG = """
 import json, os, stat, sys
 os.umask(int(sys.argv[2], 8))
 import streamlog
-from streamlog import Retention
+
+class Numbers(streamlog.SourceReader):
+    def open(self): self.i = 0
+    def read(self):
+        self.i += 1
+        if self.i > 3: raise StopIteration
+        return (self.i, "x")
+    def close(self): pass
+    def key(self, data): return data[0]
 
 path = os.path.join(sys.argv[1], "new", "deeper", "rec.streamlog")
-with streamlog.Log(path) as log:
-    log.prune(Retention(max_sessions=1))  # takes the writer lock, so writer.lock exists
-made = ["new", "new/deeper", "new/deeper/rec.streamlog"] + [
+with streamlog.StreamBuffer(Numbers(), log=path) as buf:  # records, so writer.lock exists
+    buf.wait(30)
+from click.testing import CliRunner
+from streamlog.cli import main
+exported = CliRunner().invoke(main, ["export", path, "-o", os.path.join(sys.argv[1], "new", "out.jsonl")])
+assert exported.exit_code == 0, exported.output
+made = ["new", "new/deeper", "new/deeper/rec.streamlog", "new/out.jsonl"] + [
     f"new/deeper/rec.streamlog/{name}" for name in ("data.mdb", "lock.mdb", "writer.lock")]
 print(json.dumps({name: stat.S_IMODE(os.stat(os.path.join(sys.argv[1], name)).st_mode) for name in made}))
 """
@@ -42,7 +54,7 @@ def test_a_new_log_respects_the_umask_and_is_never_world_writable(tmp_path, umas
     modes = json.loads(run_python(MAKE_LOG, tmp_path, oct(umask)).stdout)
     directories = ["new", "new/deeper", "new/deeper/rec.streamlog"]
     assert modes == {name: (DIR_MODE if name in directories else FILE_MODE) & ~umask for name in modes}
-    assert len(modes) == 6
+    assert len(modes) == 7
     assert not any(mode & stat.S_IWOTH for mode in modes.values())
 
 

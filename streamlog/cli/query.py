@@ -16,6 +16,7 @@ from streamlog.cli.common import (
     open_log, parse_key, pick_session, refuse_existing, session_option, stream_option,
 )
 from streamlog.codec import to_jsonable
+from streamlog.store import FILE_MODE
 
 __all__ = ["sessions", "info", "head", "tail", "range_", "export", "session_summary", "describe_source",
            "write_npy"]
@@ -382,7 +383,7 @@ def _write_atomically(output, fmt, records, upper_bound):
     link or into an existing file; see :func:`refuse_existing`)."""
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
     with refuse_existing(partial):
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     try:
         if fmt == "npy":
             with open(fd, "wb") as f:
