@@ -128,12 +128,24 @@ def test_command_that_does_not_exist_is_one_line_error(tmp_path):
     (["--max-bytes", "10XB"], "'10XB' is not a size"),
     (["--max-bytes", "10KB"], "at least 1 MiB"),
     (["--durability", "sometimes"], "sometimes"),
+    (["--max-record-bytes", "0"], "at least 1 byte"),
     (["--count", "-1"], "-1"),
 ])
 def test_bad_options_are_usage_errors(tmp_path, args, message):
     result = invoke("record", "synth", tmp_path / "x.streamlog", "--fast", *args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_a_record_over_max_record_bytes_fails_the_session_and_keeps_the_lines_before(tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("short\n" + "x" * 3000 + "\nafter\n")
+    log = tmp_path / "l.streamlog"
+    result = invoke("record", "lines", log, text, "--max-record-bytes", "1KiB")
+    assert result.exit_code == 1
+    assert "over the limit of 1,024 bytes (max_record_bytes)" in one_line_error(result)
+    session = Log(log, readonly=True).session(-1)
+    assert session.status == "failed" and list(session.irange()) == [(1, "short")]
 
 
 def test_log_locked_by_another_writer_names_its_pid(tmp_path):
@@ -181,7 +193,8 @@ def record_broken_source(log):
     @click.command()
     def broken():
         run_recording(BrokenSource(), str(log), duration=None, maxlen=10, max_bytes=None,
-                      max_age=None, max_sessions=None, durability="full", info_pairs=(), quiet=False)
+                      max_age=None, max_sessions=None, durability="full", max_record_bytes=1 << 20, info_pairs=(),
+                      quiet=False)
 
     return CliRunner().invoke(broken)
 

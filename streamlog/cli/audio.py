@@ -41,8 +41,8 @@ FINISH_TIMEOUT_S = 5.0  # how long a stop waits for the buffers already captured
 @click.option("--markers", is_flag=True,
               help=f"Record each line typed on stdin as a marker (label = the line) in stream "
                    f"'{MARKERS_STREAM}' of the session; the end of stdin (Ctrl-D) also ends the recording.")
-def record_audio(log, duration, maxlen, max_bytes, max_age, max_sessions, durability, info_pairs, quiet,
-                 rate, channels, width, sample_format, frames_per_buffer, device_index, max_frames, markers):
+def record_audio(log, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes, info_pairs,
+                 quiet, rate, channels, width, sample_format, frames_per_buffer, device_index, max_frames, markers):
     """Record an audio input device into LOG: one record (t_us, samples,
     frames, status) per buffer, keyed by the time of its first sample, until
     Ctrl-C, SIGTERM, --duration, --frames or (with --markers) the end of
@@ -57,7 +57,7 @@ def record_audio(log, duration, maxlen, max_bytes, max_age, max_sessions, durabi
                                  input_device_index=device_index, sample_format=sample_format,
                                  max_frames=max_frames)
     buffer = StreamBuffer(source, log=os.fspath(log), maxlen=maxlen, durability=durability, info=parse_info(info_pairs),
-                          retention=make_retention(max_bytes, max_age, max_sessions))
+                          retention=make_retention(max_bytes, max_age, max_sessions), max_record_bytes=max_record_bytes)
     with stop_requested_on_signals() as stop:
         buffer.start()
         try:

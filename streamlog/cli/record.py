@@ -52,6 +52,9 @@ def recording_options(command):
                      help="Retention: keep only the newest N sessions."),
         click.option("--durability", type=click.Choice(["full", "normal", "off"]), default="full", show_default=True,
                      help="full: fsync every commit; normal: no meta-page fsync; off: no fsync."),
+        click.option("--max-record-bytes", type=SIZE, default="256MiB", show_default=True, metavar="SIZE",
+                     callback=_at_least_one_byte,
+                     help="A larger record ends the session as failed (every record before it is kept)."),
         click.option("--info", "info_pairs", multiple=True, metavar="KEY=VALUE",
                      help="Store KEY=VALUE with the session (repeatable)."),
         click.option("--quiet", "-q", is_flag=True, help="Print neither the start notice nor the summary."),
@@ -59,6 +62,12 @@ def recording_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _at_least_one_byte(ctx, param, value):
+    if value < 1:
+        raise click.BadParameter(f"must be at least 1 byte, not {value}")
+    return value
 
 
 def parse_info(pairs):
@@ -104,7 +113,8 @@ def stop_requested_on_signals():
             signal.signal(signum, handler)
 
 
-def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sessions, durability, info_pairs, quiet):
+def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes,
+                  info_pairs, quiet):
     """Record ``source`` into ``log`` until a stop request (SIGINT/SIGTERM),
     ``duration`` seconds or the end of the source; print the summary.
 
@@ -113,7 +123,7 @@ def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sess
     info = parse_info(info_pairs)
     retention = make_retention(max_bytes, max_age, max_sessions)
     buffer = StreamBuffer(source, log=os.fspath(log), maxlen=maxlen, retention=retention,
-                          durability=durability, info=info)
+                          durability=durability, info=info, max_record_bytes=max_record_bytes)
     with stop_requested_on_signals() as stop:
         buffer.start()
         try:
@@ -162,11 +172,12 @@ def recording_command(name, short_help, help_text, example):
         @log_argument
         @recording_options
         @functools.wraps(make_source)  # carries over the source's own click parameters
-        def command(log, duration, maxlen, max_bytes, max_age, max_sessions, durability, info_pairs, quiet,
-                    **source_options):
+        def command(log, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes,
+                    info_pairs, quiet, **source_options):
             source = make_source(**source_options)
             run_recording(source, log, duration=duration, maxlen=maxlen, max_bytes=max_bytes, max_age=max_age,
-                          max_sessions=max_sessions, durability=durability, info_pairs=info_pairs, quiet=quiet)
+                          max_sessions=max_sessions, durability=durability, max_record_bytes=max_record_bytes,
+                          info_pairs=info_pairs, quiet=quiet)
         return command
     return register
 
