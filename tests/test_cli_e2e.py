@@ -3,54 +3,26 @@ follow and query the same log while it runs."""
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
+import time
 
 import pytest
 
+from helpers import load_tool
+
 STREAMLOG = [sys.executable, "-m", "streamlog"]
 DEADLINE_S = 30.0
+ChildLines = load_tool("crash_trials").ChildLines
 
 
-class PipeLines:
-    """Collects the lines of a child's pipe in a background thread, so the
-    test can wait for them with a deadline instead of blocking on the pipe."""
-
-    def __init__(self, pipe):
-        self.lines = []
-        self._queue = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, pipe):
-        for line in pipe:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, predicate, what):
-        """Collect lines until ``predicate(self.lines)`` holds; fail at the deadline or at end of output."""
-        while not predicate(self.lines):
-            try:
-                line = self._queue.get(timeout=DEADLINE_S)
-            except queue.Empty:
-                pytest.fail(f"timed out waiting for {what}; got {self.lines}")
-            if line is None:
-                pytest.fail(f"output ended before {what}; got {self.lines}")
-            self.lines.append(line)
-        return self.lines
-
-    def rest(self):
-        """Every line up to the end of the output (the child has exited)."""
-        self._thread.join(DEADLINE_S)
-        while True:
-            line = self._queue.get_nowait()
-            if line is None:
-                return self.lines
-            self.lines.append(line)
+def wait_for_lines(lines, predicate, what):
+    """Collect ``lines`` (a ChildLines) until ``predicate(lines.lines)``; fail at the deadline or the end of output."""
+    if not lines.wait_for(predicate, time.monotonic() + DEADLINE_S):
+        pytest.fail(f"no {what} (output ended or timed out); got {lines.lines}")
+    return lines.lines
 
 
 def start(*args, **kwargs):
@@ -72,13 +44,13 @@ def test_follow_and_range_while_recording_then_sigint(tmp_path, processes):
     log = tmp_path / "live.streamlog"
     recorder = start("record", "synth", log, "--rate", 1000, "--block", 10)
     processes.append(recorder)
-    notices = PipeLines(recorder.stderr)
-    notices.wait_for(lambda lines: any("recording session 1" in line for line in lines), "the recorder to start")
+    wait_for_lines(ChildLines(recorder.stderr), lambda lines: any("recording session 1" in line for line in lines),
+                   "notice that the recorder started")
 
     follower = start("follow", log, "--format", "jsonl")
     processes.append(follower)
-    followed = PipeLines(follower.stdout)
-    followed.wait_for(lambda lines: len(lines) >= 20, "20 followed records")
+    followed = ChildLines(follower.stdout)
+    wait_for_lines(followed, lambda lines: len(lines) >= 20, "20 followed records")
 
     ranged = [json.loads(line)[0] for line in run("range", log, 0, 9, "--format", "jsonl").splitlines()]
     assert ranged == list(range(10))
@@ -103,12 +75,12 @@ def test_record_cmd_sigterm_stops_the_child_and_stores_its_status(tmp_path, proc
     ticker = "import itertools, time\nfor i in itertools.count():\n    print(i, flush=True)\n    time.sleep(0.01)\n"
     recorder = start("record", "cmd", log, "--", sys.executable, "-c", ticker)
     processes.append(recorder)
-    PipeLines(recorder.stderr).wait_for(lambda lines: any("recording session" in line for line in lines),
-                                        "the recorder to start")
+    wait_for_lines(ChildLines(recorder.stderr), lambda lines: any("recording session" in line for line in lines),
+                   "notice that the recorder started")
     follower = start("follow", log, "--from-start", "--format", "csv")
     processes.append(follower)
-    followed = PipeLines(follower.stdout)
-    followed.wait_for(lambda lines: len(lines) >= 6, "a header and 5 followed lines")
+    followed = ChildLines(follower.stdout)
+    wait_for_lines(followed, lambda lines: len(lines) >= 6, "header and 5 followed lines")
     assert followed.lines[0] == "value0,value1,value2"
     assert [row.split(",")[1:] for row in followed.lines[1:6]] == [["stdout", str(i)] for i in range(5)]
 

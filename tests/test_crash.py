@@ -49,7 +49,8 @@ def start_recorder(processes, path, progress, mode="full"):
     child = crash_trials.start_child(str(path), str(progress), mode)
     processes.append(child)
     lines = crash_trials.ChildLines(child.stdout)
-    assert lines.wait_for("committed", time.monotonic() + DEADLINE_S), child.stderr.read()
+    assert lines.wait_for(crash_trials.newest_starts_with("committed"), time.monotonic() + DEADLINE_S), \
+        child.stderr.read()
     return child, lines
 
 

@@ -124,8 +124,9 @@ class ShortCount(SourceReader):
 
 
 class ChildLines:
-    """Collects the child's stdout lines in a thread; a line without its
-    newline (cut by the kill) is not a line."""
+    """Collects the lines of a child's pipe in a thread, so a caller can wait
+    for them with a deadline; a line without its newline (cut by a kill) is
+    not a line."""
 
     def __init__(self, pipe):
         self.lines = []
@@ -139,10 +140,10 @@ class ChildLines:
                 self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
-    def wait_for(self, prefix, deadline):
-        """Return once a line starting with ``prefix`` arrived; False when the
-        child's output ended or the deadline passed first."""
-        while True:
+    def wait_for(self, predicate, deadline):
+        """Collect lines until ``predicate(lines)`` holds (True); False when the
+        child's output ended or the ``time.monotonic()`` deadline passed first."""
+        while not predicate(self.lines):
             try:
                 line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -151,8 +152,7 @@ class ChildLines:
                 self._queue.put(None)
                 return False
             self.lines.append(line)
-            if line.startswith(prefix):
-                return True
+        return True
 
     def rest(self):
         """All lines, once the child's stdout has ended."""
@@ -162,6 +162,11 @@ class ChildLines:
             if line is None:
                 return self.lines
             self.lines.append(line)
+
+
+def newest_starts_with(prefix):
+    """A :meth:`ChildLines.wait_for` predicate: the newest line starts with ``prefix``."""
+    return lambda lines: bool(lines) and lines[-1].startswith(prefix)
 
 
 def start_child(path, progress, mode, *, max_bytes=None, payload=PAYLOAD, rate=RATE):
@@ -187,7 +192,7 @@ def run_trial(directory, number, mode, phase, delay_s):
     try:
         lines = ChildLines(child.stdout)
         trigger = "opening" if phase == "early" else "session"
-        if not lines.wait_for(trigger, time.monotonic() + DEADLINE_S):
+        if not lines.wait_for(newest_starts_with(trigger), time.monotonic() + DEADLINE_S):
             child.kill()
             child.wait(DEADLINE_S)
             trial.problems.append(f"the child never printed {trigger!r}: {child.stderr.read().strip()}")
