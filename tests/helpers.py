@@ -109,3 +109,20 @@ def start_python(code, *args, **kwargs):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+
+
+def reference_order(key):
+    """Sort key spelling out the documented key order: numbers (by exact
+    value, as Python compares int with float) < str < bytes < tuple."""
+    if isinstance(key, tuple):
+        return (3, tuple(reference_order(item) for item in key))
+    if isinstance(key, bytes):
+        return (2, key)
+    if isinstance(key, str):
+        return (1, key)
+    return (0, key)
+
+
+def sign(a, b):
+    """-1, 0 or 1 as ``a`` is below, equal to or above ``b``."""
+    return (a > b) - (a < b)

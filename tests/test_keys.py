@@ -8,17 +8,7 @@ import pytest
 
 from streamlog.errors import InvalidKey, NotALog
 from streamlog.keys import decode_key, decode_key_prefix, encode_key, key_types_of
-
-
-def reference_order(key):
-    """Sort key that spells out the documented order: numbers < str < bytes < tuple."""
-    if isinstance(key, tuple):
-        return (3, tuple(reference_order(item) for item in key))
-    if isinstance(key, bytes):
-        return (2, key)
-    if isinstance(key, str):
-        return (1, key)
-    return (0, key)
+from helpers import reference_order, sign
 
 
 def random_int(rng):
@@ -77,10 +67,6 @@ def random_key(rng, depth=0):
     if choice == 3:
         return random_bytes(rng)
     return tuple(random_key(rng, depth + 1) for _ in range(rng.randrange(4)))
-
-
-def sign(a, b):
-    return (a > b) - (a < b)
 
 
 @pytest.fixture(scope="module")

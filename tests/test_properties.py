@@ -30,26 +30,10 @@ from streamlog import SourceReader, StreamBuffer, errors
 from streamlog.errors import InvalidKey
 from streamlog import reader as reader_module
 from streamlog.keys import decode_key, decode_key_prefix, encode_key, key_types_of
-from helpers import Gate
+from helpers import Gate, reference_order, sign
 
 # --------------------------------------------------------------------------
 # keys
-
-
-def reference_order(key):
-    """Sort key spelling out the documented order: numbers (by exact value,
-    as Python compares int with float) < str < bytes < tuple."""
-    if isinstance(key, tuple):
-        return (3, tuple(reference_order(item) for item in key))
-    if isinstance(key, bytes):
-        return (2, key)
-    if isinstance(key, str):
-        return (1, key)
-    return (0, key)
-
-
-def sign(a, b):
-    return (a > b) - (a < b)
 
 
 def exact_types(key):
