@@ -14,26 +14,19 @@ import shutil
 import tempfile
 import threading
 import time
-import weakref
 from contextlib import contextmanager
 
 from streamlog import errors
-from streamlog.log import DEFAULT_STREAM, Log, Retention
+from streamlog.catalog import DEFAULT_STREAM
+from streamlog.log import Log
 from streamlog.reader import BufferReader, LiveFeed
+from streamlog.retention import Pruner, Retention
 from streamlog.ring import Ring
 from streamlog.source import ReadBatch, SourceReader, call_failed
 from streamlog.store import DURABILITY_MODES
 from streamlog.writer import DEFAULT_MAX_RECORD_BYTES, StreamWriter
 
 DRAIN_LIMIT_S = 2.0
-_live_sessions = weakref.WeakKeyDictionary()  # Store -> {session id: buffers recording it}
-_live_lock = threading.Lock()
-
-
-def live_session_ids(store):
-    """Ids of the sessions being recorded into ``store`` by this process."""
-    with _live_lock:
-        return set(_live_sessions.get(store, {}).keys())
 
 
 class StreamBuffer:
@@ -145,20 +138,22 @@ class StreamBuffer:
         self.log = self._open_log()
         self.durability = self.log.durability
         try:
-            self.log._begin_writing()
+            self.log.begin_writing()
         except BaseException:
             self._release_log()
             raise
         try:
             self._open_session()
         except BaseException:
-            self.log._end_writing()
+            self.log.end_writing()
             self._release_log()
             raise
-        self._writer = StreamWriter(self.log, self.session.id, self.stream, self.max_record_bytes)
+        catalog = self.log.catalog
+        self._writer = writer = StreamWriter(catalog, self.session.id, self.stream, self.max_record_bytes)
         capacity = None if self.maxlen is None else self.maxlen + self.commit_records
         self._ring = Ring(capacity)
-        self._feed = LiveFeed(self)
+        self._feed = LiveFeed(self._ring, catalog.store, self.session.id, self.stream, writer.db, writer.time_db)
+        self._pruner = Pruner(catalog)
         self._write_lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._ended = threading.Event()
@@ -167,9 +162,7 @@ class StreamBuffer:
         self._retention_due = 0.0
         max_bytes = self.retention.max_bytes if self.retention is not None else None
         self._commit_bytes = max_bytes // 32 if max_bytes else 64 << 20
-        with _live_lock:
-            recording = _live_sessions.setdefault(self.log.store, {})
-            recording[self.session.id] = recording.get(self.session.id, 0) + 1
+        catalog.begin_recording(self.session.id)
         self._thread = threading.Thread(target=self._record, name=f"streamlog-recorder-{self.session.id}",
                                         daemon=True)
         self._flusher = threading.Thread(target=self._flush_when_idle, name="streamlog-flusher", daemon=True)
@@ -196,12 +189,12 @@ class StreamBuffer:
         if joined is not None:
             if joined.log.store is not self.log.store:
                 raise ValueError("session= must be a session of the same log")
-            self.log._add_stream(joined.id, self.stream)
+            self.log.catalog.add_stream(joined.id, self.stream)
             self.session = self.log.session(joined.id)
             return
         source_info, self._info_failure = _source_info(self.source_reader)
         info = {**source_info, **self._user_info}
-        session_id = self.log._create_session(self.stream, info, self.durability)
+        session_id = self.log.catalog.create_session(self.stream, info, self.durability)
         self.session = self.log.session(session_id)
 
     def wait(self, timeout=None):
@@ -224,12 +217,8 @@ class StreamBuffer:
         self._thread.join()
         self._has_pending.set()
         self._flusher.join()
-        with _live_lock:
-            recording = _live_sessions[self.log.store]
-            recording[self.session.id] -= 1
-            if not recording[self.session.id]:
-                del recording[self.session.id]
-        self.log._end_writing()
+        self.log.catalog.end_recording(self.session.id)
+        self.log.end_writing()
         self.session.refresh()
 
     def close(self):
@@ -285,8 +274,6 @@ class StreamBuffer:
         interval_us = self.commit_interval_s * 1e6
         writer = self._writer
         add = writer.add
-        add_batch = writer.add_batch
-        publish = self._ring.append
         publish_all = self._ring.extend
         feed = self._feed
         has_pending = self._has_pending
@@ -305,18 +292,11 @@ class StreamBuffer:
                 stop_requested.wait(source.sleep_time_on_read_none_s)
                 continue
             with self._write_lock:
-                if type(data) is ReadBatch:
-                    entries = []
-                    try:
-                        add_batch(data, key_of, entries)
-                    finally:
-                        publish_all(entries)
-                else:
-                    try:
-                        key = key_of(data)
-                    except Exception as exc:
-                        raise call_failed("key()", exc) from exc
-                    publish(add(key, data))
+                entries = []
+                try:
+                    add(data if type(data) is ReadBatch else (data,), key_of, entries)
+                finally:
+                    publish_all(entries)
                 if not has_pending.is_set():
                     has_pending.set()
                 if feed.waiters and not feed.notified:
@@ -337,7 +317,7 @@ class StreamBuffer:
                 budget = 2 * added + 1
                 removed = 0
                 while removed < budget:
-                    step = self.log._prune_step(self.retention, live_session_ids(self.log.store))
+                    step = self._pruner.step(self.retention)
                     if not step:
                         break
                     removed += step
@@ -409,7 +389,7 @@ class StreamBuffer:
                 self._fail(exc, "final commit failed; the records after the last commit are lost")
             error = self._error[0] if self._error else None
             try:
-                self.log._end_stream(self.session.id, self.stream, error=error, info=info, end_session=owner)
+                self.log.catalog.end_stream(self.session.id, self.stream, error=error, info=info, end_session=owner)
             except errors.StreamlogError as exc:
                 self._fail(exc, "could not mark the session ended")
         self._feed.end(self._error)

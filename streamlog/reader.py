@@ -13,28 +13,75 @@ import threading
 import time
 from collections import deque
 from itertools import islice
+from typing import Any, List, Optional, Protocol
 
 from streamlog import errors, records
 from streamlog.keys import encode_key
-from streamlog.store import SEQ, TIME_US
 
 _READ_AHEAD = 1024
 _SCAN_CHUNK = 4096
 _POLL_S = 0.001
-_ABOVE_ANY_SUFFIX = b"\xff" * (SEQ.size + 3)
 _END = object()
+# what the scans yield per record: (record key, record), (record key, arrival_us, record), or the record alone
+_ENTRIES, _TIMED, _RECORDS = "entries", "timed", "records"
+
+
+class Feed(Protocol):
+    """What a :class:`BufferReader` reads through: one stream of one session.
+
+    Sequence numbers count the stream's records from 0.  A *ring entry* is
+    ``(record key, record, arrival_us)``; record keys (see
+    :mod:`streamlog.records`) order the records.  ``db`` and ``time_db`` are
+    the stream's LMDB databases in ``store`` (None while they do not exist).
+    """
+
+    store: Any
+    session_id: int
+    stream: str
+    db: Any
+    time_db: Any
+    ended: bool
+    """True once the stream has ended (no record will follow ``high()``)."""
+    error: Optional[str]
+    """Why the stream failed, or None."""
+
+    def high(self) -> int:
+        """The newest published sequence number (-1: none yet)."""
+
+    def committed_high(self) -> int:
+        """The newest sequence number committed to the log (-1: none yet)."""
+
+    def refresh(self) -> bool:
+        """Look again at a stream recorded elsewhere; True if anything changed."""
+
+    def ring_get(self, seq: int) -> Optional[tuple]:
+        """The ring entry of record ``seq``, or None when it is not in RAM."""
+
+    def ring_slice(self, seq: int, limit: int) -> List[tuple]:
+        """Up to ``limit`` consecutive ring entries from record ``seq`` on (maybe none)."""
+
+    def uncommitted(self) -> List[tuple]:
+        """Ring entries published but not yet committed, oldest first."""
+
+    def wait(self, seq: int, timeout: Optional[float]) -> bool:
+        """Block until record ``seq`` is published or the stream ended; False on timeout."""
+
+    def failure(self) -> errors.SourceFailed:
+        """The exception that tells a reader why the stream failed."""
 
 
 class LiveFeed:
-    """The stream a StreamBuffer of this process is recording."""
+    """The stream a StreamBuffer of this process is recording into ``ring``
+    (a :class:`~streamlog.ring.Ring`) and the databases ``db``, ``time_db``
+    of ``store``; the recorder sets ``committed`` after each commit."""
 
-    def __init__(self, buffer):
-        self._ring = buffer._ring
-        self.store = buffer.log.store
-        self.session_id = buffer.session.id
-        self.stream = buffer.stream
-        self.db = buffer._writer.db
-        self.time_db = buffer._writer.time_db
+    def __init__(self, ring, store, session_id, stream, db, time_db):
+        self._ring = ring
+        self.store = store
+        self.session_id = session_id
+        self.stream = stream
+        self.db = db
+        self.time_db = time_db
         self.committed = -1
         self.ended = False
         self.error = None
@@ -111,11 +158,12 @@ class LiveFeed:
 
 
 class StoredFeed:
-    """A stream of a stored session, live in another process or finished."""
+    """A stream of a stored session of ``catalog``'s log (a
+    :class:`~streamlog.catalog.Catalog`), live in another process or finished."""
 
-    def __init__(self, log, session_id, stream):
-        self.store = log.store
-        self._log = log
+    def __init__(self, catalog, session_id, stream):
+        self.store = catalog.store
+        self._catalog = catalog
         self.session_id = session_id
         self.stream = stream
         self.db = self.store.records_db(stream)
@@ -128,7 +176,7 @@ class StoredFeed:
     def refresh(self):
         """Read the session's counters and status again; True if they changed."""
         before = (self._high, self.ended)
-        meta = self._log._read_meta(self.session_id)
+        meta = self._catalog.get(self.session_id)
         if meta is None:
             self.ended = True
             return before != (self._high, self.ended)
@@ -323,19 +371,16 @@ class BufferReader:
             feed.wait(target, remaining)
 
     def _fetch_from_disk(self, target):
-        feed = self._feed
-        if feed.db is None:
+        """Fill the read-ahead from the log after the cursor; its first entry or None."""
+        batch = next(self._disk_batches(self._prefix, self._session_end, self._key, _ENTRIES, _READ_AHEAD), None)
+        if batch is None:
             return None
-        with feed.store.read() as txn:
-            batch = records.scan(txn, feed.db, self._prefix, self._session_end, limit=_READ_AHEAD,
-                                 after=self._key)
-        if not batch or batch[0][0] >= self._session_end:
-            return None
-        first_seq = records.seq_of(batch[0][0])
+        entries = batch[0]
+        first_seq = records.seq_of(entries[0][0])
         if first_seq > target and self._seq >= 0 and not self.skip_pruned:
             raise errors.RecordsPruned(first_seq - target)
         self._seq = first_seq - 1
-        self._ahead.extend(batch)
+        self._ahead.extend(entries)
         return self._ahead[0]
 
     def _raise_end(self, default):
@@ -363,7 +408,7 @@ class BufferReader:
             found = [entry[1] for entry in entries]
             last_key = entries[-1][0] if entries else None
         else:
-            for batch, last_key in self._record_batches(*bounds):
+            for batch, last_key in self._scan(*bounds, _RECORDS):
                 found.extend(batch)
         if not found:
             if ignore_no_item_found:
@@ -377,26 +422,8 @@ class BufferReader:
     def irange(self, start=None, stop=None):
         """Lazy :meth:`range`: yields records with ``start <= key <= stop`` in
         bounded memory (short read transactions); does not move the cursor."""
-        for batch, _ in self._record_batches(*self._key_bounds(start, stop, None)):
+        for batch, _ in self._scan(*self._key_bounds(start, stop, None), _RECORDS):
             yield from batch
-
-    def _record_batches(self, lo, hi, after):
-        """Like :meth:`_batches_from` but yields ``(records, last record key)``
-        without building an entry per record (the replay and range fast path)."""
-        feed = self._feed
-        committed = feed.committed_high()
-        if feed.db is not None:
-            exhausted = False
-            while not exhausted:
-                with feed.store.read() as txn:
-                    found, last, exhausted = records.scan_records(txn, feed.db, lo, hi, _SCAN_CHUNK, after)
-                if found:
-                    yield found, last
-                    after = last
-        if feed.high() != committed:
-            # records published but not committed when the log was read: from the ring
-            for batch in self._batches_from(lo, hi, after):
-                yield [entry[1] for entry in batch], batch[-1][0]
 
     def head(self, n=None, *, peek=False):
         """The oldest record (or a list of the ``n`` oldest) of the stream.
@@ -439,10 +466,9 @@ class BufferReader:
         InvalidKey for what is not a key, None included."""
         lo = self._prefix + encode_key(key)
         for entry in self._entries_from(lo, self._session_end, None, first_chunk=1):
-            seq = records.seq_of(entry[0])
             self._ahead.clear()
-            self._seq = seq - 1
-            self._key = entry[0][:-SEQ.size] + SEQ.pack(seq - 1) if seq else self._prefix
+            self._seq = records.seq_of(entry[0]) - 1
+            self._key = records.key_before(entry[0], self._prefix)
             return
         self._feed.refresh()
         newest = self._feed.high()
@@ -478,19 +504,8 @@ class BufferReader:
 
     def _time_index_start(self, lo_us):
         feed = self._feed
-        if feed.time_db is None:
-            return self._prefix
-        probe = self._prefix + TIME_US.pack(max(lo_us, 0))
         with feed.store.read() as txn:
-            cursor = txn.cursor(feed.time_db)
-            if cursor.set_range(probe):
-                if cursor.key() > probe and not cursor.prev():
-                    return self._prefix
-            elif not cursor.last():
-                return self._prefix
-            if cursor.key()[:len(self._prefix)] != self._prefix:
-                return self._prefix
-            return cursor.value()
+            return records.time_index_start(txn, feed.time_db, feed.session_id, lo_us)
 
     # -- internals ---------------------------------------------------------------
 
@@ -501,39 +516,30 @@ class BufferReader:
 
     def _key_bounds(self, start, stop, after):
         """Record-key bounds ``(lo, hi, after)`` for keys in [start, stop] (inclusive)."""
-        lo = self._prefix if start is None else self._prefix + encode_key(start)
-        hi = self._session_end if stop is None else self._prefix + encode_key(stop) + _ABOVE_ANY_SUFFIX
+        lo, hi = records.key_bounds(self._prefix, None if start is None else encode_key(start),
+                                    None if stop is None else encode_key(stop))
         if after is not None and after < lo:
             after = None
         return lo, hi, after
 
     def _entries_from(self, lo, hi, after, with_time=False, first_chunk=_SCAN_CHUNK):
-        """Entries with ``lo <= key <= hi`` (and ``> after``), in order (see _batches_from)."""
-        for batch in self._batches_from(lo, hi, after, with_time=with_time, first_chunk=first_chunk):
+        """Entries with ``lo <= key <= hi`` (and ``> after``), in order (see :meth:`_scan`)."""
+        for batch, _ in self._scan(lo, hi, after, _TIMED if with_time else _ENTRIES, first_chunk):
             yield from batch
 
-    def _batches_from(self, lo, hi, after, with_time=False, first_chunk=_SCAN_CHUNK):
-        """Lists of entries with ``lo <= key <= hi`` (and ``> after``): first
-        from the log, in chunks each read in its own short transaction (the
-        first chunk at most ``first_chunk`` long), then the records published
-        since in the ring but not yet committed."""
+    def _scan(self, lo, hi, after, shape=_ENTRIES, first_chunk=_SCAN_CHUNK):
+        """``(items, last record key)`` for the records with ``lo <= key <= hi``
+        (and ``> after``), in order: first from the log (see
+        :meth:`_disk_batches`), then the records published since in the ring
+        but not yet committed; ``shape`` says what an item is."""
         feed = self._feed
         chunk = first_chunk
         while True:
             committed = feed.committed_high()
-            if feed.db is not None:
-                while True:
-                    with feed.store.read() as txn:
-                        batch = records.scan(txn, feed.db, lo, hi, limit=chunk, after=after, with_time=with_time)
-                    if batch and batch[-1][0] >= self._session_end:
-                        batch = [e for e in batch if e[0] < self._session_end]
-                    if not batch:
-                        break
-                    yield batch
-                    after = batch[-1][0]
-                    if len(batch) < chunk:
-                        break
-                    chunk = _SCAN_CHUNK
+            for batch, last in self._disk_batches(lo, hi, after, shape, chunk):
+                yield batch, last
+                after = last
+                chunk = _SCAN_CHUNK
             complete = True
             tail = []
             for seq in range(committed + 1, feed.high() + 1):
@@ -545,12 +551,42 @@ class BufferReader:
                 if key > hi:
                     break
                 if key >= lo and (after is None or key > after):
-                    tail.append((key, entry[2], entry[1]) if with_time else entry[:2])
+                    if shape is _RECORDS:
+                        tail.append(entry[1])
+                    else:
+                        tail.append((key, entry[2], entry[1]) if shape is _TIMED else entry[:2])
                     after = key
             if tail:
-                yield tail
+                yield tail, after
             if complete:
                 return
+
+    def _disk_batches(self, lo, hi, after, shape, chunk):
+        """``(items, last record key)`` for the committed records with ``lo <=
+        key <= hi`` (and ``> after``) of this session, in chunks each read in
+        its own short transaction (the first at most ``chunk`` long)."""
+        feed = self._feed
+        if feed.db is None:
+            return
+        end = self._session_end
+        while True:
+            with feed.store.read() as txn:
+                if shape is _RECORDS:
+                    batch, last, exhausted = records.scan_records(txn, feed.db, lo, hi, chunk, after)
+                else:
+                    batch = records.scan(txn, feed.db, lo, hi, limit=chunk, after=after, with_time=shape is _TIMED)
+                    exhausted = len(batch) < chunk
+                    if batch and batch[-1][0] >= end:
+                        batch = [e for e in batch if e[0] < end]
+                        exhausted = True
+                    last = batch[-1][0] if batch else None
+            if not batch:
+                return
+            yield batch, last
+            if exhausted:
+                return
+            after = last
+            chunk = _SCAN_CHUNK
 
 
 def _check_count(n):

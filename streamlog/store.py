@@ -19,39 +19,21 @@ rest of the package never sees ``lmdb`` exceptions:
 * a store inherited across ``fork()`` refuses to be used in the child (LMDB
   forbids it); the child opens the log again and gets a store of its own.
 
-Record layout (format version 1), one LMDB database per stream name:
-
-* ``r:<stream>``: key ``u32be(session) + encode_key(key) + u64be(seq)``, value
-  ``u64be(arrival_us) + u8(continuations) + payload``; a payload too big to
-  pack well into 4 KiB pages is split, the rest stored in continuation
-  entries keyed ``head key + u16be(index)`` right after it (see
-  :func:`chunk_plan`).
-* ``t:<stream>``: sparse time index, ``u32be(session) + u64be(arrival_us)`` of
-  the first record of each group commit -> that record's key.
+The bytes stored in it (format record, database names, records) are
+:mod:`streamlog.records`'s; this module only keeps the environment.
 """
 
 import errno
 import fcntl
 import os
 import stat
-import struct
 import threading
 import time
 from contextlib import contextmanager
 
 import lmdb
-import msgpack
 
-from streamlog import errors
-
-FORMAT_NAME = "streamlog"
-FORMAT_VERSION = 1
-
-SESSION_ID = struct.Struct(">I")
-SEQ = struct.Struct(">Q")
-TIME_US = struct.Struct(">Q")
-HEADER = struct.Struct(">QB")
-CHUNK_INDEX = struct.Struct(">H")
+from streamlog import errors, records
 
 MAX_DBS = 128
 INITIAL_MAP_SIZE = 64 << 20
@@ -260,25 +242,13 @@ class Store:
             foreign = [k for k, _ in txn.cursor() if not _is_our_db_name(k)]
         if foreign or self.readonly or not self._may_create:
             raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log")
-        record = msgpack.packb({"format": FORMAT_NAME, "version": FORMAT_VERSION, "created": time.time()})
+        record = records.format_record()
         meta = self.db(_META_DB, create=True)
         self.write(lambda txn: txn.put(_FORMAT_KEY, record, db=meta))
-        self.format_version = FORMAT_VERSION
-        self.created = time.time()
+        self.format_version, self.created = records.check_format_record(record, self.path)
 
     def _check_format(self, raw):
-        try:
-            meta = msgpack.unpackb(raw)
-            name, version = meta["format"], meta["version"]
-        except Exception as exc:
-            raise errors.NotALog(f"{self.path} has a damaged format record") from exc
-        if name != FORMAT_NAME:
-            raise errors.NotALog(f"{self.path} is not a streamlog log (format {name!r})")
-        if version != FORMAT_VERSION:
-            raise errors.FormatVersionError(
-                f"{self.path} uses on-disk format version {version}; this streamlog reads version {FORMAT_VERSION}")
-        self.format_version = version
-        self.created = meta.get("created")
+        self.format_version, self.created = records.check_format_record(raw, self.path)
 
     # -- databases -----------------------------------------------------------
 
@@ -329,10 +299,10 @@ class Store:
         return self.db(_SESSIONS_DB, create=not self.readonly)
 
     def records_db(self, stream, *, create=False):
-        return self.db(b"r:" + stream.encode(), create=create)
+        return self.db(records.records_db_name(stream), create=create)
 
     def time_db(self, stream, *, create=False):
-        return self.db(b"t:" + stream.encode(), create=create)
+        return self.db(records.time_db_name(stream), create=create)
 
     def open_all_dbs(self):
         """Open every existing named database, so write transactions can use them."""
@@ -355,7 +325,7 @@ class Store:
         """Names of all streams that have a records database."""
         with self.read() as txn:
             names = [k for k, _ in txn.cursor()]
-        return sorted(n[2:].decode() for n in names if n.startswith(b"r:"))
+        return sorted(filter(None, map(records.stream_of_db_name, names)))
 
     # -- transactions --------------------------------------------------------
 
@@ -620,7 +590,7 @@ os.register_at_fork(before=_quiesce_before_fork, after_in_parent=_resume_in_pare
 
 
 def _is_our_db_name(name):
-    return name in (_META_DB, _SESSIONS_DB) or name.startswith((b"r:", b"t:"))
+    return name in (_META_DB, _SESSIONS_DB) or records.is_stream_db_name(name)
 
 
 def _process_exists(pid):
@@ -755,78 +725,3 @@ def _round_up_pow2(n):
     while size < n:
         size *= 2
     return size
-
-
-# -- value chunking -----------------------------------------------------------
-
-_PAGE_HEADER = 16
-_NODE_HEADER = 8
-_POINTER = 2
-_OVERFLOW_REF = 8
-_plans = {}
-
-
-def chunk_plan(value_len, key_len, page_size=4096):
-    """How to split a value so that it wastes no page space: ``(head, piece)``.
-
-    The head entry holds the first ``head`` bytes; the rest goes into
-    continuation entries of at most ``piece`` bytes.  ``head == value_len``
-    means no split.  The plan minimises the estimated bytes on disk assuming
-    a run of similar records, among: one inline entry, ``k`` equal inline
-    pieces, or a head filling whole overflow pages plus inline pieces.
-    """
-    plan = _plans.get((value_len, key_len, page_size))
-    if plan is None:
-        plan = _best_plan(value_len, key_len, page_size)
-        if len(_plans) < 4096:
-            _plans[(value_len, key_len, page_size)] = plan
-    return plan
-
-
-def _best_plan(value_len, key_len, page_size):
-    usable = page_size - _PAGE_HEADER
-    node_max = (usable // 2) & ~1
-
-    def node(data_len, klen):
-        return _POINTER + ((_NODE_HEADER + klen + data_len + 1) & ~1)
-
-    def inline_cost(total, pieces, first_klen):
-        """Bytes on disk for ``total`` bytes in ``pieces`` equal inline entries."""
-        piece = -(-total // pieces)
-        cost = 0.0
-        for i in range(pieces):
-            size = node(piece, first_klen if i == 0 else key_len + CHUNK_INDEX.size)
-            if size - _POINTER > node_max:
-                return None, piece
-            cost += page_size / (usable // size)
-        return cost, piece
-
-    best_cost, best = inline_cost(value_len, 1, key_len)[0], (value_len, value_len)
-    if best_cost is None:
-        best_cost = float("inf")
-    for pieces in range(2, 17):
-        cost, piece = inline_cost(value_len, pieces, key_len)
-        if cost is not None and cost < best_cost:
-            best_cost, best = cost, (piece, piece)
-    pages = 1
-    while pages * page_size - _PAGE_HEADER < value_len + page_size:
-        head = min(value_len, pages * page_size - _PAGE_HEADER)
-        rest = value_len - head
-        stub = page_size * node(_OVERFLOW_REF, key_len) / usable
-        cost = pages * page_size + stub
-        piece = rest
-        if rest:
-            rest_best = None
-            for pieces in range(1, 17):
-                c, p = inline_cost(rest, pieces, key_len + CHUNK_INDEX.size)
-                if c is not None and (rest_best is None or c < rest_best[0]):
-                    rest_best = (c, p)
-            if rest_best is None:
-                pages += 1
-                continue
-            cost += rest_best[0]
-            piece = rest_best[1]
-        if cost < best_cost:
-            best_cost, best = cost, (head, piece)
-        pages += 1
-    return best

@@ -19,11 +19,7 @@ from streamlog import errors, records
 from streamlog.codec import encode_record
 from streamlog.keys import encode_key, key_types_of
 from streamlog.source import call_failed
-from streamlog.store import SEQ, TIME_US
 
-_seq_pack = SEQ.pack
-_header_pack = records.HEADER.pack
-_INLINE_PAYLOAD = records.SPLIT_ABOVE - records.HEADER_SIZE
 DEFAULT_MAX_RECORD_BYTES = 256 << 20
 
 # The encodings of each key kind lie below the first tag of the next kind (see
@@ -50,12 +46,13 @@ def _describe_type(key):
 
 
 class StreamWriter:
-    """Writes the records of ``stream`` in session ``session_id`` of ``log``;
-    a record whose encoding is larger than ``max_record_bytes`` is refused."""
+    """Writes the records of ``stream`` in session ``session_id`` of the log
+    of ``catalog`` (a :class:`~streamlog.catalog.Catalog`); a record whose
+    encoding is larger than ``max_record_bytes`` is refused."""
 
-    def __init__(self, log, session_id, stream, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
-        self.log = log
-        self.store = log.store
+    def __init__(self, catalog, session_id, stream, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
+        self.catalog = catalog
+        self.store = catalog.store
         self.session_id = session_id
         self.stream = stream
         self.db = self.store.records_db(stream, create=True)
@@ -64,7 +61,7 @@ class StreamWriter:
         self._page_size = self.store.page_size
         self._pending = []
         self._pending_bytes = 0
-        self._first_pending = None
+        self._first_pending_us = None
         self.next_seq = 0
         self.committed_seq = -1
         self.last_encoded_key = None
@@ -87,43 +84,7 @@ class StreamWriter:
 
     @property
     def oldest_pending_arrival_us(self):
-        return self._first_pending[1] if self._first_pending else None
-
-    def add(self, key, record):
-        """Encode ``record`` under ``key``; return its ring entry
-        ``(record_key, record, arrival_us)``.
-
-        Raises InvalidKey, KeyKindError (a key of another kind than the
-        stream's), KeyOrderError (a key smaller than the previous one),
-        UnencodableRecord or RecordTooLarge; nothing is added then.
-        """
-        encoded = encode_key(key)
-        last = self.last_encoded_key or b""  # every encoding sorts after b""
-        if not last <= encoded < self._kind_bound:
-            self._kind_bound = self._check_key(key, encoded, last, self.last_key)
-        try:
-            payload = encode_record(record)
-        except errors.UnencodableRecord as exc:
-            raise self._unencodable_error(key, exc) from None
-        now = time_ns() // 1000
-        if now < self.last_arrival_us:
-            now = self.last_arrival_us
-        seq = self.next_seq
-        record_key = self._prefix + encoded + _seq_pack(seq)
-        if len(payload) <= _INLINE_PAYLOAD:
-            self._pending.append((record_key, _header_pack(now, 0) + payload))
-        else:
-            if len(payload) > self.max_record_bytes:
-                raise self._too_large_error(key, len(payload))
-            self._pending.extend(records.entries(record_key, now, payload, self._page_size))
-        if self._first_pending is None:
-            self._first_pending = (record_key, now)
-        self._pending_bytes += len(payload)
-        self.next_seq = seq + 1
-        self.last_encoded_key = encoded
-        self.last_key = key
-        self.last_arrival_us = now
-        return record_key, record, now
+        return self._first_pending_us
 
     def _check_key(self, key, encoded, last, previous_key):
         """The slow path of the key checks, for the first key, a key below
@@ -156,23 +117,27 @@ class StreamWriter:
             f"the record with key {key!r} of stream {self.stream!r} is {size:,} bytes encoded, over the limit of "
             f"{self.max_record_bytes:,} bytes (max_record_bytes)", size, self.max_record_bytes)
 
-    def add_batch(self, batch, key_of, entries):
-        """Encode each record of ``batch`` (keyed by ``key_of(record)``), all
-        arrived now; append their ring entries to ``entries``.
+    def add(self, batch, key_of, entries):
+        """Encode each record of ``batch`` (a ReadBatch, or a 1-tuple for a
+        single record), keyed by ``key_of(record)``, all arrived now; append
+        their ring entries ``(record_key, record, arrival_us)`` to ``entries``.
 
-        On an error (see :meth:`add`; a None record; SourceFailed when
-        ``key_of`` raises, with that exception as ``__cause__``) the records
-        before the bad one stay added (and in ``entries``) and the error
-        propagates.
+        Raises InvalidKey, KeyKindError (a key of another kind than the
+        stream's), KeyOrderError (a key smaller than the previous one),
+        UnencodableRecord, RecordTooLarge, StreamlogError for a None record,
+        or SourceFailed when ``key_of`` raises (with that exception as
+        ``__cause__``); the records before the bad one stay added (and in
+        ``entries``), the bad one and those after it are not.
         """
         now = time_ns() // 1000
         if now < self.last_arrival_us:
             now = self.last_arrival_us
-        header = _header_pack(now, 0)
+        pending = self._pending
+        page_size = self._page_size
+        append_entries = records.append_entries
         prefix = self._prefix
-        pending_append = self._pending.append
         entry_append = entries.append
-        encode_k, encode_r, seq_pack = encode_key, encode_record, _seq_pack
+        encode_k, encode_r, record_key_of = encode_key, encode_record, records.record_key
         last = self.last_encoded_key or b""  # every encoding sorts after b""
         bound = self._kind_bound
         max_bytes = self.max_record_bytes
@@ -196,13 +161,10 @@ class StreamWriter:
                     payload = encode_r(record)
                 except errors.UnencodableRecord as exc:
                     raise self._unencodable_error(key, exc) from None
-                record_key = prefix + encoded + seq_pack(seq)
-                if len(payload) <= _INLINE_PAYLOAD:
-                    pending_append((record_key, header + payload))
-                else:
-                    if len(payload) > max_bytes:
-                        raise self._too_large_error(key, len(payload))
-                    self._pending.extend(records.entries(record_key, now, payload, self._page_size))
+                if len(payload) > max_bytes:
+                    raise self._too_large_error(key, len(payload))
+                record_key = record_key_of(prefix, encoded, seq)
+                append_entries(pending, record_key, now, payload, page_size)
                 entry_append((record_key, record, now))
                 size += len(payload)
                 seq += 1
@@ -211,8 +173,8 @@ class StreamWriter:
         finally:
             added = seq - first
             if added:
-                if self._first_pending is None:
-                    self._first_pending = (entries[-added][0], now)
+                if self._first_pending_us is None:
+                    self._first_pending_us = now
                 self._pending_bytes += size
                 self.next_seq = seq
                 self.last_encoded_key = last
@@ -228,22 +190,19 @@ class StreamWriter:
         if not self._pending:
             return 0
         pending = self._pending
-        first_key, first_arrival = self._first_pending
+        first_arrival = self._first_pending_us
         count = self.pending
         size = self._pending_bytes
         last_seq = self.next_seq - 1
         db = self.db
 
         def work(txn):
-            cursor = txn.cursor(db)
-            append = not cursor.last() or cursor.key() < pending[0][0]
-            cursor.putmulti(pending, append=append)
-            txn.put(self._prefix + TIME_US.pack(first_arrival), first_key, db=self.time_db, overwrite=False)
-            self.log._update_stream_counters(txn, self.session_id, self.stream, count, size, self.key_types)
+            records.append_commit(txn, db, self.time_db, self.session_id, pending, first_arrival)
+            self.catalog.add_counts(txn, self.session_id, self.stream, count, size, self.key_types)
 
         self.store.write(work)
         self._pending = []
         self._pending_bytes = 0
-        self._first_pending = None
+        self._first_pending_us = None
         self.committed_seq = last_seq
         return count

@@ -106,8 +106,8 @@ def test_a_log_whose_creation_was_killed_opens_and_records(tmp_path, left):
 KILLED_BEFORE_FIRST_COMMIT = """
 import os, signal, sys, streamlog
 log = streamlog.Log(sys.argv[1])
-log._begin_writing()
-log._create_session("main", {}, "full")
+log.begin_writing()
+log.catalog.create_session("main", {}, "full")
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
