@@ -1,10 +1,11 @@
 """Readers: one cursor each over a stream, whether its records sit in the RAM
 ring or only on disk.
 
-A :class:`BufferReader` reads through a *feed*: :class:`LiveFeed` for a stream
-this process records (ring + log, readers woken by a condition), or
-:class:`StoredFeed` for a stored session (log only; a session another process
-is recording is followed by polling its counters).  The cursor is the last
+A :class:`BufferReader` reads through a *feed* (the :class:`Feed`
+protocol): :class:`LiveFeed` for a stream this process records (ring + log,
+readers woken by a condition), or :class:`StoredFeed` for a stored session
+(log only; a session another process is recording is followed by polling
+its counters).  The cursor is the last
 record read; reading continues strictly after it, from the ring when the
 record is still there and from the log otherwise.
 """
@@ -230,7 +231,7 @@ class BufferReader:
     per thread.
     """
 
-    def __init__(self, feed, *, blocking=True, skip_pruned=False, timeout=None):
+    def __init__(self, feed: Feed, *, blocking=True, skip_pruned=False, timeout=None):
         self._feed = feed
         self.blocking = blocking
         self.skip_pruned = skip_pruned
