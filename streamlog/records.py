@@ -47,6 +47,7 @@ CHUNK_INDEX = struct.Struct(">H")
 HEADER_SIZE = HEADER.size
 SPLIT_ABOVE = 600
 """Values up to this many bytes are never split (they pack well inline)."""
+_INLINE_PAYLOAD = SPLIT_ABOVE - HEADER_SIZE
 _MAX_CONTINUATIONS = 255  # the u8 in the head entry
 _RECORDS_DB = b"r:"
 _TIME_DB = b"t:"
@@ -161,17 +162,25 @@ def time_key(session_id, arrival_us):
 def entries(record_key, arrival_us, payload, page_size):
     """The ``(key, value)`` entries that store one record, in key order."""
     out = []
-    append_entries(out, record_key, arrival_us, payload, page_size)
+    _append_split(out, record_key, arrival_us, payload, page_size)
     return out
 
 
-def append_entries(out, record_key, arrival_us, payload, page_size):
-    """Append the ``(key, value)`` entries that store one record to ``out``."""
+def append_record(out, prefix, encoded_key, seq, arrival_us, payload, page_size):
+    """Append to ``out`` the ``(key, value)`` entries of record ``seq`` of the
+    session of ``prefix`` with key ``encoded_key``; return its record key."""
+    key = prefix + encoded_key + _seq_pack(seq)
+    if len(payload) <= _INLINE_PAYLOAD:
+        out.append((key, _header_pack(arrival_us, 0) + payload))
+    else:
+        _append_split(out, key, arrival_us, payload, page_size)
+    return key
+
+
+def _append_split(out, record_key, arrival_us, payload, page_size):
+    """Append the entries of one record whose value may need splitting."""
     size = HEADER_SIZE + len(payload)
-    if size <= SPLIT_ABOVE:
-        out.append((record_key, _header_pack(arrival_us, 0) + payload))
-        return
-    head, piece = chunk_plan(size, len(record_key), page_size)
+    head, piece = chunk_plan(size, len(record_key), page_size) if size > SPLIT_ABOVE else (size, size)
     if head >= size:
         out.append((record_key, _header_pack(arrival_us, 0) + payload))
         return

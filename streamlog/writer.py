@@ -134,17 +134,15 @@ class StreamWriter:
             now = self.last_arrival_us
         pending = self._pending
         page_size = self._page_size
-        append_entries = records.append_entries
         prefix = self._prefix
         entry_append = entries.append
-        encode_k, encode_r, record_key_of = encode_key, encode_record, records.record_key
+        encode_k, encode_r, append_record = encode_key, encode_record, records.append_record
         last = self.last_encoded_key or b""  # every encoding sorts after b""
         bound = self._kind_bound
         max_bytes = self.max_record_bytes
         previous_key = self.last_key
-        seq = self.next_seq
+        first = seq = self.next_seq
         size = 0
-        first = seq
         try:
             for record in batch:
                 if record is None:
@@ -163,16 +161,13 @@ class StreamWriter:
                     raise self._unencodable_error(key, exc) from None
                 if len(payload) > max_bytes:
                     raise self._too_large_error(key, len(payload))
-                record_key = record_key_of(prefix, encoded, seq)
-                append_entries(pending, record_key, now, payload, page_size)
-                entry_append((record_key, record, now))
+                entry_append((append_record(pending, prefix, encoded, seq, now, payload, page_size), record, now))
                 size += len(payload)
                 seq += 1
                 last = encoded
                 previous_key = key
         finally:
-            added = seq - first
-            if added:
+            if seq > first:
                 if self._first_pending_us is None:
                     self._first_pending_us = now
                 self._pending_bytes += size
