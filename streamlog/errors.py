@@ -129,3 +129,11 @@ class AudioGapError(StreamlogError, ValueError):
     def __init__(self, gaps, message):
         self.gaps = gaps
         super().__init__(message)
+
+
+class TimeFormatError(StreamlogError, ValueError):
+    """A time or an age written in a form :mod:`streamlog.timespec` does not read."""
+
+
+class KeyFormatError(StreamlogError, ValueError):
+    """Key text (see :mod:`streamlog.notation`) that is not a key of the stream's key type."""

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from streamlog import Log, SourceReader
 from streamlog.cli import main
-from streamlog.cli.record import run_recording
+from streamlog.cli.recording import run_recording
 
 SUMMARY = re.compile(r"^session (?P<id>\d+) (?P<status>\w+): (?P<count>\d+) records, ", re.M)
 
@@ -92,11 +92,26 @@ def test_record_cmd_stores_lines_and_exit_status(tmp_path):
     log = tmp_path / "c.streamlog"
     script = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
     result = invoke("record", "cmd", log, "--", sys.executable, "-c", script)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # record cmd exits with its command's status
     assert "command exit status 3" in result.stdout
     stored = stored_session(log)
     assert sorted((channel, line) for _, channel, line in stored["records"]) == [("stderr", "err"), ("stdout", "out")]
     assert stored["info"]["exit_status"] == 3 and stored["info"]["argv"][1:] == ["-c", script]
+
+
+@pytest.mark.parametrize("script, status", [("pass", 0), ("import sys; sys.exit(7)", 7),
+                                            ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", 128 + 15)])
+def test_record_cmd_exits_with_the_commands_status(tmp_path, script, status):
+    result = subprocess.run([sys.executable, "-m", "streamlog", "record", "cmd", str(tmp_path / "c.streamlog"), "-q",
+                             "--", sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == status, result.stderr
+
+
+def test_record_cmd_stopped_by_duration_exits_0(tmp_path):
+    result = invoke("record", "cmd", tmp_path / "c.streamlog", "--duration", "0.3", "--",
+                    sys.executable, "-c", "import time; time.sleep(30)")
+    assert result.exit_code == 0, result.output
+    assert stored_session(tmp_path / "c.streamlog")["info"]["exit_status"] != 0  # stopped by the recorder
 
 
 # -- bad input ----------------------------------------------------------------

@@ -3,7 +3,10 @@
 ``main`` is the click group (console script ``streamlog`` and
 ``python -m streamlog``); the subcommands live in :mod:`.query` (sessions,
 info, head, tail, range, export), :mod:`.admin` (prune, doctor),
-:mod:`.record` (record, demo, follow) and :mod:`.audio` (record audio, devices).
+:mod:`.recording` (the ``record`` group and what its commands share),
+:mod:`.record` (record lines/cmd/synth, demo, follow) and :mod:`.audio`
+(record audio, devices).  Importing a module registers its ``record``
+subcommands.
 """
 
 import click
@@ -13,7 +16,8 @@ from streamlog.cli.admin import doctor, prune
 from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
 from streamlog.cli.query import export, head, info, range_, sessions, tail
-from streamlog.cli.record import demo, follow, record
+from streamlog.cli.record import demo, follow
+from streamlog.cli.recording import record
 
 __all__ = ["main"]
 

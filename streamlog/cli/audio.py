@@ -5,27 +5,25 @@
 * ``devices`` (:func:`devices`) -- list the input devices and their indexes.
 """
 
-import contextlib
-import os
 import sys
 import threading
-import time
 
 import click
 
 from streamlog import StreamBuffer, errors
-from streamlog.cli.common import log_argument
-from streamlog.cli.record import (STOP_POLL_S, make_retention, parse_info, recording_options,
-                                  stop_requested_on_signals, summary_line)
+from streamlog.cli.recording import Recording, recording_command
 from streamlog.sources.audio import SAMPLE_FORMATS, PyAudioSourceReader, input_devices
 from streamlog.sources.markers import MARKERS_STREAM, MarkerSource
 
 FINISH_TIMEOUT_S = 5.0  # how long a stop waits for the buffers already captured to be recorded
 
 
-@click.command("audio", short_help="Record an audio input device, with markers typed on stdin.")
-@log_argument
-@recording_options
+@recording_command(
+    "audio", "Record an audio input device, with markers typed on stdin.",
+    "Record an audio input device into LOG: one record (t_us, samples, frames, status) per buffer, "
+    "keyed by the time of its first sample, until Ctrl-C, SIGTERM, --duration, --frames or (with "
+    "--markers) the end of stdin.  A stop records every buffer already captured.",
+    "streamlog record audio lab.log --rate 48000 --channels 2 --markers\n  streamlog export lab.log -o take.wav")
 @click.option("--rate", type=click.IntRange(min=1), default=44100, show_default=True, help="Sample rate in Hz.")
 @click.option("--channels", type=click.IntRange(min=1), default=1, show_default=True, help="Channels.")
 @click.option("--width", type=click.IntRange(1, 4), default=2, show_default=True,
@@ -41,55 +39,20 @@ FINISH_TIMEOUT_S = 5.0  # how long a stop waits for the buffers already captured
 @click.option("--markers", is_flag=True,
               help=f"Record each line typed on stdin as a marker (label = the line) in stream "
                    f"'{MARKERS_STREAM}' of the session; the end of stdin (Ctrl-D) also ends the recording.")
-def record_audio(log, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes, info_pairs,
-                 quiet, rate, channels, width, sample_format, frames_per_buffer, device_index, max_frames, markers):
-    """Record an audio input device into LOG: one record (t_us, samples,
-    frames, status) per buffer, keyed by the time of its first sample, until
-    Ctrl-C, SIGTERM, --duration, --frames or (with --markers) the end of
-    stdin.  A stop records every buffer already captured.
-
-    \b
-    Example:
-      streamlog record audio lab.log --rate 48000 --channels 2 --markers
-      streamlog export lab.log -o take.wav
-    """
+def record_audio(rate, channels, width, sample_format, frames_per_buffer, device_index, max_frames, markers):
+    """The PyAudio source, with the stdin markers beside it and a finish that
+    records the buffers already captured."""
     source = PyAudioSourceReader(rate=rate, width=width, channels=channels, frames_per_buffer=frames_per_buffer,
                                  input_device_index=device_index, sample_format=sample_format,
                                  max_frames=max_frames)
-    buffer = StreamBuffer(source, log=os.fspath(log), maxlen=maxlen, durability=durability, info=parse_info(info_pairs),
-                          retention=make_retention(max_bytes, max_age, max_sessions), max_record_bytes=max_record_bytes)
-    with stop_requested_on_signals() as stop:
-        buffer.start()
-        try:
-            try:
-                with StdinMarkers(buffer, stop) if markers else contextlib.nullcontext():
-                    if not quiet:
-                        limit = f"for {duration:g}s or " if duration is not None else ""
-                        typed = ", markers from stdin" if markers else ""
-                        click.echo(f"recording {source.device_name!r} ({rate} Hz, {channels} ch{typed}) as session "
-                                   f"{buffer.session.id} into {log} ({limit}until Ctrl-C)", err=True)
-                    _wait_for_end(buffer, stop, duration)
-                source.finish()
-                buffer.wait(FINISH_TIMEOUT_S)
-            finally:
-                buffer.stop()
-            session = buffer.session  # refreshed by stop(); read it before the log is closed
-            if not quiet:
-                click.echo(summary_line(session) + _audio_summary(session))
-            failure = session.error if session.status == "failed" else None
-        finally:
-            buffer.close()
-    if failure is not None:
-        raise errors.SourceFailed(f"session {session.id} failed: {failure}")
 
+    def finish(buffer):
+        source.finish()
+        buffer.wait(FINISH_TIMEOUT_S)
 
-def _wait_for_end(buffer, stop, duration):
-    """Return on a stop request, after ``duration`` seconds or when the recording ended by itself."""
-    deadline = None if duration is None else time.monotonic() + duration
-    while not stop.is_set():
-        wait_s = STOP_POLL_S if deadline is None else min(STOP_POLL_S, deadline - time.monotonic())
-        if wait_s <= 0 or buffer.wait(wait_s):
-            return
+    typed = ", markers from stdin" if markers else ""
+    return Recording(source, during=StdinMarkers if markers else None, finish=finish, summary=_audio_summary,
+                     notice=f"{source.device_name!r} ({rate} Hz, {channels} ch{typed})")
 
 
 class StdinMarkers:

@@ -6,8 +6,8 @@
   reader that closes the pipe early (``| head``) ends the command quietly.
 * :func:`open_log`, :func:`pick_session` -- a log and a session named on the
   command line, with one-line errors when they are not there.
-* :func:`parse_key` -- a key typed on the command line, parsed as the
-  session's key type.
+* :func:`parse_key`, :func:`format_key` -- keys in the one notation of
+  :mod:`streamlog.notation`, typed as the session's key type.
 * :func:`parse_size` / :data:`SIZE` -- byte sizes like ``10MB`` or ``1GiB``.
 * :class:`RecordWriter` -- records as text lines, JSON lines or CSV rows.
 * :func:`refuse_existing` -- the error for a temporary file that is already
@@ -18,7 +18,6 @@ import contextlib
 import csv
 import datetime as dt
 import json
-import math
 import os
 import re
 import sys
@@ -26,7 +25,7 @@ import sys
 import click
 import numpy as np
 
-from streamlog import errors
+from streamlog import errors, notation
 from streamlog.codec import to_jsonable
 
 __all__ = [
@@ -170,128 +169,18 @@ def pick_session(log, session_id=None):
 # keys
 
 
-def parse_key(text, session, stream="main", *, param_hint=None):
-    """Parse ``text`` as a key of ``stream`` in ``session``.
-
-    The stream's ``key_types`` decide the type: ``int`` and ``float`` parse
-    numbers, ``str`` takes the text as is, ``bytes`` takes ``0x``-prefixed
-    hex or else the UTF-8 bytes of the text; a tuple key is written with its
-    items separated by commas (``3,0.25``) or as a JSON array
-    (``[3, [0.25, "a"]]``, needed for nested tuples).  For sessions whose
-    info says ``"key_kind": "timestamp_us"`` the key is a time: an ISO-8601
-    date/time (local time unless it carries an offset) or a plain integer
-    count of microseconds since the epoch.  A stream without records yet has
-    no key type: numbers are taken as numbers, anything else as text.
+def parse_key(text, session, stream="main", *, param_hint=None, utc=False):
+    """Parse ``text`` as a key of ``stream`` in ``session``, in the key notation
+    of :mod:`streamlog.notation` (times for a time-keyed session).
 
     Raises :class:`click.BadParameter` (exit status 2) naming ``text`` and
     the expected type when it does not parse.
     """
     key_types = session.stream_info(stream).get("key_types")
-    if (session.info or {}).get("key_kind") == "timestamp_us":
-        return _parse_timestamp_us(text, param_hint)
     try:
-        if key_types is None:
-            return _parse_untyped(text)
-        if isinstance(key_types, list):
-            return _parse_tuple(text, key_types)
-        return _parse_scalar(text, key_types)
-    except (ValueError, TypeError) as exc:
-        detail = f" ({exc})" if str(exc) else ""
-        raise click.BadParameter(
-            f"{text!r} is not a key of type {_describe_types(key_types)}{detail}",
-            param_hint=param_hint) from exc
-
-
-def _describe_types(key_types):
-    if isinstance(key_types, list):
-        return "(" + ", ".join(_describe_types(t) for t in key_types) + ")"
-    return str(key_types)
-
-
-def _parse_scalar(text, key_type):
-    if key_type == "int":
-        return _number(int, text)
-    if key_type == "float":
-        value = _number(float, text)
-        if math.isnan(value):
-            raise ValueError("NaN is not a key")
-        return value
-    if key_type == "str":
-        return text
-    if key_type == "bytes":
-        if text[:2].lower() == "0x":
-            return bytes.fromhex(text[2:])
-        return text.encode("utf-8")
-    raise ValueError(f"unknown key type {key_type!r}")
-
-
-def _number(kind, text):
-    """``kind(text)``; its ValueError carries no message (the caller names the type)."""
-    try:
-        return kind(text)
-    except ValueError:
-        raise ValueError() from None
-
-
-def _parse_tuple(text, key_types):
-    if text.lstrip().startswith("["):
-        return _coerce(json.loads(text), key_types)
-    if any(isinstance(t, list) for t in key_types):
-        raise ValueError("write nested tuple keys as a JSON array")
-    parts = text.split(",", len(key_types) - 1) if key_types else []
-    if len(parts) != len(key_types):
-        raise ValueError(f"expected {len(key_types)} comma-separated items")
-    return tuple(_parse_scalar(part.strip() if t != "str" else part, t)
-                 for part, t in zip(parts, key_types))
-
-
-def _coerce(value, key_types):
-    """A JSON-decoded value as a key of ``key_types``."""
-    if isinstance(key_types, list):
-        if not isinstance(value, list) or len(value) != len(key_types):
-            raise ValueError(f"expected a JSON array of {len(key_types)} items")
-        return tuple(_coerce(v, t) for v, t in zip(value, key_types))
-    if key_types in ("str", "bytes"):
-        if not isinstance(value, str):
-            raise ValueError(f"expected a string for a {key_types} item, got {value!r}")
-        return _parse_scalar(value, key_types)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return _parse_scalar(str(value), key_types)
-
-
-def _parse_untyped(text):
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    return text
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_MICROSECOND = dt.timedelta(microseconds=1)
-
-
-def _parse_timestamp_us(text, param_hint):
-    """An ISO-8601 time (local unless it has an offset) or integer µs -> int µs."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        iso = text.strip()
-        if iso[-1:] in ("Z", "z"):  # fromisoformat reads a "Z" suffix only from Python 3.11 on
-            iso = iso[:-1] + "+00:00"
-        moment = dt.datetime.fromisoformat(iso)
-    except ValueError as exc:
-        raise click.BadParameter(
-            f"{text!r} is not a time: expected an ISO-8601 date/time such as "
-            f"2024-05-01T12:30:00 or an integer of microseconds since the epoch",
-            param_hint=param_hint) from exc
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # naive means local time
-    return (moment - _EPOCH) // _MICROSECOND
+        return notation.parse_key(text, key_types, time_key=notation.is_time_keyed(session.info), utc=utc)
+    except errors.KeyFormatError as exc:
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None
 
 
 # --------------------------------------------------------------------------
@@ -485,11 +374,7 @@ def _format_value(value):
     return repr(value)
 
 
-def format_key(key, info):
-    """A key for people: local times for ``timestamp_us`` sessions, else its repr
-    (``-`` for None)."""
-    if key is None:
-        return "-"
-    if (info or {}).get("key_kind") == "timestamp_us" and isinstance(key, int):
-        return dt.datetime.fromtimestamp(key / 1e6).isoformat(sep=" ", timespec="milliseconds")
-    return repr(key)
+def format_key(key, info, *, utc=False):
+    """A key in the notation of :mod:`streamlog.notation` (ISO times for a
+    time-keyed session, ``-`` for None)."""
+    return notation.format_key(key, time_key=notation.is_time_keyed(info), utc=utc)
