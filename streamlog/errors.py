@@ -137,3 +137,8 @@ class TimeFormatError(StreamlogError, ValueError):
 
 class KeyFormatError(StreamlogError, ValueError):
     """Key text (see :mod:`streamlog.notation`) that is not a key of the stream's key type."""
+
+
+class QueryError(StreamlogError, ValueError):
+    """A query that cannot be answered as asked: a reversed range, a session
+    list that does not parse, a ``--where`` condition without an operator."""

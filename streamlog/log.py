@@ -313,6 +313,14 @@ class Session:
         """The newest record (or list of the ``n`` newest). Raises NoItemFound."""
         return self.reader(stream).tail(n, peek=True)
 
+    def ientries(self, start=None, stop=None, *, since=None, until=None, after=None, stream=None):
+        """Lazy ``(key, arrival_us, record, seq)`` entries: keys ``start..stop``
+        that arrived ``since..until`` (epoch seconds; all bounds inclusive,
+        None open), strictly after the entry ``after``; see
+        :meth:`BufferReader.ientries`."""
+        key_types = self._counters(stream or self._main_stream())["key_types"]
+        return self.reader(stream).ientries(start, stop, since=since, until=until, after=after, key_types=key_types)
+
     def range_by_time(self, t0, t1, stream=None):
         """Records that arrived at ``t0 <= time <= t1`` (epoch seconds), in order."""
         return self.reader(stream).range_by_time(t0, t1)

@@ -14,10 +14,10 @@ import threading
 import time
 from collections import deque
 from itertools import islice
-from typing import Any, List, Optional, Protocol
+from typing import Any, List, NamedTuple, Optional, Protocol
 
 from streamlog import errors, records
-from streamlog.keys import encode_key
+from streamlog.keys import decode_key_prefix, encode_key
 
 _READ_AHEAD = 1024
 _SCAN_CHUNK = 4096
@@ -69,6 +69,17 @@ class Feed(Protocol):
 
     def failure(self) -> errors.SourceFailed:
         """The exception that tells a reader why the stream failed."""
+
+
+class Entry(NamedTuple):
+    """A record with where and when it was stored (see :meth:`BufferReader.ientries`):
+    its key, arrival time (integer microseconds since the epoch), the record,
+    and its sequence number in the stream (0 for the first ever recorded)."""
+
+    key: Any
+    arrival_us: int
+    record: Any
+    seq: int
 
 
 class LiveFeed:
@@ -502,6 +513,32 @@ class BufferReader:
             if arrival >= lo_us:
                 out.append(entry[2])
         return out
+
+    def ientries(self, start=None, stop=None, *, since=None, until=None, after=None, key_types=None):
+        """Lazy :class:`Entry` tuples ``(key, arrival_us, record, seq)`` of the
+        records with ``start <= key <= stop`` that arrived at ``since <= time
+        <= until`` (epoch seconds); every bound inclusive, None for open.
+
+        ``after`` (an Entry of this stream) continues strictly after that
+        record, so a caller can poll for what is new.  The time index finds
+        where ``since`` begins in O(log n), whatever the key type.
+        ``key_types`` (a stream's, see ``Session.stream_info``) decodes keys
+        as stored (e.g. ``2.0`` for a float key, not ``2``).  Reads in
+        bounded memory; does not move the cursor.
+        """
+        lo, hi, _ = self._key_bounds(start, stop, None)
+        if after is not None:
+            lo = max(lo, records.record_key(self._prefix, encode_key(after.key), after.seq + 1))
+        lo_us = None if since is None else round(since * 1e6)
+        hi_us = None if until is None else round(until * 1e6)
+        if lo_us is not None:
+            lo = max(lo, self._time_index_start(lo_us))
+        for record_key, arrival, record in self._entries_from(lo, hi, None, with_time=True):
+            if hi_us is not None and arrival > hi_us:
+                return
+            if lo_us is None or arrival >= lo_us:
+                key = decode_key_prefix(record_key, key_types, start=records.SESSION_ID.size)[0]
+                yield Entry(key, arrival, record, records.seq_of(record_key))
 
     def _time_index_start(self, lo_us):
         feed = self._feed

@@ -379,3 +379,22 @@ def test_cli_devices_lists_input_devices(alsa_file_input):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and lines[1].startswith("*   1  default  (128 ch, ")
+
+
+def test_cli_devices_prints_only_the_answer_unless_verbose():
+    """PortAudio's ALSA/JACK probing writes to fd 2 from C; `devices` keeps it off the terminal
+    unless --verbose (on a machine where it prints nothing there is nothing to hide)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "streamlog", "devices"]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr
+    assert quiet.stdout == verbose.stdout
+    answer = quiet.stdout.splitlines() or ["no audio input devices"]
+    assert quiet.stderr.splitlines() in ([], ["no audio input devices"]), quiet.stderr
+    noise = [line for line in verbose.stderr.splitlines() if line not in answer]
+    if not noise:
+        pytest.skip("PortAudio printed nothing on this machine: no noise to hide")
+    assert not any(line in quiet.stderr for line in noise)

@@ -237,13 +237,14 @@ def test_follow_without_from_start_skips_what_is_stored(tmp_path):
     assert invoke("record", "synth", log, "--count", 3, "--fast", "--quiet").exit_code == 0
     result = invoke("follow", log)
     assert result.exit_code == 0 and result.stdout == ""
+    assert "session 1 is closed: nothing new to follow" in result.stderr
 
 
 def test_follow_a_failed_session_prints_its_records_then_the_failure(tmp_path):
     log = tmp_path / "b.streamlog"
     assert record_broken_source(log).exit_code == 1
     result = invoke("follow", log, "--from-start")
-    assert result.exit_code == 0
+    assert result.exit_code == 3  # the exit status says the followed session failed
     assert result.stdout.splitlines() == ["1", "2"]
     assert result.stderr.startswith("session 1 failed: ") and "sensor unplugged" in result.stderr
 

@@ -99,11 +99,19 @@ def _audio_summary(session):
 
 
 @click.command(short_help="List the audio input devices.")
-def devices():
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also show what ALSA and JACK print while PortAudio probes the devices (on stderr).")
+def devices(verbose):
     """List the audio input devices PortAudio offers: index (for `record
     audio --device`), name, input channels and default sample rate; the
-    default input device is starred."""
-    found = input_devices()
+    default input device is starred.
+
+    \b
+    Example:
+      streamlog devices
+      streamlog record audio take.streamlog --device 2
+    """
+    found = input_devices(noise=sys.stderr if verbose else None)
     if not found:
         click.echo("no audio input devices", err=True)
         return

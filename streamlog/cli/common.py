@@ -25,11 +25,12 @@ import sys
 import click
 import numpy as np
 
-from streamlog import errors, notation
+from streamlog import errors, notation, timespec
 from streamlog.codec import to_jsonable
 
 __all__ = [
-    "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE",
+    "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE", "TIME", "AGE",
+    "sessions_option", "utc_option",
     "RecordWriter", "RECORD_FORMATS", "format_bytes", "format_duration", "format_time",
     "log_argument", "session_option", "stream_option", "format_option", "refuse_existing",
 ]
@@ -46,7 +47,8 @@ class StreamlogGroup(click.Group):
 
     * :class:`~streamlog.errors.StreamlogError` and ``OSError`` (a file that
       cannot be written, ...) -> ``Error: <message>`` on stderr, exit 1;
-    * click usage errors (bad option, key that does not parse) -> exit 2;
+    * click usage errors (bad option, key that does not parse) and the
+      library's QueryError, KeyFormatError, TimeFormatError -> exit 2;
     * any other exception is a bug: one line naming it, exit 1 (the
       traceback is shown when the environment sets ``STREAMLOG_TRACEBACK``);
     * stdout closed by the reader (``EPIPE``) -> stdout is pointed at
@@ -67,6 +69,8 @@ class StreamlogGroup(click.Group):
             ctx.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except (errors.QueryError, errors.KeyFormatError, errors.TimeFormatError) as exc:
+            raise click.UsageError(str(exc)) from exc  # bad usage: one line, exit status 2
         except errors.StreamlogError as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
@@ -123,6 +127,14 @@ log_argument = click.argument("log", type=click.Path(path_type=str, readable=Fal
 session_option = click.option(
     "--session", "-s", "session_id", type=int, default=None, metavar="ID",
     help="Session id; negative counts from the end.  [default: the last session]")
+
+sessions_option = click.option(
+    "--session", "-s", "session_spec", default=None, metavar="IDS",
+    help="Session ids: one id, a list and spans such as 3,5-7, or all; negative ids count from the end.  "
+         "[default: the last session]")
+
+utc_option = click.option("--utc", is_flag=True, is_eager=True,  # eager: TIME options read it
+                          help="Read ISO times without an offset, and print times, in UTC instead of local time.")
 
 stream_option = click.option(
     "--stream", default=None, metavar="NAME",
@@ -226,6 +238,40 @@ class _SizeType(click.ParamType):
 
 SIZE = _SizeType()
 """A click parameter type that converts with :func:`parse_size`."""
+
+
+class _TimeType(click.ParamType):
+    name = "time"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return timespec.parse_time(value, utc=bool(ctx and ctx.params.get("utc")))
+        except errors.TimeFormatError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIME = _TimeType()
+"""A click parameter type: a time of :mod:`streamlog.timespec` -> epoch seconds.
+ISO times without an offset are UTC when the command has ``--utc`` (an
+eager option, so it is read first), local time otherwise."""
+
+
+class _AgeType(click.ParamType):
+    name = "age"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return timespec.parse_age(value)
+        except errors.TimeFormatError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+AGE = _AgeType()
+"""A click parameter type: an age such as ``7d`` or ``12h`` -> seconds."""
 
 
 # --------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from numpy.lib import format as npy_format
 from streamlog import errors
 from streamlog.cli.common import (
     RecordWriter, format_bytes, format_duration, format_key, format_option, format_time, log_argument,
-    open_log, parse_key, pick_session, refuse_existing, session_option, stream_option,
+    TIME, open_log, parse_key, pick_session, refuse_existing, session_option, sessions_option, stream_option,
+    utc_option,
 )
+from streamlog.query import Where, pick_fields, rows, select_sessions
 from streamlog.codec import to_jsonable
 from streamlog.store import FILE_MODE
 
@@ -257,25 +259,57 @@ def _pick(method, n, stream):
 @log_argument
 @click.argument("start", required=False)
 @click.argument("stop", required=False)
-@session_option
+@sessions_option
 @stream_option
+@click.option("--since", type=TIME, metavar="TIME",
+              help="Only records that arrived at or after TIME: -10m, -2h, now, epoch seconds or ISO-8601.")
+@click.option("--until", type=TIME, metavar="TIME", help="Only records that arrived at or before TIME.")
+@click.option("--where", "conditions", multiple=True, metavar="FIELD=VALUE",
+              help="Only records whose FIELD (a dict key, a tuple index, or a.b for nested ones) compares so "
+                   "with VALUE; also !=, <, <=, >, >=.  Repeatable: all must hold.")
+@click.option("--fields", metavar="A,B", help="Print only these fields (dict keys or tuple indexes), in this order.")
+@click.option("--step", type=click.IntRange(min=1), metavar="N", help="Every N-th record only (after --where).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N records.")
+@utc_option
 @format_option
-def range_(log, start, stop, session_id, stream, fmt):
-    """Print the records with START <= key <= STOP (both inclusive).
+def range_(log, start, stop, session_spec, stream, since, until, conditions, fields, step, limit, utc, fmt):
+    """Print the records with START <= key <= STOP (both inclusive) of one or
+    more sessions.
 
     Without STOP the range runs to the last record, without START too it is
-    the whole session.  Keys are typed as the session's key type: numbers,
-    text, 0x-hex bytes, comma-separated tuples such as 3,0.5, or ISO-8601
-    times for timestamped sessions.  Reads lazily, so any range fits in
+    the whole session.  Keys are written in the key notation: numbers, text,
+    0x-hex bytes, comma-separated tuples such as 3,0.5 (or JSON arrays), and
+    times (ISO-8601, -10m, ...) for time-keyed sessions.  --since/--until
+    select by arrival time on every session, whatever its keys; a range that
+    runs backwards is a usage error.  The steps run in the order: key and
+    time range, --where, --step, --limit.  Reads lazily, so any range fits in
     memory.
 
-    Example: streamlog range ./mylog 100 200 --format csv > part.csv
+    \b
+    Examples:
+      streamlog range ./mylog 100 200 --format csv > part.csv
+      streamlog range ./mylog --since -10m -s all --where channel=stderr
+      streamlog range ./mylog -s 3,5-7 --since 2026-12-01T18:52 --until 2026-12-01T19:00 --limit 100
     """
+    where = [Where(text) for text in conditions]
+    picked = _field_list(fields)
     with open_log(log) as opened:
-        session = pick_session(opened, session_id)
-        low = None if start is None else parse_key(start, session, stream, param_hint="'START'")
-        high = None if stop is None else parse_key(stop, session, stream, param_hint="'STOP'")
-        _write_records(session.irange(low, high, stream=stream), fmt)
+        chosen = select_sessions(opened, session_spec)
+        found = rows(chosen, stream=stream, start=start, stop=stop, since=since, until=until, where=where,
+                     step=step, limit=limit, utc=utc)
+        records = (row.record for row in found)
+        _write_records(records if picked is None else (pick_fields(r, picked) for r in records), fmt)
+
+
+def _field_list(text):
+    """``"a, b"`` -> ``["a", "b"]``; None -> None; a usage error for an empty list."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("give field names separated by commas, e.g. --fields t,value",
+                                 param_hint="'--fields'")
+    return names
 
 
 def _write_records(records, fmt):

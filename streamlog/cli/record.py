@@ -9,7 +9,6 @@
   printed like a shell transcript.
 """
 
-import contextlib
 import os
 import shlex
 import shutil
@@ -17,16 +16,13 @@ import sys
 
 import click
 
-from streamlog import errors
-from streamlog.cli.common import (RecordWriter, format_option, log_argument, open_log, pick_session, session_option,
-                                  stream_option)
+from streamlog.cli.common import (TIME, RecordWriter, format_option, log_argument, session_option, stream_option,
+                                  utc_option)
 from streamlog.cli.recording import Recording, recording_command
+from streamlog.follow import ENDED_BY_UNTIL, Follower
 from streamlog.sources.command import CommandSource
 from streamlog.sources.lines import LineSource
 from streamlog.sources.synth import SynthSource
-
-FOLLOW_BATCH = 1000  # records written between two flushes of ``follow``
-
 
 # --------------------------------------------------------------------------
 # the sources
@@ -100,43 +96,63 @@ def record_synth(rate, channels, block, seed, count, fast):
 # following
 
 
+FOLLOW_EXIT = {"closed": 0, ENDED_BY_UNTIL: 0, "failed": 3, "crashed": 4, "pruned": 5}
+"""``follow``'s exit status by how the followed session ended (1 and 2 are errors and bad usage)."""
+
+
 @click.command(short_help="Print a session's records as they are recorded.")
 @log_argument
 @session_option
 @stream_option
 @click.option("--from-start", is_flag=True, help="Print the records already stored first.")
+@click.option("--since", type=TIME, metavar="TIME",
+              help="Begin with the records that arrived at or after TIME (-10m, epoch seconds, ISO-8601).")
+@click.option("--until", type=TIME, metavar="TIME", help="Stop at TIME (e.g. +1h), exit status 0.")
+@click.option("--wait", is_flag=True,
+              help="Wait for a session to start (and for LOG to be created) when none is being recorded.")
+@click.option("--all", "every", is_flag=True,
+              help="When the session ends, go on with the next one, and so on (implies --wait).")
+@utc_option
 @format_option
-def follow(log, session_id, stream, from_start, fmt):
+@click.pass_context
+def follow(ctx, log, session_id, stream, from_start, since, until, wait, every, utc, fmt):
     """Print the records of a session as they are committed, like tail -f,
     also while another process records it; exit when the session ends.
-    Without --from-start, begin after the newest record stored now.
+    Without --from-start or --since, begin after the newest record stored
+    now.
+
+    Exit status: 0 when the session closed (or --until passed), 3 when it
+    failed, 4 when it crashed (its recorder died), 5 when retention removed
+    it; 1 for an error, 130 on Ctrl-C.  A session that is not being
+    recorded has nothing new: follow says so and exits with its status.
 
     \b
-    Example:
+    Examples:
       streamlog follow data.streamlog --format jsonl | head -n 20
+      streamlog follow data.streamlog --wait --all      # every session to come
     """
-    with open_log(log) as opened:
-        session = pick_session(opened, session_id)
-        reader = session.reader(stream)
-        if not from_start:
-            with contextlib.suppress(errors.NoItemFound):
-                reader.tail()  # moves the cursor to the newest record
-        out = RecordWriter(fmt, sys.stdout)
-        try:
-            for item in reader:
-                out.write(item)
-                out.write_all(reader.read(FOLLOW_BATCH - 1, blocking=False, ignore_no_item_found=True) or [])
-                out.flush()
-        except errors.SourceFailed:
-            pass  # reported below from the session's status and error
-        except KeyboardInterrupt:
+    follower = Follower(log, session_id=session_id, stream=stream, from_start=from_start, since=since, wait=wait,
+                        every=every, until=until)
+    out = RecordWriter(fmt, sys.stdout)
+    printed = 0
+    try:
+        for batch in follower.batches():
+            printed += out.write_all(row.record for row in batch)
             out.flush()
-            sys.exit(130)
+    except KeyboardInterrupt:
         out.flush()
-        session.refresh()
-        if session.status != "closed":
-            detail = f": {session.error}" if session.error else ""
-            click.echo(f"session {session.id} {session.status}{detail}", err=True)
+        ctx.exit(130)
+    out.flush()
+    if not follower.ended:
+        return  # --until passed while waiting for a session
+    session_id, status, error = follower.ended[-1]
+    if status not in ("closed", ENDED_BY_UNTIL):
+        detail = f": {error}" if error else ""
+        click.echo(f"session {session_id} {status}{detail}", err=True)
+    elif status == "closed" and not printed and len(follower.ended) == 1:
+        click.echo(f"session {session_id} is closed: nothing new to follow (--wait waits for the next session)",
+                   err=True)
+    ctx.exit(FOLLOW_EXIT[status])
 
 
 # --------------------------------------------------------------------------

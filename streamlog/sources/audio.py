@@ -28,6 +28,8 @@ import collections
 import math
 import numbers
 import os
+import sys
+import tempfile
 import threading
 import time
 import wave
@@ -142,11 +144,33 @@ def import_pyaudio():
     return pyaudio
 
 
-def input_devices():
+def open_portaudio(pyaudio, noise=None):
+    """``pyaudio.PyAudio()`` with what the C libraries beneath it (ALSA, JACK)
+    print to file descriptor 2 while they probe devices captured: written to
+    the text stream ``noise`` if given, else dropped.  Python's own stderr is
+    untouched before and after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            audio = pyaudio.PyAudio()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if noise is not None:
+            captured.seek(0)
+            noise.write(captured.read().decode(errors="replace"))
+    return audio
+
+
+def input_devices(noise=None):
     """A list of ``{"index", "name", "max_input_channels", "default_sample_rate",
-    "default": bool}`` for every PortAudio device with input channels."""
+    "default": bool}`` for every PortAudio device with input channels.  What
+    PortAudio's libraries print while probing goes to the text stream
+    ``noise``, or nowhere (see :func:`open_portaudio`)."""
     pyaudio = import_pyaudio()
-    audio = pyaudio.PyAudio()
+    audio = open_portaudio(pyaudio, noise)
     try:
         try:
             default_index = audio.get_default_input_device_info()["index"]
@@ -227,7 +251,7 @@ class PyAudioSourceReader(SourceReader):
 
     def _checked_device(self, index):
         pyaudio = import_pyaudio()
-        audio = pyaudio.PyAudio()
+        audio = open_portaudio(pyaudio)
         try:
             if index is None:
                 try:
@@ -259,7 +283,7 @@ class PyAudioSourceReader(SourceReader):
         pyaudio = import_pyaudio()
         self._reset_counters()
         self._pa_continue, self._pa_complete = pyaudio.paContinue, pyaudio.paComplete
-        self._audio = pyaudio.PyAudio()
+        self._audio = open_portaudio(pyaudio)
         try:
             self._stream = self._audio.open(
                 rate=self.rate, channels=self.channels, format=getattr(pyaudio, self.format.portaudio_name),

@@ -1,0 +1,163 @@
+"""Following a log as it is recorded, one session after another (``tail -f``).
+
+:class:`Follower` yields the records of a session as another process (or
+this one) commits them, as batches of :class:`streamlog.query.Row`; it can
+wait for a session to start (and for the log to be created), and go on
+with each new session.  :attr:`Follower.ended` says how each followed
+session ended, so a caller can report it (``streamlog follow`` turns the
+last one into its exit status).
+"""
+
+import time
+from itertools import islice
+
+from streamlog import errors
+from streamlog.log import Log
+from streamlog.query import Row
+from streamlog.reader import Entry
+
+__all__ = ["Follower", "ENDED_BY_UNTIL"]
+
+POLL_S = 0.005          # how often a followed session is checked for new records
+WAIT_POLL_S = 0.05      # how often the log is checked for a new session (or for being created)
+BATCH = 1000            # rows per yielded batch at most
+ENDED_BY_UNTIL = "until"
+"""The status recorded in :attr:`Follower.ended` when ``until`` passed first."""
+
+
+class Follower:
+    """Follow the log at ``path`` (a path: it is opened read-only, and with
+    ``wait`` waited for until it exists).
+
+    * ``session_id``: the session to follow (negative counts from the end);
+      None: the newest.  With ``wait``, a session that does not exist yet
+      (or, without ``session_id``, a newest one that is no longer live) is
+      waited for: the next session to start is followed.
+    * ``from_start``: begin with the records already stored (default: only
+      what is committed from now on); ``since`` (epoch seconds): begin with
+      the records that arrived at or after it.  Both apply to the first
+      session; later ones are followed from their start.
+    * ``every``: when a session ends, wait for the next one and follow it
+      too (implies ``wait``); iteration then ends only at ``until``.
+    * ``until`` (epoch seconds): stop at that time (records that arrived
+      after it are not yielded).
+
+    Iterating (:meth:`batches`) blocks; it ends when the followed session
+    ends (without ``every``) or at ``until``.  Raises LogNotFound /
+    SessionNotFound when there is nothing to follow and ``wait`` is off.
+    """
+
+    def __init__(self, path, *, session_id=None, stream=None, from_start=False, since=None, wait=False, every=False,
+                 until=None):
+        self.path = path
+        self.session_id = session_id
+        self.stream = stream
+        self.from_start = from_start
+        self.since = since
+        self.wait = wait or every
+        self.every = every
+        self.until = until
+        self.ended = []
+        """``(session_id, status, error)`` of each followed session, in order:
+        status ``closed``, ``failed``, ``crashed``, ``pruned`` (removed by
+        retention while followed) or :data:`ENDED_BY_UNTIL`."""
+
+    def batches(self):
+        """Lists of :class:`~streamlog.query.Row`, as records are committed."""
+        log = self._open()
+        if log is None:
+            return
+        with log:
+            session = self._first_session(log)
+            first = True
+            while session is not None:
+                yield from self._follow(session, first)
+                first = False
+                if not self.every or self._past_until():
+                    return
+                session = self._next_session(log, session.id)
+
+    def __iter__(self):
+        for batch in self.batches():
+            yield from batch
+
+    # -- finding sessions ------------------------------------------------------
+
+    def _past_until(self):
+        return self.until is not None and time.time() > self.until
+
+    def _open(self):
+        while True:
+            try:
+                return Log(self.path, readonly=True, create=False)
+            except errors.LogNotFound:
+                if not self.wait:
+                    raise
+            if self._past_until():
+                return None
+            time.sleep(WAIT_POLL_S)
+
+    def _first_session(self, log):
+        sessions = log.sessions()
+        if self.session_id is not None:
+            if self.session_id < 0 or any(s.id == self.session_id for s in sessions) or not self.wait:
+                return log.session(self.session_id)
+            return self._wait_for(log, lambda s: s.id == self.session_id)
+        if sessions and (sessions[-1].status == "live" or not self.wait):
+            return sessions[-1]
+        if not sessions and not self.wait:
+            raise errors.SessionNotFound(f"log {log.path} has no sessions (follow --wait waits for one)")
+        newest = sessions[-1].id if sessions else 0
+        return self._wait_for(log, lambda s: s.id > newest)
+
+    def _next_session(self, log, previous_id):
+        return self._wait_for(log, lambda s: s.id > previous_id)
+
+    def _wait_for(self, log, wanted):
+        """The oldest session for which ``wanted(session)``, once there is one;
+        None if ``until`` passes first."""
+        while not self._past_until():
+            found = [s for s in log.sessions() if wanted(s)]
+            if found:
+                return found[0]
+            time.sleep(WAIT_POLL_S)
+        return None
+
+    # -- following one session ---------------------------------------------------
+
+    def _follow(self, session, first):
+        after = None
+        since = self.since if first else None
+        if first and not self.from_start and since is None:
+            after = _newest_entry(session, self.stream)
+        while True:
+            try:
+                ended = session.refresh().status != "live"
+            except errors.SessionNotFound:
+                self.ended.append((session.id, "pruned", None))
+                return
+            if self.stream is None or self.stream in session.streams:
+                while True:
+                    batch = list(islice(session.ientries(since=since, until=self.until, after=after,
+                                                         stream=self.stream), BATCH))
+                    if not batch:
+                        break
+                    after = batch[-1]
+                    yield [Row(session.id, e.key, e.arrival_us, e.record) for e in batch]
+            if ended:
+                self.ended.append((session.id, session.status, session.error))
+                return
+            if self._past_until():
+                self.ended.append((session.id, ENDED_BY_UNTIL, None))
+                return
+            time.sleep(POLL_S)
+
+
+def _newest_entry(session, stream):
+    """An ``after`` bound at the newest record stored now (None if none)."""
+    if stream is not None and stream not in session.streams:
+        return None
+    info = session.stream_info(stream)
+    if not info["count"]:
+        return None
+    return Entry(info["last_key"], None, None, info["recorded"] - 1)
