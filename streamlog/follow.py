@@ -41,6 +41,8 @@ class Follower:
       too (implies ``wait``); iteration then ends only at ``until``.
     * ``until`` (epoch seconds): stop at that time (records that arrived
       after it are not yielded).
+    * ``on_wait(text)``: called with a short description (``waiting for
+      session 4 of LOG to start``) each time the follower starts waiting.
 
     Iterating (:meth:`batches`) blocks; it ends when the followed session
     ends (without ``every``) or at ``until``.  Raises LogNotFound /
@@ -48,8 +50,9 @@ class Follower:
     """
 
     def __init__(self, path, *, session_id=None, stream=None, from_start=False, since=None, wait=False, every=False,
-                 until=None):
+                 until=None, on_wait=None):
         self.path = path
+        self.on_wait = on_wait
         self.session_id = session_id
         self.stream = stream
         self.from_start = from_start
@@ -87,12 +90,16 @@ class Follower:
         return self.until is not None and time.time() > self.until
 
     def _open(self):
+        told = False
         while True:
             try:
                 return Log(self.path, readonly=True, create=False)
             except errors.LogNotFound:
                 if not self.wait:
                     raise
+            if not told:
+                self._tell(f"waiting for log {self.path} to be created")
+                told = True
             if self._past_until():
                 return None
             time.sleep(WAIT_POLL_S)
@@ -102,20 +109,26 @@ class Follower:
         if self.session_id is not None:
             if self.session_id < 0 or any(s.id == self.session_id for s in sessions) or not self.wait:
                 return log.session(self.session_id)
-            return self._wait_for(log, lambda s: s.id == self.session_id)
+            return self._wait_for(log, lambda s: s.id == self.session_id, f"session {self.session_id}")
         if sessions and (sessions[-1].status == "live" or not self.wait):
             return sessions[-1]
         if not sessions and not self.wait:
             raise errors.SessionNotFound(f"log {log.path} has no sessions (follow --wait waits for one)")
         newest = sessions[-1].id if sessions else 0
-        return self._wait_for(log, lambda s: s.id > newest)
+        return self._next_session(log, newest)
 
     def _next_session(self, log, previous_id):
-        return self._wait_for(log, lambda s: s.id > previous_id)
+        return self._wait_for(log, lambda s: s.id > previous_id, f"a session after {previous_id}"
+                              if previous_id else "a first session")
 
-    def _wait_for(self, log, wanted):
+    def _tell(self, text):
+        if self.on_wait is not None:
+            self.on_wait(text)
+
+    def _wait_for(self, log, wanted, what):
         """The oldest session for which ``wanted(session)``, once there is one;
         None if ``until`` passes first."""
+        self._tell(f"waiting for {what} of {log.path} to start")
         while not self._past_until():
             found = [s for s in log.sessions() if wanted(s)]
             if found:

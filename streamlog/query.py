@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from streamlog import errors, notation
+from streamlog import errors, notation, timespec
 from streamlog.keys import encode_key
 
 __all__ = ["Row", "select_sessions", "Where", "pick_fields", "rows", "key_bounds"]
@@ -190,11 +190,23 @@ def key_bounds(session, start=None, stop=None, *, stream=None, utc=False):
     and QueryError when ``start`` is after ``stop``."""
     key_types = session.stream_info(stream).get("key_types")
     time_key = notation.is_time_keyed(session.info)
-    low = None if start is None else notation.parse_key(start, key_types, time_key=time_key, utc=utc)
-    high = None if stop is None else notation.parse_key(stop, key_types, time_key=time_key, utc=utc)
+    low = None if start is None else _key(start, key_types, time_key, utc)
+    high = None if stop is None else _key(stop, key_types, time_key, utc)
     if low is not None and high is not None and encode_key(low) > encode_key(high):
         raise errors.QueryError(f"the range runs backwards: start {start} is after stop {stop}")
     return low, high
+
+
+def _key(text, key_types, time_key, utc):
+    try:
+        return notation.parse_key(text, key_types, time_key=time_key, utc=utc)
+    except errors.KeyFormatError as exc:
+        try:
+            timespec.parse_time(text)
+        except errors.TimeFormatError:
+            raise exc from None
+        raise errors.KeyFormatError(f"{exc}; this session's keys are not times: select by arrival time with "
+                                    f"since/until (--since/--until) instead") from None
 
 
 def rows(sessions, *, stream=None, start=None, stop=None, since=None, until=None, where=(), step=None, limit=None,

@@ -125,6 +125,7 @@ def follow(ctx, log, session_id, stream, from_start, since, until, wait, every, 
     failed, 4 when it crashed (its recorder died), 5 when retention removed
     it; 1 for an error, 130 on Ctrl-C.  A session that is not being
     recorded has nothing new: follow says so and exits with its status.
+    While it waits (--wait, --all) it says so on stderr.
 
     \b
     Examples:
@@ -132,7 +133,7 @@ def follow(ctx, log, session_id, stream, from_start, since, until, wait, every, 
       streamlog follow data.streamlog --wait --all      # every session to come
     """
     follower = Follower(log, session_id=session_id, stream=stream, from_start=from_start, since=since, wait=wait,
-                        every=every, until=until)
+                        every=every, until=until, on_wait=lambda text: click.echo(text, err=True))
     out = RecordWriter(fmt, sys.stdout)
     printed = 0
     try:
