@@ -36,7 +36,8 @@ class Follower:
     * ``from_start``: begin with the records already stored (default: only
       what is committed from now on); ``since`` (epoch seconds): begin with
       the records that arrived at or after it.  Both apply to the first
-      session; later ones are followed from their start.
+      session when it was already there; a session waited for, and every
+      later one, is followed from its start.
     * ``every``: when a session ends, wait for the next one and follow it
       too (implies ``wait``); iteration then ends only at ``until``.
     * ``until`` (epoch seconds): stop at that time (records that arrived
@@ -67,12 +68,15 @@ class Follower:
 
     def batches(self):
         """Lists of :class:`~streamlog.query.Row`, as records are committed."""
-        log = self._open()
+        log, created = self._open()
         if log is None:
             return
         with log:
-            session = self._first_session(log)
-            first = True
+            if created and self.session_id is None:  # every session of a log created while waited for is new
+                session, waited = self._next_session(log, 0), True
+            else:
+                session, waited = self._first_session(log)
+            first = not waited  # a session that started while waited for is followed from its start
             while session is not None:
                 yield from self._follow(session, first)
                 first = False
@@ -90,10 +94,12 @@ class Follower:
         return self.until is not None and time.time() > self.until
 
     def _open(self):
+        """``(log, created)``: the log (None if ``until`` passed while waiting for
+        it), and whether it was created while waited for."""
         told = False
         while True:
             try:
-                return Log(self.path, readonly=True, create=False)
+                return Log(self.path, readonly=True, create=False), told
             except errors.LogNotFound:
                 if not self.wait:
                     raise
@@ -101,21 +107,22 @@ class Follower:
                 self._tell(f"waiting for log {self.path} to be created")
                 told = True
             if self._past_until():
-                return None
+                return None, told
             time.sleep(WAIT_POLL_S)
 
     def _first_session(self, log):
+        """``(session, waited)``: the session to follow first, and whether it was waited for."""
         sessions = log.sessions()
         if self.session_id is not None:
             if self.session_id < 0 or any(s.id == self.session_id for s in sessions) or not self.wait:
-                return log.session(self.session_id)
-            return self._wait_for(log, lambda s: s.id == self.session_id, f"session {self.session_id}")
+                return log.session(self.session_id), False
+            return self._wait_for(log, lambda s: s.id == self.session_id, f"session {self.session_id}"), True
         if sessions and (sessions[-1].status == "live" or not self.wait):
-            return sessions[-1]
+            return sessions[-1], False
         if not sessions and not self.wait:
             raise errors.SessionNotFound(f"log {log.path} has no sessions (follow --wait waits for one)")
         newest = sessions[-1].id if sessions else 0
-        return self._next_session(log, newest)
+        return self._next_session(log, newest), True
 
     def _next_session(self, log, previous_id):
         return self._wait_for(log, lambda s: s.id > previous_id, f"a session after {previous_id}"
