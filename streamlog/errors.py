@@ -142,3 +142,11 @@ class KeyFormatError(StreamlogError, ValueError):
 class QueryError(StreamlogError, ValueError):
     """A query that cannot be answered as asked: a reversed range, a session
     list that does not parse, a ``--where`` condition without an operator."""
+
+
+class RemoteError(StreamlogError):
+    """A remote log (Redis) refused a request or holds something unexpected."""
+
+
+class RemoteUnavailable(RemoteError, ConnectionError):
+    """The remote log's server cannot be reached (down, wrong address, timeout)."""

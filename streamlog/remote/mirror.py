@@ -1,0 +1,331 @@
+"""The mirror: follow a local log and copy every committed record to Redis.
+
+The LMDB log stays the source of truth.  :class:`Mirror` reads it like any
+follower (``Log.sessions()``, ``Session.reader().read_entries()``), so a
+Redis outage never slows or stops a recording: the mirror reconnects with
+back-off, asks Redis where each stream ends (the last entry id), and goes on
+from the next local sequence number.  Entry ids come from sequence numbers
+(see :mod:`streamlog.remote.layout`), so what a killed mirror had sent
+already is refused as a duplicate when it is sent again: every record lands
+once.  Records the local retention pruned before they were sent leave a gap
+marker, never a silent hole.
+
+At most ``max_inflight_bytes`` of encoded records are on their way to Redis
+at any moment (one script call per batch, one batch at a time).
+"""
+
+import threading
+import time
+
+from streamlog import errors
+from streamlog.codec import encode_record
+from streamlog.keys import decode_key_prefix, encode_key
+from streamlog.log import Log
+from streamlog.remote import layout
+
+DEFAULT_INFLIGHT_BYTES = 4 << 20
+DEFAULT_PART_BYTES = 512 << 10
+INDEX_EVERY = 256
+_RESCAN_S = 0.25
+_META_EVERY_S = 1.0
+_RETENTION_EVERY_S = 1.0
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+def _redis_down_errors():
+    import redis
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, errors.RemoteUnavailable,
+            ConnectionError)
+
+
+class Mirror:
+    """Copy the sessions of the log at ``log`` (a path or a :class:`Log`) to
+    the Redis at ``url`` under rig ``name`` (or ``?name=`` in the URL).
+
+    * ``session_ids``: only these sessions (None: every session, old and new).
+    * ``max_inflight_bytes``: bound on encoded bytes sent and not yet answered.
+    * ``part_bytes``: records encoded larger than this are split into parts.
+    * ``max_age_s``, ``max_sessions``: remote retention, applied in Redis
+      about once a second (independent of the local log's retention).
+    * ``exit_when_done``: :meth:`run` returns once no local session is live
+      and everything is mirrored (else it runs until :meth:`stop`).
+
+    ``stats`` counts what happened: ``sent`` entries, ``duplicates`` refused,
+    ``gaps`` markers written, ``reconnects``, ``largest_call_bytes``.
+    """
+
+    def __init__(self, log, url, name=None, *, session_ids=None, max_inflight_bytes=DEFAULT_INFLIGHT_BYTES,
+                 part_bytes=DEFAULT_PART_BYTES, max_age_s=None, max_sessions=None, exit_when_done=False,
+                 socket_timeout=5.0):
+        base, url_name = layout.split_url(url)
+        self.url = base
+        self.name = layout.check_rig(name or url_name or "")
+        if max_inflight_bytes < 1024 or part_bytes < 256 or part_bytes > max_inflight_bytes:
+            raise ValueError("need 1024 <= max_inflight_bytes and 256 <= part_bytes <= max_inflight_bytes")
+        for label, value in (("max_age_s", max_age_s), ("max_sessions", max_sessions)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{label} must be positive or None, not {value!r}")
+        self._log_arg = log
+        self.session_ids = None if session_ids is None else set(session_ids)
+        self.max_inflight_bytes = max_inflight_bytes
+        self.part_bytes = part_bytes
+        self.max_age_s = max_age_s
+        self.max_sessions = max_sessions
+        self.exit_when_done = exit_when_done
+        self.socket_timeout = socket_timeout
+        self.stats = {"sent": 0, "duplicates": 0, "gaps": 0, "reconnects": 0, "largest_call_bytes": 0,
+                      "connected": False, "last_error": None}
+        self._stop = threading.Event()
+        self._followers = {}
+        self._done = set()
+
+    def stop(self):
+        """Make :meth:`run` return after its current batch (from any thread)."""
+        self._stop.set()
+
+    def run(self):
+        """Mirror until :meth:`stop` (or, with ``exit_when_done``, until every
+        local session has ended and is mirrored).  Redis being down is not an
+        error: it retries with back-off (``stats["last_error"]`` says why)."""
+        from streamlog.remote.log import RemoteLog
+
+        log = self._log_arg if isinstance(self._log_arg, Log) else Log(self._log_arg, readonly=True, create=False)
+        down = _redis_down_errors()
+        client = remote = None
+        backoff = _BACKOFF_FIRST_S
+        next_scan = next_retention = 0.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    if client is None:
+                        client = layout.connect(self.url, socket_timeout=self.socket_timeout)
+                        remote = RemoteLog(self.url, name=self.name, client=client)
+                        self._script = client.register_script(layout.APPEND_SCRIPT)
+                        client.sadd(layout.RIGS, self.name)
+                        for follower in self._followers.values():
+                            follower.synced = False
+                        self.stats["connected"] = True
+                        backoff = _BACKOFF_FIRST_S
+                    now = time.monotonic()
+                    if now >= next_scan or not self._followers:
+                        self._scan(log, client)
+                        next_scan = now + _RESCAN_S
+                        if self.exit_when_done and not self._followers:
+                            return
+                    busy = self._pump_all(client)
+                    if (self.max_age_s or self.max_sessions) and now >= next_retention:
+                        remote.prune(max_age_s=self.max_age_s, max_sessions=self.max_sessions)
+                        next_retention = now + _RETENTION_EVERY_S
+                    if not busy and len(self._followers) != 1:
+                        self._stop.wait(0.001)
+                except down as exc:
+                    self.stats.update(connected=False, last_error=f"{type(exc).__name__}: {exc}")
+                    self.stats["reconnects"] += 1
+                    if client is not None:
+                        client.close()
+                    client = remote = None
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+        finally:
+            for follower in self._followers.values():
+                follower.close()
+            if client is not None:
+                client.close()
+            if log is not self._log_arg:
+                log.close()
+
+    def _scan(self, log, client):
+        """Start a follower for each (session, stream) not yet mirrored."""
+        retired = {int(m) for m in client.zrange(layout.retired_key(self.name), 0, -1)}
+        for session in log.sessions():
+            if self.session_ids is not None and session.id not in self.session_ids:
+                continue
+            if session.id in retired:
+                continue
+            for stream in session.streams:
+                key = (session.id, stream)
+                if key not in self._followers and key not in self._done:
+                    self._followers[key] = _StreamFollower(self, log, session.id, stream)
+
+    def _pump_all(self, client):
+        busy = False
+        single = len(self._followers) == 1
+        for key, follower in list(self._followers.items()):
+            if not follower.synced:
+                follower.sync(client)
+            busy |= follower.pump(client, wait_s=0.05 if single else 0)
+            if follower.finished:
+                follower.close()
+                del self._followers[key]
+                self._done.add(key)
+        return busy
+
+    def _call(self, keys, args, size):
+        """Run the append script; return (added, duplicates)."""
+        added, dups = self._script(keys=keys, args=args)
+        stats = self.stats
+        stats["sent"] += added
+        stats["duplicates"] += dups
+        stats["largest_call_bytes"] = max(stats["largest_call_bytes"], size)
+        return added, dups
+
+
+class _StreamFollower:
+    """One stream of one local session, mirrored entry by entry."""
+
+    def __init__(self, mirror, log, session_id, stream):
+        self.mirror = mirror
+        self.log = log
+        self.session_id = session_id
+        self.stream = stream
+        self.keys = layout.session_keys(mirror.name, session_id, stream)
+        self.synced = False
+        self.finished = False
+        self.reader = None
+        self.next_seq = 0
+        self._skip_below = 0
+        self._meta_due = 0.0
+        self._avg_size = 256
+
+    def close(self):
+        self.reader = None
+
+    def _session(self):
+        return self.log.session(self.session_id)
+
+    def _meta_blob(self, session):
+        streams = {}
+        for name in session.streams:
+            info = session.stream_info(name)
+            streams[name] = {"recorded": info["recorded"], "key_types": info["key_types"], "error": info["error"]}
+        return encode_record({
+            "id": session.id, "status": session.status, "start_time": session.start_time,
+            "stop_time": session.stop_time, "info": session.info, "error": session.error, "pid": session.pid,
+            "host": session.host, "durability": session.durability, "streams": streams,
+        })
+
+    def sync(self, client):
+        """Find where the remote stream ends and place the local reader after it."""
+        name = self.mirror.name
+        client.zadd(layout.sessions_key(name), {str(self.session_id): self.session_id})
+        try:
+            session = self._session()
+        except errors.SessionNotFound:
+            self.finished = True
+            return
+        last = client.xrevrange(self.keys[1], "+", "-", count=1)
+        resume_key = None
+        if last:
+            entry_id, fields = last[0]
+            seq, part = layout.parse_id(entry_id)
+            resume_key = fields.get(b"k")
+            if b"gap" in fields:
+                self.next_seq = seq + int(fields[b"gap"])
+            elif b"p" in fields:
+                index, _, total = fields[b"p"].partition(b"/")
+                self.next_seq = seq + 1 if int(index) == int(total) else seq
+            else:
+                self.next_seq = seq + 1
+        else:
+            self.next_seq = 0
+        self.reader = session.reader(self.stream, skip_pruned=True)
+        self._key_types = session.stream_info(self.stream)["key_types"]
+        if resume_key:
+            self.reader.seek(decode_key_prefix(resume_key, self._key_types)[0])
+        self._skip_below = self.next_seq
+        self._meta_due = 0.0
+        self.synced = True
+
+    def pump(self, client, wait_s):
+        """Send what the local stream has beyond the remote one; True if anything was sent."""
+        if self.finished:
+            return False
+        mirror = self.mirror
+        now = time.monotonic()
+        meta = b""
+        if now >= self._meta_due:
+            try:
+                meta = self._meta_blob(self._session())
+            except errors.SessionNotFound:
+                pass
+            self._meta_due = now + _META_EVERY_S
+        if self._key_types is None:
+            self._key_types = self._stream_key_types()
+        want = max(1, min(4096, mirror.max_inflight_bytes // max(self._avg_size, 1)))
+        ended = False
+        try:
+            entries = self.reader.read_entries(want, blocking=wait_s > 0, timeout=wait_s,
+                                               key_types=self._key_types)
+        except (StopIteration, errors.SourceFailed):
+            entries, ended = [], True
+        entries = [e for e in entries if e.seq >= self._skip_below]
+        if entries:
+            self._send(client, entries, meta)
+        elif meta and not ended:
+            mirror._call(self.keys, [self.stream, meta, self.next_seq], 0)
+        if ended:
+            self._finish(client)
+        return bool(entries)
+
+    def _stream_key_types(self):
+        try:
+            return self._session().stream_info(self.stream)["key_types"]
+        except errors.SessionNotFound:
+            return None
+
+    def _send(self, client, entries, meta):
+        mirror = self.mirror
+        part_bytes = mirror.part_bytes
+        limit = mirror.max_inflight_bytes
+        args = [self.stream, meta, 0]
+        size = 0
+        total = 0
+        for entry in entries:
+            seq = entry.seq
+            encoded_key = encode_key(entry.key)
+            new_start = seq != self.next_seq
+            if new_start:  # the local log pruned these before they were mirrored
+                args += [layout.entry_id(self.next_seq), 0, 0, "", "", 2, "gap", seq - self.next_seq,
+                         "k", encoded_key]
+                mirror.stats["gaps"] += 1
+            record = encode_record(entry.record)
+            total += len(record)
+            t = str(entry.time_us)
+            indexed = new_start or seq % INDEX_EVERY == 0
+            member = layout.index_member(encoded_key, seq) if indexed else ""
+            score = t if indexed else ""
+            if len(record) <= part_bytes:
+                pieces = [record]
+            else:
+                pieces = [record[i:i + part_bytes] for i in range(0, len(record), part_bytes)]
+            for index, piece in enumerate(pieces, 1):
+                if size and size + len(piece) > limit:
+                    args[2] = seq if index > 1 else self.next_seq
+                    self._flush(args, size)
+                    args, size = [self.stream, b"", 0], 0
+                first = index == 1
+                fields = ["k", encoded_key, "t", t, "r", piece]
+                if len(pieces) > 1:
+                    fields += ["p", f"{index}/{len(pieces)}"]
+                args += [layout.entry_id(seq, index), 1 if first else 0, len(record) if first else 0,
+                         member if first else "", score if first else "", len(fields) // 2, *fields]
+                size += len(piece)
+            self.next_seq = seq + 1
+        args[2] = self.next_seq
+        self._flush(args, size)
+        self._avg_size = max(16, total // len(entries))
+
+    def _flush(self, args, size):
+        self.mirror._call(self.keys, args, size)
+        self._skip_below = args[2]
+
+    def _finish(self, client):
+        """The local stream ended and everything is sent: write the final metadata."""
+        try:
+            meta = self._meta_blob(self._session().refresh())
+        except errors.SessionNotFound:
+            meta = b""
+        self.mirror._call(self.keys, [self.stream, meta, self.next_seq], 0)
+        self.finished = True
