@@ -5,7 +5,7 @@
 info, head, tail, range, export), :mod:`.admin` (prune, doctor),
 :mod:`.recording` (the ``record`` group and what its commands share),
 :mod:`.record` (record lines/cmd/synth, demo, follow) and :mod:`.audio`
-(record audio, devices).  Importing a module registers its ``record``
+(record audio, devices) and :mod:`.mirror` (mirror).  Importing a module registers its ``record``
 subcommands.
 """
 
@@ -15,6 +15,7 @@ from streamlog import __version__
 from streamlog.cli.admin import doctor, prune
 from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
+from streamlog.cli.mirror import mirror
 from streamlog.cli.query import export, head, info, range_, sessions, tail
 from streamlog.cli.record import demo, follow
 from streamlog.cli.recording import record
@@ -37,5 +38,6 @@ def main():
     """
 
 
-for _command in (record, follow, demo, sessions, info, head, tail, range_, export, prune, doctor, devices):
+for _command in (record, follow, demo, sessions, info, head, tail, range_, export, prune, doctor, devices,
+                 mirror):
     main.add_command(_command)

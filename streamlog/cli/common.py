@@ -156,10 +156,17 @@ def open_log(path, *, readonly=True):
     :class:`~streamlog.errors.NotALog` for a file or a directory that is not
     a streamlog log, :class:`~streamlog.errors.FormatVersionError` for a log
     written by a newer streamlog; :class:`StreamlogGroup` prints them as one
-    line.
+    line.  A ``redis://`` (``rediss://``, ``unix://``) URL opens the sessions
+    a mirror copied there (:class:`streamlog.RemoteLog`; ``?name=RIG`` picks
+    the rig), read-only.
     """
     from streamlog.log import Log
+    from streamlog.remote import RemoteLog, is_remote_url
 
+    if is_remote_url(path):
+        if not readonly:
+            raise errors.RemoteError(f"{path} is a remote log: this command changes a log and needs a local one")
+        return RemoteLog(path)
     return Log(os.fspath(path), readonly=readonly, create=False)
 
 
