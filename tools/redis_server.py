@@ -13,6 +13,7 @@ it did not answer): tests turn it into a skip with that reason.
 """
 
 import os
+import random
 import select
 import shutil
 import signal
@@ -25,11 +26,21 @@ class RedisUnavailable(Exception):
     """redis-server or redis-py is missing, or the server did not come up."""
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(bus=False):
+    """A TCP port on 127.0.0.1 that was free a moment ago; with ``bus``, one
+    below 55536 whose cluster bus port (+10000) was free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", random.randrange(20000, 55536) if bus else 0))
+            port = s.getsockname()[1]
+        if not bus:
+            return port
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
 
 
 def require_redis():
@@ -81,14 +92,14 @@ class RedisServer:
         exe = require_redis()
         os.makedirs(self.workdir, exist_ok=True)
         if self.port is None:
-            self.port = free_port()
+            self.port = free_port(bus=self.cluster)
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.workdir,
                 "--loglevel", "warning", "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec"]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf",
                      "--cluster-node-timeout", "2000"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._wait_ready()
         return self
 
@@ -98,7 +109,7 @@ class RedisServer:
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace").strip()
+                err = self.proc.stdout.read().decode(errors="replace").strip()
                 raise RedisUnavailable(f"redis-server exited with code {self.proc.returncode}: {err[-300:]}")
             try:
                 redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1).ping()
@@ -172,9 +183,7 @@ class RedisCluster:
                 raise RedisUnavailable(f"redis-cli --cluster create failed: {created.stdout[-300:]}"
                                        f"{created.stderr[-300:]}")
             deadline = time.monotonic() + self.start_timeout_s
-            while not all(n.client().info("cluster").get("cluster_enabled") and
-                          "cluster_state:ok" in n.client().execute_command("CLUSTER INFO").decode()
-                          for n in self.nodes):
+            while not all(n.client().cluster("info").get("cluster_state") == "ok" for n in self.nodes):
                 if time.monotonic() > deadline:
                     raise RedisUnavailable("the cluster did not reach cluster_state:ok")
                 select.select([], [], [], 0.05)

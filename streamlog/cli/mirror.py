@@ -23,8 +23,9 @@ __all__ = ["mirror"]
               help="Remote retention: keep only the newest N sessions in Redis.")
 @click.option("--max-inflight", "max_inflight", type=SIZE, default="4MiB", show_default=True,
               help="At most this many encoded bytes on their way to Redis.")
-@click.option("--part-size", "part_bytes", type=SIZE, default="512KiB", show_default=True,
-              help="Records encoded larger than this are split into parts (joined back by readers).")
+@click.option("--part-size", "part_bytes", type=SIZE, default=None,
+              help="Records encoded larger than this are split into parts (joined back by readers).  "
+                   "[default: 512KiB or --max-inflight if smaller]")
 @click.option("--exit-when-done", is_flag=True,
               help="Exit once no session is live and everything is mirrored.  [default: run until stopped]")
 def mirror(log, url, rig, session_ids, max_age, max_sessions, max_inflight, part_bytes, exit_when_done):
@@ -39,10 +40,15 @@ def mirror(log, url, rig, session_ids, max_age, max_sessions, max_inflight, part
     """
     from streamlog.remote import Mirror
 
+    if not (rig or "name=" in url):
+        raise click.UsageError("name the rig: --name RIG (or ?name=RIG in URL)")
     with open_log(log) as opened:
-        follower = Mirror(opened, url, rig, session_ids=session_ids or None, max_inflight_bytes=max_inflight,
-                          part_bytes=part_bytes, max_age_s=max_age, max_sessions=max_sessions,
-                          exit_when_done=exit_when_done)
+        try:
+            follower = Mirror(opened, url, rig, session_ids=session_ids or None, max_inflight_bytes=max_inflight,
+                              part_bytes=part_bytes, max_age_s=max_age, max_sessions=max_sessions,
+                              exit_when_done=exit_when_done)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
         signal.signal(signal.SIGTERM, lambda *_: follower.stop())
         click.echo(f"mirroring {log} to {follower.url} as rig {follower.name}", err=True)
         try:

@@ -10,7 +10,7 @@ from streamlog.codec import decode_record
 from streamlog.keys import decode_key_prefix
 from streamlog.log import DEFAULT_STREAM
 from streamlog.remote import layout
-from streamlog.remote.reader import RemoteReader, redis_errors
+from streamlog.remote.reader import BLOCK_S, RemoteReader, redis_errors
 
 _TRIM_CHUNK = 1000
 
@@ -33,6 +33,7 @@ class RemoteLog:
         self.socket_timeout = socket_timeout
         self._owns_client = client is None
         self.client = client or layout.connect(base, socket_timeout=socket_timeout)
+        self._blocking = None
         name = name or url_name
         if name is None:
             with redis_errors(self):
@@ -44,7 +45,7 @@ class RemoteLog:
                     f"name one with ?name=RIG")
             name = rigs[0]
         self.name = layout.check_rig(name)
-        self.path = f"{layout.display(base)}?name={self.name}"
+        self.path = f"{layout.display(base)}{'&' if '?' in base else '?'}name={self.name}"
 
     def __repr__(self):
         return f"<streamlog.RemoteLog {self.path!r}>"
@@ -58,7 +59,16 @@ class RemoteLog:
     def close(self):
         if self._owns_client and self.client is not None:
             self.client.close()
-        self.client = None
+        if self._blocking is not None:
+            self._blocking.close()
+        self.client = self._blocking = None
+
+    def blocking_client(self):
+        """The client for XREAD BLOCK: its socket timeout is the log's plus
+        the longest block readers ask for, so a block is never cut short."""
+        if self._blocking is None:
+            self._blocking = layout.connect(self.url, socket_timeout=(self.socket_timeout or 5.0) + BLOCK_S)
+        return self._blocking
 
     def session_ids(self):
         with redis_errors(self):
@@ -167,7 +177,7 @@ class RemoteLog:
                 complete = len(doomed) < len(entries) or len(entries) < _TRIM_CHUNK
                 first_kept = last_seq + 1
                 pipe = client.pipeline(transaction=False)
-                pipe.xtrim(stream_key, minid=layout.entry_id(first_kept, 0))
+                pipe.xtrim(stream_key, minid=layout.entry_id(first_kept, 0), approximate=False)
                 pipe.hincrby(meta, f"count:{stream}", -len(heads))
                 pipe.hincrby(meta, f"bytes:{stream}", -size)
                 pipe.zremrangebyscore(time_index, "-inf", f"({cutoff_us}")

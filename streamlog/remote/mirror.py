@@ -46,7 +46,8 @@ class Mirror:
 
     * ``session_ids``: only these sessions (None: every session, old and new).
     * ``max_inflight_bytes``: bound on encoded bytes sent and not yet answered.
-    * ``part_bytes``: records encoded larger than this are split into parts.
+    * ``part_bytes``: records encoded larger than this are split into parts
+      (default 512 KiB, at most ``max_inflight_bytes``).
     * ``max_age_s``, ``max_sessions``: remote retention, applied in Redis
       about once a second (independent of the local log's retention).
     * ``exit_when_done``: :meth:`run` returns once no local session is live
@@ -57,11 +58,13 @@ class Mirror:
     """
 
     def __init__(self, log, url, name=None, *, session_ids=None, max_inflight_bytes=DEFAULT_INFLIGHT_BYTES,
-                 part_bytes=DEFAULT_PART_BYTES, max_age_s=None, max_sessions=None, exit_when_done=False,
+                 part_bytes=None, max_age_s=None, max_sessions=None, exit_when_done=False,
                  socket_timeout=5.0):
         base, url_name = layout.split_url(url)
         self.url = base
         self.name = layout.check_rig(name or url_name or "")
+        if part_bytes is None:
+            part_bytes = min(DEFAULT_PART_BYTES, max_inflight_bytes)
         if max_inflight_bytes < 1024 or part_bytes < 256 or part_bytes > max_inflight_bytes:
             raise ValueError("need 1024 <= max_inflight_bytes and 256 <= part_bytes <= max_inflight_bytes")
         for label, value in (("max_age_s", max_age_s), ("max_sessions", max_sessions)):
@@ -208,13 +211,13 @@ class _StreamFollower:
 
     def sync(self, client):
         """Find where the remote stream ends and place the local reader after it."""
-        name = self.mirror.name
-        client.zadd(layout.sessions_key(name), {str(self.session_id): self.session_id})
         try:
             session = self._session()
         except errors.SessionNotFound:
             self.finished = True
             return
+        self.mirror._call(self.keys, [self.stream, self._meta_blob(session), 0], 0)
+        client.zadd(layout.sessions_key(self.mirror.name), {str(self.session_id): self.session_id})
         last = client.xrevrange(self.keys[1], "+", "-", count=1)
         resume_key = None
         if last:

@@ -7,11 +7,13 @@ than the client's ``socket_timeout`` (so a long wait is never cut by it) and
 ends once the mirror has marked the session ended and nothing follows.
 
 With ``group`` and ``consumer`` the cursor is a Redis consumer group instead:
-records come from ``XREADGROUP``, each is acknowledged (``XACK``) when the
-reader moves past it (its next read, or :meth:`RemoteReader.ack`), a
-reader resumes after what its group acknowledged, and records a dead consumer
-took but never acknowledged are claimed (``XAUTOCLAIM``) after
-``claim_idle_s``.
+records come from ``XREADGROUP`` in batches of ``batch``; the records of a
+batch are acknowledged (``XACK``) when the reader fetches the next batch, at
+the end of the session, or on :meth:`RemoteReader.ack`.  A reader resumes
+after what its group acknowledged: a consumer restarted under the same name
+first gets again what it took and had not acknowledged (at least once),
+and records a consumer took and never acknowledged are claimed
+(``XAUTOCLAIM``) by another once idle for ``claim_idle_s``.
 """
 
 import contextlib
@@ -26,6 +28,11 @@ from streamlog.remote import layout
 
 _CHUNK = 1000
 _END = object()
+BLOCK_S = 1.0
+
+
+def _block_ms(remaining):
+    return max(1, int(min(BLOCK_S, BLOCK_S if remaining is None else remaining) * 1000))
 
 
 @contextlib.contextmanager
@@ -106,7 +113,7 @@ class RemoteReader:
     """
 
     def __init__(self, session, stream, *, group=None, consumer=None, blocking=True, skip_pruned=False,
-                 timeout=None, claim_idle_s=30.0):
+                 timeout=None, claim_idle_s=30.0, batch=100):
         if (group is None) != (consumer is None):
             raise ValueError("give both group= and consumer=, or neither")
         self._session = session
@@ -118,6 +125,7 @@ class RemoteReader:
         self.group = group
         self.consumer = consumer
         self.claim_idle_s = claim_idle_s
+        self.batch = batch
         _, self._key, self._key_index, self._time_index = layout.session_keys(self._log.name, session.id, stream)
         self._types = session.stream_info(stream)["key_types"]
         self._next = 0          # the sequence number after the cursor
@@ -197,12 +205,10 @@ class RemoteReader:
         return _text(entries[-1][0]) if entries else f"{self._next}-0"
 
     def _block(self, after_id, remaining):
-        """XREAD BLOCK for an entry after ``after_id``: at most ``remaining``
-        seconds, in slices of half the socket timeout (at most 1 s)."""
-        limit = self._log.socket_timeout
-        slice_s = min(1.0, limit / 2 if limit else 1.0, remaining if remaining is not None else 1.0)
+        """XREAD BLOCK for an entry after ``after_id``, at most ``remaining``
+        seconds (at most BLOCK_S at a time)."""
         with redis_errors(self._log):
-            self._client.xread({self._key: after_id}, count=1, block=max(1, int(slice_s * 1000)))
+            self._log.blocking_client().xread({self._key: after_id}, count=1, block=_block_ms(remaining))
 
     def _fetch_group(self, blocking, timeout):
         self.ack()
@@ -211,17 +217,18 @@ class RemoteReader:
         while True:
             ended = self._ended()
             with redis_errors(self._log):
+                entries = []
                 if self._own_pending:  # what this consumer took before it was restarted
-                    got = client.xreadgroup(self.group, self.consumer, {self._key: "0"}, count=_CHUNK)
+                    got = client.xreadgroup(self.group, self.consumer, {self._key: "0"}, count=self.batch)
                     entries = got[0][1] if got else []
                     self._own_pending = bool(entries)
-                else:
+                if not entries:  # what a consumer that went quiet took and never acknowledged
                     claimed = client.xautoclaim(self._key, self.group, self.consumer,
-                                                int(self.claim_idle_s * 1000), "0-0", count=_CHUNK)
+                                                int(self.claim_idle_s * 1000), "0-0", count=self.batch)
                     entries = [e for e in claimed[1] if e[1]]
-                    if not entries:
-                        got = client.xreadgroup(self.group, self.consumer, {self._key: ">"}, count=_CHUNK)
-                        entries = got[0][1] if got else []
+                if not entries:
+                    got = client.xreadgroup(self.group, self.consumer, {self._key: ">"}, count=self.batch)
+                    entries = got[0][1] if got else []
             items = _items(entries, self._complete_parts)
             if items:
                 self._ahead.extend(items)
@@ -231,11 +238,9 @@ class RemoteReader:
             remaining = None if deadline is None else deadline - time.monotonic()
             if not blocking or (remaining is not None and remaining <= 0):
                 return False
-            limit = self._log.socket_timeout
-            slice_s = min(1.0, limit / 2 if limit else 1.0, remaining if remaining is not None else 1.0)
             with redis_errors(self._log):
-                got = client.xreadgroup(self.group, self.consumer, {self._key: ">"}, count=_CHUNK,
-                                        block=max(1, int(slice_s * 1000)))
+                got = self._log.blocking_client().xreadgroup(self.group, self.consumer, {self._key: ">"},
+                                                             count=self.batch, block=_block_ms(remaining))
             if got and got[0][1]:
                 self._ahead.extend(_items(got[0][1], self._complete_parts))
                 if self._ahead:
