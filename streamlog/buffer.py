@@ -27,6 +27,7 @@ from streamlog.store import DURABILITY_MODES
 from streamlog.writer import DEFAULT_MAX_RECORD_BYTES, StreamWriter
 
 DRAIN_LIMIT_S = 2.0
+MIRROR_WAIT_S = 10.0
 
 
 class StreamBuffer:
@@ -52,6 +53,12 @@ class StreamBuffer:
       and about what a reader can still decode in memory with room to
       spare); a larger one fails the session with RecordTooLarge.
 
+    * ``mirror``: ``"redis://HOST:PORT/DB?name=RIG"`` copies the session to
+      Redis Streams while it records (:class:`streamlog.Mirror`), in a child
+      process (``mirror_in="process"``, the default: it costs the recorder
+      least) or a thread (``"thread"``; :meth:`close` gives it up to 10 s to
+      finish).  Redis being down never slows or fails the recording.
+
     ``stop()`` ends recording and commits everything; a failure of the source
     is never raised by it but stored on the session and raised by readers
     (SourceFailed) after the records before it.  What fails a session is
@@ -61,7 +68,7 @@ class StreamBuffer:
 
     def __init__(self, source_reader, *, maxlen=10_000, log=None, stream=DEFAULT_STREAM, session=None,
                  info=None, retention=None, durability=None, commit_interval_s=0.005, commit_records=10_000,
-                 max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
+                 max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mirror=None, mirror_in="process"):
         if not isinstance(source_reader, SourceReader):
             raise TypeError(f"source_reader must be a streamlog.SourceReader, not {type(source_reader).__name__}")
         if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1):
@@ -80,6 +87,13 @@ class StreamBuffer:
             raise ValueError(f"commit_records must be a positive int, not {commit_records!r}")
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
             raise ValueError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
+        if mirror is not None:
+            from streamlog.remote import layout
+
+            if not layout.is_remote_url(mirror) or layout.split_url(mirror)[1] is None:
+                raise ValueError(f"mirror must be a redis:// URL naming the rig (?name=RIG), not {mirror!r}")
+            if mirror_in not in ("process", "thread"):
+                raise ValueError(f"mirror_in must be 'process' or 'thread', not {mirror_in!r}")
         if session is not None and log is None:
             log = session.log
         self.source_reader = source_reader
@@ -91,6 +105,9 @@ class StreamBuffer:
         self.commit_records = commit_records
         self.max_record_bytes = max_record_bytes
         self._log_arg = log
+        self._mirror_url = mirror
+        self._mirror_in = mirror_in
+        self._mirror = None
         self._join_session = session
         self._user_info = dict(info or {})
         self._info_failure = None
@@ -168,6 +185,10 @@ class StreamBuffer:
         self._flusher = threading.Thread(target=self._flush_when_idle, name="streamlog-flusher", daemon=True)
         self._thread.start()
         self._flusher.start()
+        if self._mirror_url is not None:
+            from streamlog.remote.mirror import SessionMirror
+
+            self._mirror = SessionMirror(self.log, self.session.id, self._mirror_url, self._mirror_in)
         return self
 
     def _open_log(self):
@@ -224,6 +245,9 @@ class StreamBuffer:
     def close(self):
         """Stop, then release the log; a temporary log is deleted."""
         self.stop()
+        if self._mirror is not None:
+            self._mirror.close(MIRROR_WAIT_S, keep_running=self._temp_dir is None)
+            self._mirror = None
         self._release_log()
 
     def _release_log(self):

@@ -2,6 +2,7 @@
 on a free 127.0.0.1 port (see redis_helpers); faults are real: the server is
 down, SIGKILLed and restarted on its AOF, the mirror process is SIGKILLed."""
 
+import json
 import os
 import queue
 import signal
@@ -384,3 +385,68 @@ def test_mirror_to_a_three_master_cluster(tmp_path, redis_cluster):
         assert remote.session(session_id).range(3, 5) == log.session(session_id).range(3, 5)
     holding = [node.client().dbsize() for node in redis_cluster.nodes]
     assert sum(1 for n in holding if n) >= 2  # the sessions' keys spread over the masters
+
+
+# --------------------------------------------------------------------------
+# a recording that mirrors itself, and the CLI
+
+
+@pytest.mark.parametrize("mirror_in", ["process", "thread"])
+def test_stream_buffer_mirror_option(tmp_path, redis_server, mirror_in):
+    path = tmp_path / "rec.streamlog"
+    url = redis_server.url + "?name=rig2"
+    with streamlog.StreamBuffer(Counter(2000), log=path, mirror=url, mirror_in=mirror_in) as buf:
+        buf.wait()
+    remote = streamlog.RemoteLog(url)
+    wait_until(lambda: buf.session.id in remote.session_ids() and
+               remote.session(buf.session.id).status == "closed", "the session mirrored by the recording")
+    assert_same(streamlog.Log(path).session(buf.session.id), remote.session(buf.session.id), redis_server.client())
+
+
+def test_stream_buffer_mirror_needs_a_named_redis_url(tmp_path):
+    for bad in ("redis://127.0.0.1:1/0", "http://x?name=a", "rig1"):
+        with pytest.raises(ValueError, match="redis:// URL naming the rig"):
+            streamlog.StreamBuffer(Counter(1), log=tmp_path / "x", mirror=bad)
+
+
+def test_cli_reads_a_redis_url_wherever_it_takes_a_log(tmp_path, redis_server):
+    from click.testing import CliRunner
+
+    from streamlog.cli import main
+
+    path = tmp_path / "lab.streamlog"
+    runner = CliRunner()
+    url = redis_server.url + "?name=rig1"
+    done = runner.invoke(main, ["record", "synth", str(path), "--rate", "1000", "--block", "100", "--count", "20",
+                                "--fast", "--mirror", url, "-q"])
+    assert done.exit_code == 0, done.output
+    remote = streamlog.RemoteLog(url)
+    wait_until(lambda: remote.session_ids() == [1] and remote.session(1).status == "closed", "the mirrored session")
+    for command in (["head", "-n", "3"], ["tail", "-n", "2"], ["range", "3", "5"], ["follow", "--from-start"]):
+        local = runner.invoke(main, [command[0], str(path), *command[1:], "-f", "jsonl"])
+        mirrored = runner.invoke(main, [command[0], url, *command[1:], "-f", "jsonl"])
+        assert local.exit_code == mirrored.exit_code == 0, mirrored.output
+        assert mirrored.output == local.output and mirrored.output
+    for command in (["sessions", "--json"], ["info", "--json"]):
+        local = json.loads(runner.invoke(main, [command[0], str(path), *command[1:]]).output)
+        mirrored = json.loads(runner.invoke(main, [command[0], url, *command[1:]]).output)
+        if command[0] == "sessions":
+            assert [s.pop("groups") for s in mirrored] == [[]]
+        assert mirrored == local
+    for command in ("sessions", "info"):
+        local, mirrored = runner.invoke(main, [command, str(path)]), runner.invoke(main, [command, url])
+        assert mirrored.exit_code == 0 and mirrored.output == local.output.replace(str(path), url)
+    for out in ("local.npy", "remote.npy"):
+        source = str(path) if out == "local.npy" else url
+        assert runner.invoke(main, ["export", source, "-o", str(tmp_path / out)]).exit_code == 0
+    assert np.array_equal(np.load(tmp_path / "local.npy"), np.load(tmp_path / "remote.npy"))
+    reader = remote.session(1).reader(group="spectro", consumer="hostB", batch=5)
+    reader.read(1)
+    table = runner.invoke(main, ["sessions", url])
+    assert "session 1 group spectro: lag 15, pending 5, 1 consumer(s)" in table.output
+    refused = runner.invoke(main, ["prune", url, "--max-age", "1"])
+    assert refused.exit_code != 0
+    down = runner.invoke(main, ["sessions", "redis://127.0.0.1:1/0?name=rig1"])
+    assert down.exit_code == 1 and "cannot reach redis://127.0.0.1:1/0" in down.output
+    unnamed = runner.invoke(main, ["mirror", str(path), redis_server.url])
+    assert unnamed.exit_code == 2 and "--name RIG" in unnamed.output

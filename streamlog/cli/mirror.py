@@ -28,7 +28,11 @@ __all__ = ["mirror"]
                    "[default: 512KiB or --max-inflight if smaller]")
 @click.option("--exit-when-done", is_flag=True,
               help="Exit once no session is live and everything is mirrored.  [default: run until stopped]")
-def mirror(log, url, rig, session_ids, max_age, max_sessions, max_inflight, part_bytes, exit_when_done):
+@click.option("--give-up", "give_up_s", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="With --exit-when-done: also exit once Redis has been unreachable this long and no "
+                   "session is live (a later run sends the rest).")
+def mirror(log, url, rig, session_ids, max_age, max_sessions, max_inflight, part_bytes, exit_when_done,
+           give_up_s):
     """Mirror the sessions of LOG into the Redis at URL, record for record,
     and keep up with new ones until stopped (Ctrl-C, SIGTERM).  The log stays
     the source of truth: while Redis is down the recording goes on and the
@@ -46,7 +50,7 @@ def mirror(log, url, rig, session_ids, max_age, max_sessions, max_inflight, part
         try:
             follower = Mirror(opened, url, rig, session_ids=session_ids or None, max_inflight_bytes=max_inflight,
                               part_bytes=part_bytes, max_age_s=max_age, max_sessions=max_sessions,
-                              exit_when_done=exit_when_done)
+                              exit_when_done=exit_when_done, give_up_s=give_up_s)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         signal.signal(signal.SIGTERM, lambda *_: follower.stop())
@@ -56,6 +60,8 @@ def mirror(log, url, rig, session_ids, max_age, max_sessions, max_inflight, part
         except KeyboardInterrupt:
             follower.stop()
         stats = follower.stats
+        if stats["gave_up"]:
+            click.echo(f"gave up: Redis unreachable for {give_up_s:g}s ({stats['last_error']})", err=True)
         click.echo(f"mirror stopped: {stats['sent']} entries sent, {stats['duplicates']} duplicates refused, "
                    f"{stats['gaps']} gap markers, {stats['reconnects']} reconnects", err=True)
     sys.stdout.flush()

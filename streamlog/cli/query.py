@@ -106,11 +106,17 @@ def sessions(log, as_json):
     Columns: id, status (live, closed, failed, crashed), start (local time),
     duration, records stored, bytes, key span, record rate and source.  A
     line under the table says why each failed or crashed session ended.
+    For a redis:// URL, a line per consumer group gives its lag (records
+    not yet delivered to it) and its pending (delivered, not acknowledged).
 
     Example: streamlog sessions ./mylog --json
     """
+    from streamlog.remote import RemoteLog
+
     with open_log(log) as opened:
-        summaries = [session_summary(s) for s in opened.sessions()]
+        remote = isinstance(opened, RemoteLog)
+        summaries = [{**session_summary(s), **({"groups": s.groups()} if remote else {})}
+                     for s in opened.sessions()]
     if as_json:
         click.echo(json.dumps(summaries, indent=2))
         return
@@ -134,6 +140,9 @@ def sessions(log, as_json):
         elif s["status"] == "crashed":
             click.echo(f"session {s['id']} crashed: its recorder (pid {s['pid']}) died; it holds what was "
                        f"committed before")
+        for group in s.get("groups", ()):
+            click.echo(f"session {s['id']} group {group['name']}: lag {group['lag']}, pending {group['pending']}, "
+                       f"{group['consumers']} consumer(s)")
 
 
 def _echo_table(table, right_aligned):

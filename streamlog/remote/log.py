@@ -286,6 +286,10 @@ class RemoteSession:
                 "bytes": self._counter("bytes", stream), "key_types": types, "error": meta["error"],
                 "mirrored": self._counter("next", stream), "first_key": first, "last_key": last}
 
+    def groups(self, stream=None):
+        """The consumer groups reading a stream (see :meth:`RemoteLog.groups`)."""
+        return self.log.groups(self.id, stream or self._main_stream())
+
     def reader(self, stream=None, *, group=None, consumer=None, **reader_defaults):
         """A reader with the BufferReader interface over this session; it
         follows the session (XREAD BLOCK) while the mirror marks it live.

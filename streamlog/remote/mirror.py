@@ -14,6 +14,9 @@ At most ``max_inflight_bytes`` of encoded records are on their way to Redis
 at any moment (one script call per batch, one batch at a time).
 """
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -52,13 +55,16 @@ class Mirror:
       about once a second (independent of the local log's retention).
     * ``exit_when_done``: :meth:`run` returns once no local session is live
       and everything is mirrored (else it runs until :meth:`stop`).
+    * ``give_up_s``: with ``exit_when_done``, also return when Redis has
+      been unreachable this long and no local session is live any more
+      (``stats["gave_up"]``; a later mirror run sends the rest).
 
     ``stats`` counts what happened: ``sent`` entries, ``duplicates`` refused,
     ``gaps`` markers written, ``reconnects``, ``largest_call_bytes``.
     """
 
     def __init__(self, log, url, name=None, *, session_ids=None, max_inflight_bytes=DEFAULT_INFLIGHT_BYTES,
-                 part_bytes=None, max_age_s=None, max_sessions=None, exit_when_done=False,
+                 part_bytes=None, max_age_s=None, max_sessions=None, exit_when_done=False, give_up_s=None,
                  socket_timeout=5.0):
         base, url_name = layout.split_url(url)
         self.url = base
@@ -77,9 +83,10 @@ class Mirror:
         self.max_age_s = max_age_s
         self.max_sessions = max_sessions
         self.exit_when_done = exit_when_done
+        self.give_up_s = give_up_s
         self.socket_timeout = socket_timeout
         self.stats = {"sent": 0, "duplicates": 0, "gaps": 0, "reconnects": 0, "largest_call_bytes": 0,
-                      "connected": False, "last_error": None}
+                      "connected": False, "last_error": None, "gave_up": False}
         self._stop = threading.Event()
         self._followers = {}
         self._done = set()
@@ -99,6 +106,7 @@ class Mirror:
         client = remote = None
         backoff = _BACKOFF_FIRST_S
         next_scan = next_retention = 0.0
+        down_since = None
         try:
             while not self._stop.is_set():
                 try:
@@ -111,6 +119,7 @@ class Mirror:
                             follower.synced = False
                         self.stats["connected"] = True
                         backoff = _BACKOFF_FIRST_S
+                        down_since = None
                     now = time.monotonic()
                     if now >= next_scan or not self._followers:
                         self._scan(log, client)
@@ -129,6 +138,11 @@ class Mirror:
                     if client is not None:
                         client.close()
                     client = remote = None
+                    down_since = down_since or time.monotonic()
+                    if (self.exit_when_done and self.give_up_s is not None
+                            and time.monotonic() - down_since > self.give_up_s and not self._any_live(log)):
+                        self.stats["gave_up"] = True
+                        return
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX_S)
         finally:
@@ -138,6 +152,10 @@ class Mirror:
                 client.close()
             if log is not self._log_arg:
                 log.close()
+
+    def _any_live(self, log):
+        return any(s.status == "live" for s in log.sessions()
+                   if self.session_ids is None or s.id in self.session_ids)
 
     def _scan(self, log, client):
         """Start a follower for each (session, stream) not yet mirrored."""
@@ -198,13 +216,16 @@ class _StreamFollower:
     def _session(self):
         return self.log.session(self.session_id)
 
-    def _meta_blob(self, session):
+    def _meta_blob(self, session, final=False):
+        """The session's metadata for Redis.  Its status stays ``live`` until
+        the last stream of the session is mirrored to its end (``final``):
+        remote readers end on any other status."""
         streams = {}
         for name in session.streams:
             info = session.stream_info(name)
             streams[name] = {"recorded": info["recorded"], "key_types": info["key_types"], "error": info["error"]}
         return encode_record({
-            "id": session.id, "status": session.status, "start_time": session.start_time,
+            "id": session.id, "status": session.status if final else "live", "start_time": session.start_time,
             "stop_time": session.stop_time, "info": session.info, "error": session.error, "pid": session.pid,
             "host": session.host, "durability": session.durability, "streams": streams,
         })
@@ -326,9 +347,61 @@ class _StreamFollower:
 
     def _finish(self, client):
         """The local stream ended and everything is sent: write the final metadata."""
+        others = [f for f in self.mirror._followers.values()
+                  if f is not self and f.session_id == self.session_id and not f.finished]
         try:
-            meta = self._meta_blob(self._session().refresh())
+            meta = self._meta_blob(self._session(), final=not others)
         except errors.SessionNotFound:
             meta = b""
         self.mirror._call(self.keys, [self.stream, meta, self.next_seq], 0)
         self.finished = True
+
+
+class SessionMirror:
+    """The mirror of one session a recording starts (``StreamBuffer(mirror=URL)``):
+    a ``streamlog mirror --session ID --exit-when-done`` child process
+    (``mode="process"``, the default: it costs the recorder least, see
+    docs/benchmarks.md) or a thread of this process (``mode="thread"``)."""
+
+    GIVE_UP_S = 60.0
+
+    def __init__(self, log, session_id, url, mode="process"):
+        if mode not in ("process", "thread"):
+            raise ValueError(f"mirror_in must be 'process' or 'thread', not {mode!r}")
+        self.mode = mode
+        if mode == "thread":
+            self._mirror = Mirror(log, url, session_ids={session_id}, exit_when_done=True,
+                                  give_up_s=self.GIVE_UP_S)
+            self._worker = threading.Thread(target=self._mirror.run, name=f"streamlog-mirror-{session_id}",
+                                            daemon=True)
+            self._worker.start()
+        else:
+            args = [sys.executable, "-m", "streamlog", "mirror", os.fspath(log.path), url, "--session",
+                    str(session_id), "--exit-when-done", "--give-up", str(self.GIVE_UP_S)]
+            self._worker = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+
+    def close(self, wait_s, keep_running=True):
+        """End this recording's hold on the mirror.  A thread is given up to
+        ``wait_s`` s to finish, then stopped (the log keeps what it did not
+        send, for a later ``streamlog mirror``); a process runs on by itself
+        (it exits once the session is mirrored, or GIVE_UP_S after Redis
+        became unreachable) unless not ``keep_running`` (a temporary log
+        about to be deleted): then it gets ``wait_s`` s and is terminated.
+        Returns True if the mirror had finished."""
+        if self.mode == "thread":
+            self._worker.join(wait_s)
+            done = not self._worker.is_alive()
+            if not done:
+                self._mirror.stop()
+                self._worker.join()
+            return done
+        if keep_running:
+            return self._worker.poll() is not None
+        try:
+            self._worker.wait(wait_s)
+            return True
+        except subprocess.TimeoutExpired:
+            self._worker.terminate()
+            self._worker.wait()
+            return False
