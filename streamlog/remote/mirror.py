@@ -125,6 +125,8 @@ class Mirror:
                         self._scan(log, client)
                         next_scan = now + _RESCAN_S
                         if self.exit_when_done and not self._followers:
+                            if self.max_age_s or self.max_sessions:  # once more, over what was just sent
+                                remote.prune(max_age_s=self.max_age_s, max_sessions=self.max_sessions)
                             return
                     busy = self._pump_all(client)
                     if (self.max_age_s or self.max_sessions) and now >= next_retention:
