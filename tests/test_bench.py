@@ -30,6 +30,11 @@ EXPECTED_ROWS = {
               "Redis Streams, XRANGE"],
     "open": ["streamlog, Log(path)", "raw py-lmdb, lmdb.open", "sqlite3 WAL, connect", "Redis Streams"],
     "follow": ["streamlog, session.reader() in a subprocess", "Redis Streams, XREAD BLOCK in a subprocess"],
+    "mirror": ["streamlog mirror, 64 B records", "raw pipelined XADD, 64 B records", "streamlog mirror, 4 KiB records",
+               "raw pipelined XADD, 4 KiB records", "recorder, mirror off", "recorder, mirror in a process",
+               "recorder, mirror in a thread", "arrival-to-remote lag at 1,000 records/s",
+               "arrival-to-remote lag at 10,000 records/s", "catch-up after a Redis outage at 1,000 records/s",
+               "Redis memory per 64 B record"],
 }
 
 
@@ -45,7 +50,7 @@ def report(tmp_path_factory):
 
 def test_every_figure_ran_without_failures(report):
     names = [f["figure"] for f in report["figures"]]
-    assert names == ["ingest", "chunks", "latency", "range", "open", "follow", "memory"]
+    assert names == ["ingest", "chunks", "latency", "range", "open", "follow", "memory", "mirror"]
     for fig in report["figures"]:
         assert fig["failed"] == [], fig["figure"]
 

@@ -40,6 +40,7 @@ sys.path.insert(0, REPO)
 
 import streamlog  # noqa: E402
 
+from bench_remote import TARGETS as MIRROR_TARGETS, fig_mirror  # noqa: E402
 from bench_peers import PeerUnavailable, RawLmdb, RedisServer, RedisStream, SqliteWal  # noqa: E402
 from bench_sources import (  # noqa: E402
     CHUNK_CHANNELS,
@@ -156,8 +157,9 @@ class Bench:
     (started on first use, stopped by :meth:`close`) and the large stores
     of figures 4 and 5 (built on first use)."""
 
-    def __init__(self, sizes, workdir):
+    def __init__(self, sizes, workdir, mode="full"):
         self.sizes = sizes
+        self.mode = mode
         self.workdir = workdir
         self._paths = 0
         self._redis = None
@@ -833,6 +835,7 @@ FIGURES = {
     "open": fig_open,
     "follow": fig_follow,
     "memory": fig_memory,
+    "mirror": lambda bench: fig_mirror(bench, Figure, bench.mode),
 }
 
 # ------------------------------------------------------------- targets
@@ -868,6 +871,7 @@ TARGETS = [
     ("open (fresh process) < 50 ms", "open", "streamlog, Log(path)", "open_ms", False, "<", 50.0, "ms"),
     ("cross-process follow p99 <= 20 ms", "follow", "streamlog, session.reader() in a subprocess", "p99_ms",
      False, "<=", 20.0, "ms"),
+    *MIRROR_TARGETS,
 ]
 
 OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
@@ -1048,7 +1052,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     workdir = tempfile.mkdtemp(prefix="streamlog-bench-", dir=args.dir)
-    bench = Bench(SIZES[mode], workdir)
+    bench = Bench(SIZES[mode], workdir, mode)
     started = time.perf_counter()
     try:
         machine = machine_description(workdir)

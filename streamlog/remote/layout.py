@@ -144,30 +144,39 @@ def member_seq(member):
 # duplicate, not added twice), add the index members and counters of what
 # was added, and set the metadata blob.  All keys share one hash tag.
 #   KEYS: meta, stream, key index, time index
-#   ARGV: stream name, meta blob ("" = keep), next seq, then per entry:
-#         id, counts (1 for the first part of a record, else 0), bytes,
-#         key index member ("" = none), time score ("" = none), field count, fields...
+#   ARGV: stream name, meta blob ("" = keep), next seq, entries ("" = none):
+#         a msgpack list of [id, counts (1 for the first part of a record),
+#         bytes, key index member ("" = none), time score ("" = none),
+#         [field, value, ...]], then the records' ``r`` values, one argument
+#         each, in entry order (entries with an ``r`` field name it last and
+#         without a value; large values are not copied through msgpack)
 # Returns {added, duplicates}.
 APPEND_SCRIPT = """
 local name = ARGV[1]
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[2]) end
 local added, dups, count, bytes = 0, 0, 0, 0
-local i = 4
-local n = #ARGV
-while i <= n do
-  local id, counts, size = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local member, score, nf = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
-  local ok = pcall(redis.call, 'XADD', KEYS[2], id, unpack(ARGV, i + 6, i + 5 + 2 * nf))
-  if ok then
-    added = added + 1
-    count = count + counts
-    bytes = bytes + size
-    if member ~= '' then redis.call('ZADD', KEYS[3], 0, member) end
-    if score ~= '' then redis.call('ZADD', KEYS[4], score, string.match(id, '^%d+')) end
-  else
-    dups = dups + 1
+if ARGV[4] ~= '' then
+  local entries = cmsgpack.unpack(ARGV[4])
+  local value = 5
+  for _, e in ipairs(entries) do
+    local fields = e[6]
+    local ok
+    if fields[#fields] == 'r' then
+      ok = pcall(redis.call, 'XADD', KEYS[2], e[1], 'r', ARGV[value], unpack(fields, 1, #fields - 1))
+      value = value + 1
+    else
+      ok = pcall(redis.call, 'XADD', KEYS[2], e[1], unpack(fields))
+    end
+    if ok then
+      added = added + 1
+      count = count + e[2]
+      bytes = bytes + e[3]
+      if e[4] ~= '' then redis.call('ZADD', KEYS[3], 0, e[4]) end
+      if e[5] ~= '' then redis.call('ZADD', KEYS[4], e[5], string.match(e[1], '^%d+')) end
+    else
+      dups = dups + 1
+    end
   end
-  i = i + 6 + 2 * nf
 end
 if count ~= 0 then redis.call('HINCRBY', KEYS[1], 'count:' .. name, count) end
 if bytes ~= 0 then redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, bytes) end

@@ -11,7 +11,9 @@ once.  Records the local retention pruned before they were sent leave a gap
 marker, never a silent hole.
 
 At most ``max_inflight_bytes`` of encoded records are on their way to Redis
-at any moment (one script call per batch, one batch at a time).
+at any moment: one script call per batch of at most half of it, run in order
+by a sender thread, so that reading and encoding the next batch overlaps
+Redis appending this one.
 """
 
 import os
@@ -19,6 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
+
+import msgpack
 
 from streamlog import errors
 from streamlog.codec import encode_record
@@ -34,6 +39,7 @@ _META_EVERY_S = 1.0
 _RETENTION_EVERY_S = 1.0
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+_packb = msgpack.Packer(use_bin_type=False).pack  # Redis's Lua cmsgpack reads no bin types
 
 
 def _redis_down_errors():
@@ -60,7 +66,8 @@ class Mirror:
       (``stats["gave_up"]``; a later mirror run sends the rest).
 
     ``stats`` counts what happened: ``sent`` entries, ``duplicates`` refused,
-    ``gaps`` markers written, ``reconnects``, ``largest_call_bytes``.
+    ``gaps`` markers written, ``reconnects``, ``largest_call_bytes``,
+    ``max_inflight_bytes_seen``.
     """
 
     def __init__(self, log, url, name=None, *, session_ids=None, max_inflight_bytes=DEFAULT_INFLIGHT_BYTES,
@@ -86,10 +93,13 @@ class Mirror:
         self.give_up_s = give_up_s
         self.socket_timeout = socket_timeout
         self.stats = {"sent": 0, "duplicates": 0, "gaps": 0, "reconnects": 0, "largest_call_bytes": 0,
+                      "max_inflight_bytes_seen": 0,
                       "connected": False, "last_error": None, "gave_up": False}
         self._stop = threading.Event()
         self._followers = {}
         self._done = set()
+        self._finishing = set()
+        self._sender = None
 
     def stop(self):
         """Make :meth:`run` return after its current batch (from any thread)."""
@@ -107,14 +117,16 @@ class Mirror:
         backoff = _BACKOFF_FIRST_S
         next_scan = next_retention = 0.0
         down_since = None
+        self._sender = _Sender(self.stats, self.max_inflight_bytes)
         try:
             while not self._stop.is_set():
                 try:
                     if client is None:
                         client = layout.connect(self.url, socket_timeout=self.socket_timeout)
                         remote = RemoteLog(self.url, name=self.name, client=client)
-                        self._script = client.register_script(layout.APPEND_SCRIPT)
+                        self._sender.reset(client.register_script(layout.APPEND_SCRIPT))
                         client.sadd(layout.RIGS, self.name)
+                        self._finishing.clear()  # what was not confirmed is mirrored again (refused if there)
                         for follower in self._followers.values():
                             follower.synced = False
                         self.stats["connected"] = True
@@ -125,6 +137,9 @@ class Mirror:
                         self._scan(log, client)
                         next_scan = now + _RESCAN_S
                         if self.exit_when_done and not self._followers:
+                            self._sender.drain()
+                            if self._finishing:
+                                continue
                             if self.max_age_s or self.max_sessions:  # once more, over what was just sent
                                 remote.prune(max_age_s=self.max_age_s, max_sessions=self.max_sessions)
                             return
@@ -148,6 +163,7 @@ class Mirror:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX_S)
         finally:
+            self._sender.close()
             for follower in self._followers.values():
                 follower.close()
             if client is not None:
@@ -169,7 +185,7 @@ class Mirror:
                 continue
             for stream in session.streams:
                 key = (session.id, stream)
-                if key not in self._followers and key not in self._done:
+                if key not in self._followers and key not in self._done and key not in self._finishing:
                     self._followers[key] = _StreamFollower(self, log, session.id, stream)
 
     def _pump_all(self, client):
@@ -182,17 +198,14 @@ class Mirror:
             if follower.finished:
                 follower.close()
                 del self._followers[key]
-                self._done.add(key)
+                if follower.final_sent:
+                    self._finishing.add(key)
         return busy
 
-    def _call(self, keys, args, size):
-        """Run the append script; return (added, duplicates)."""
-        added, dups = self._script(keys=keys, args=args)
-        stats = self.stats
-        stats["sent"] += added
-        stats["duplicates"] += dups
-        stats["largest_call_bytes"] = max(stats["largest_call_bytes"], size)
-        return added, dups
+    def _confirmed(self, key):
+        """The final call of a (session, stream) succeeded (the sender thread calls this)."""
+        self._finishing.discard(key)
+        self._done.add(key)
 
 
 class _StreamFollower:
@@ -206,6 +219,7 @@ class _StreamFollower:
         self.keys = layout.session_keys(mirror.name, session_id, stream)
         self.synced = False
         self.finished = False
+        self.final_sent = False
         self.reader = None
         self.next_seq = 0
         self._skip_below = 0
@@ -239,7 +253,8 @@ class _StreamFollower:
         except errors.SessionNotFound:
             self.finished = True
             return
-        self.mirror._call(self.keys, [self.stream, self._meta_blob(session), 0], 0)
+        self.mirror._sender.drain()
+        self.mirror._sender.call_now(self.keys, [self.stream, self._meta_blob(session), 0, b""])
         client.zadd(layout.sessions_key(self.mirror.name), {str(self.session_id): self.session_id})
         last = client.xrevrange(self.keys[1], "+", "-", count=1)
         resume_key = None
@@ -290,7 +305,7 @@ class _StreamFollower:
         if entries:
             self._send(client, entries, meta)
         elif meta and not ended:
-            mirror._call(self.keys, [self.stream, meta, self.next_seq], 0)
+            self._flush([], self.next_seq, meta, 0)
         if ended:
             self._finish(client)
         return bool(entries)
@@ -304,8 +319,8 @@ class _StreamFollower:
     def _send(self, client, entries, meta):
         mirror = self.mirror
         part_bytes = mirror.part_bytes
-        limit = mirror.max_inflight_bytes
-        args = [self.stream, meta, 0]
+        limit = max(part_bytes, mirror.max_inflight_bytes // 2)
+        batch = []
         size = 0
         total = 0
         for entry in entries:
@@ -313,39 +328,44 @@ class _StreamFollower:
             encoded_key = encode_key(entry.key)
             new_start = seq != self.next_seq
             if new_start:  # the local log pruned these before they were mirrored
-                args += [layout.entry_id(self.next_seq), 0, 0, "", "", 2, "gap", seq - self.next_seq,
-                         "k", encoded_key]
+                batch.append([layout.entry_id(self.next_seq), 0, 0, "", "",
+                              ["gap", str(seq - self.next_seq), "k", encoded_key]])
                 mirror.stats["gaps"] += 1
             record = encode_record(entry.record)
             total += len(record)
             t = str(entry.time_us)
             indexed = new_start or seq % INDEX_EVERY == 0
-            member = layout.index_member(encoded_key, seq) if indexed else ""
-            score = t if indexed else ""
             if len(record) <= part_bytes:
-                pieces = [record]
+                if size and size + len(record) > limit:
+                    self._flush(batch, self.next_seq, meta, size)
+                    batch, size, meta = [], 0, b""
+                batch.append([f"{seq}-1", 1, len(record), layout.index_member(encoded_key, seq) if indexed else "",
+                              t if indexed else "", ["k", encoded_key, "t", t, "r"], record])
+                size += len(record)
             else:
-                pieces = [record[i:i + part_bytes] for i in range(0, len(record), part_bytes)]
-            for index, piece in enumerate(pieces, 1):
-                if size and size + len(piece) > limit:
-                    args[2] = seq if index > 1 else self.next_seq
-                    self._flush(args, size)
-                    args, size = [self.stream, b"", 0], 0
-                first = index == 1
-                fields = ["k", encoded_key, "t", t, "r", piece]
-                if len(pieces) > 1:
-                    fields += ["p", f"{index}/{len(pieces)}"]
-                args += [layout.entry_id(seq, index), 1 if first else 0, len(record) if first else 0,
-                         member if first else "", score if first else "", len(fields) // 2, *fields]
-                size += len(piece)
+                pieces = range(0, len(record), part_bytes)
+                for index, start in enumerate(pieces, 1):
+                    piece = record[start:start + part_bytes]
+                    if size and size + len(piece) > limit:
+                        self._flush(batch, seq if index > 1 else self.next_seq, meta, size)
+                        batch, size, meta = [], 0, b""
+                    first = index == 1
+                    batch.append([layout.entry_id(seq, index), 1 if first else 0, len(record) if first else 0,
+                                  layout.index_member(encoded_key, seq) if indexed and first else "",
+                                  t if indexed and first else "",
+                                  ["k", encoded_key, "t", t, "p", f"{index}/{len(pieces)}", "r"], piece])
+                    size += len(piece)
             self.next_seq = seq + 1
-        args[2] = self.next_seq
-        self._flush(args, size)
+        self._flush(batch, self.next_seq, meta, size)
         self._avg_size = max(16, total // len(entries))
 
-    def _flush(self, args, size):
-        self.mirror._call(self.keys, args, size)
-        self._skip_below = args[2]
+    def _flush(self, batch, next_seq, meta, size, on_done=None):
+        """Queue one script call: ``batch`` entries (each with its ``r`` value
+        last, sent as an argument of its own), then the stream's next sequence number."""
+        values = [entry.pop() for entry in batch if len(entry) == 7]
+        self.mirror._sender.put(self.keys, [self.stream, meta, next_seq, _packb(batch) if batch else b"", *values],
+                                size, on_done)
+        self._skip_below = next_seq
 
     def _finish(self, client):
         """The local stream ended and everything is sent: write the final metadata."""
@@ -355,8 +375,101 @@ class _StreamFollower:
             meta = self._meta_blob(self._session(), final=not others)
         except errors.SessionNotFound:
             meta = b""
-        self.mirror._call(self.keys, [self.stream, meta, self.next_seq], 0)
-        self.finished = True
+        key = (self.session_id, self.stream)
+        self._flush([], self.next_seq, meta, 0, on_done=lambda: self.mirror._confirmed(key))
+        self.finished = self.final_sent = True
+
+
+class _Sender:
+    """Runs the mirror's script calls in order, in a thread of its own.
+
+    :meth:`put` blocks while the calls queued or running hold more than
+    ``limit`` bytes (one call may be alone over it).  A failed call (Redis
+    down) drops every queued call and is raised by the next :meth:`put` or
+    :meth:`drain`; the mirror then reconnects, asks Redis where each stream
+    ends (:meth:`reset`) and sends again from there.
+    """
+
+    def __init__(self, stats, limit):
+        self.stats = stats
+        self.limit = limit
+        self._script = None
+        self._queue = deque()
+        self._inflight = 0
+        self._busy = False
+        self._error = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="streamlog-mirror-sender", daemon=True)
+        self._thread.start()
+
+    def reset(self, script):
+        with self._cond:
+            self._script = script
+            self._error = None
+
+    def call_now(self, keys, args):
+        """Run one call in the calling thread (the queue must be drained)."""
+        return self._script(keys=keys, args=args)
+
+    def put(self, keys, args, size, on_done=None):
+        with self._cond:
+            while self._error is None and self._inflight and self._inflight + size > self.limit:
+                self._cond.wait()
+            self._raise_error()
+            self._queue.append((keys, args, size, on_done))
+            self._inflight += size
+            self.stats["max_inflight_bytes_seen"] = max(self.stats["max_inflight_bytes_seen"], self._inflight)
+            self._cond.notify_all()
+
+    def drain(self):
+        """Wait until every queued call ran; raise the error of a failed one."""
+        with self._cond:
+            while self._error is None and (self._queue or self._busy):
+                self._cond.wait()
+            self._raise_error()
+
+    def _raise_error(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self):
+        stats = self.stats
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                keys, args, size, on_done = self._queue.popleft()
+                self._busy = True
+                script = self._script
+            try:
+                added, dups = script(keys=keys, args=args)
+            except Exception as exc:  # raised in the mirror's thread by put() or drain()
+                with self._cond:
+                    self._error = exc
+                    self._queue.clear()
+                    self._inflight = 0
+                    self._busy = False
+                    self._cond.notify_all()
+                continue
+            stats["sent"] += added
+            stats["duplicates"] += dups
+            stats["largest_call_bytes"] = max(stats["largest_call_bytes"], size)
+            if on_done is not None:
+                on_done()
+            with self._cond:
+                self._inflight -= size
+                self._busy = False
+                self._cond.notify_all()
 
 
 class SessionMirror:
