@@ -15,13 +15,10 @@ Every peer raises :class:`PeerUnavailable` (with a reason to print) when its
 package or program is missing.
 """
 
-import select
-import shutil
-import socket
 import sqlite3
 import struct
-import subprocess
-import time
+
+import redis_server
 
 U64 = struct.Struct(">Q")
 
@@ -176,84 +173,16 @@ class SqliteWal:
 # -------------------------------------------------------------------- redis
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A private ``redis-server`` on 127.0.0.1:<free port>, no persistence
-    (``--save ''``, ``--appendonly no``), working directory ``workdir``.
-
-    :meth:`start` blocks until the server answers PING (or raises
-    PeerUnavailable within ``start_timeout_s``); :meth:`stop` terminates the
-    process by its pid and waits for it.  Use as a context manager.
-    """
-
-    def __init__(self, workdir, start_timeout_s=10.0):
-        self.workdir = workdir
-        self.start_timeout_s = start_timeout_s
-        self.proc = None
-        self.port = None
+class RedisServer(redis_server.RedisServer):
+    """A private ``redis-server`` on 127.0.0.1:<free port>, no persistence,
+    working directory ``workdir`` (tools/redis_server.py); :meth:`start`
+    raises PeerUnavailable (a skip) where Redis cannot run."""
 
     def start(self):
         try:
-            import redis
-        except ImportError as exc:
-            raise PeerUnavailable(f"python package 'redis' not importable ({exc}); pip install redis") from exc
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise PeerUnavailable("redis-server not on PATH; apt-get install -y redis-server")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.workdir, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + self.start_timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace").strip()
-                raise PeerUnavailable(f"redis-server exited with code {self.proc.returncode}: {err[-300:]}")
-            try:
-                redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1).ping()
-                return self
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise PeerUnavailable(f"redis-server did not answer within {self.start_timeout_s} s")
-                select.select([], [], [], 0.02)
-
-    def version(self):
-        return self.client().info("server")["redis_version"]
-
-    def client(self):
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port)
-
-    def stop(self):
-        """Terminate the server process (by pid) and reap it."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stderr.close()
-        self.proc = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+            return super().start()
+        except redis_server.RedisUnavailable as exc:
+            raise PeerUnavailable(str(exc)) from exc
 
 
 class RedisStream:

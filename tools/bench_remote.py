@@ -124,6 +124,11 @@ def recorder_throughput(servers, bench, n, mirror_in):
     buf.stop()
     elapsed = time.perf_counter() - t0
     buf.close()
+    if url is not None:  # let the mirror finish before the next row (a child process runs on by itself)
+        remote = streamlog.RemoteLog(url)
+        _wait(lambda: buf.session.id in remote.session_ids() and remote.session(buf.session.id).status == "closed",
+              "the mirror to finish")
+        remote.close()
     return {"records_per_s": n / elapsed}
 
 

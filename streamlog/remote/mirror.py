@@ -16,6 +16,7 @@ by a sender thread, so that reading and encoding the next batch overlaps
 Redis appending this one.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -474,11 +475,13 @@ class _Sender:
 
 class SessionMirror:
     """The mirror of one session a recording starts (``StreamBuffer(mirror=URL)``):
-    a ``streamlog mirror --session ID --exit-when-done`` child process
-    (``mode="process"``, the default: it costs the recorder least, see
-    docs/benchmarks.md) or a thread of this process (``mode="thread"``)."""
+    a ``streamlog mirror --session ID --exit-when-done`` child process at
+    niceness 10 (``mode="process"``, the default: it costs the recorder
+    least, see docs/benchmarks.md) or a thread of this process
+    (``mode="thread"``)."""
 
     GIVE_UP_S = 60.0
+    NICENESS = 10
 
     def __init__(self, log, session_id, url, mode="process"):
         if mode not in ("process", "thread"):
@@ -495,6 +498,8 @@ class SessionMirror:
                     str(session_id), "--exit-when-done", "--give-up", str(self.GIVE_UP_S)]
             self._worker = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
+            with contextlib.suppress(OSError):  # the recording comes first when CPUs are scarce
+                os.setpriority(os.PRIO_PROCESS, self._worker.pid, self.NICENESS)
 
     def close(self, wait_s, keep_running=True):
         """End this recording's hold on the mirror.  A thread is given up to
