@@ -12,9 +12,9 @@ import time
 from itertools import islice
 
 from streamlog import errors
-from streamlog.log import Log
 from streamlog.query import Row
 from streamlog.reader import Entry
+from streamlog.remote import open_log
 
 __all__ = ["Follower", "ENDED_BY_UNTIL"]
 
@@ -27,7 +27,8 @@ ENDED_BY_UNTIL = "until"
 
 class Follower:
     """Follow the log at ``path`` (a path: it is opened read-only, and with
-    ``wait`` waited for until it exists).
+    ``wait`` waited for until it exists; or a ``redis://`` URL of a
+    mirrored rig, see :class:`streamlog.RemoteLog`).
 
     * ``session_id``: the session to follow (negative counts from the end);
       None: the newest.  With ``wait``, a session that does not exist yet
@@ -99,7 +100,7 @@ class Follower:
         told = False
         while True:
             try:
-                return Log(self.path, readonly=True, create=False), told
+                return open_log(self.path), told
             except errors.LogNotFound:
                 if not self.wait:
                     raise

@@ -117,8 +117,11 @@ def test_mirror_copies_every_session_and_reader_api_matches_local(tmp_path, redi
     rr.seek(2500), lr.seek(2500)
     assert rr.read(2) == lr.read(2) and rr.lag == lr.lag
     assert list(rr.irange(2990)) == list(lr.irange(2990))
-    entries = local.reader().read_entries(3000)
-    t0, t1 = entries[1000].time_us / 1e6, entries[1800].time_us / 1e6
+    entries = list(local.ientries())
+    assert list(mirrored.ientries()) == entries
+    assert list(mirrored.ientries(100, 200, after=entries[150])) == entries[151:200]
+    t0, t1 = entries[1000].arrival_us / 1e6, entries[1800].arrival_us / 1e6
+    assert list(mirrored.ientries(since=t0, until=t1)) == list(local.ientries(since=t0, until=t1))
     assert rr.range_by_time(t0, t1) == lr.range_by_time(t0, t1) and len(lr.range_by_time(t0, t1)) >= 801
     assert mirrored.range(5, 7) == local.range(5, 7) and mirrored.head() == local.head()
     with pytest.raises(errors.NoItemFound):
@@ -261,7 +264,7 @@ def test_local_retention_pruning_unsent_records_leaves_a_gap_marker(tmp_path, re
         items.put(StopIteration)
         buf.wait()
     local = streamlog.Log(path).session(buf.session.id)
-    first_kept = local.reader().read_entries(1)[0].seq
+    first_kept = next(local.ientries()).seq
     assert first_kept > 100
     stats = mirror_all(path, redis_server.url)
     assert stats["gaps"] == 1

@@ -4,9 +4,9 @@
 ``python -m streamlog``); the subcommands live in :mod:`.query` (sessions,
 info, head, tail, range, export), :mod:`.admin` (prune, doctor),
 :mod:`.recording` (the ``record`` group and what its commands share),
-:mod:`.record` (record lines/cmd/synth, demo, follow) and :mod:`.audio`
-(record audio, devices) and :mod:`.mirror` (mirror).  Importing a module registers its ``record``
-subcommands.
+:mod:`.record` (record lines/cmd/synth, demo, follow), :mod:`.audio`
+(record audio, devices) and :mod:`.mirror` (mirror).  Importing a module
+registers its ``record`` subcommands.
 """
 
 import click

@@ -160,14 +160,9 @@ def open_log(path, *, readonly=True):
     a mirror copied there (:class:`streamlog.RemoteLog`; ``?name=RIG`` picks
     the rig), read-only.
     """
-    from streamlog.log import Log
-    from streamlog.remote import RemoteLog, is_remote_url
+    from streamlog.remote import open_log as open_path_or_url
 
-    if is_remote_url(path):
-        if not readonly:
-            raise errors.RemoteError(f"{path} is a remote log: this command changes a log and needs a local one")
-        return RemoteLog(path)
-    return Log(os.fspath(path), readonly=readonly, create=False)
+    return open_path_or_url(os.fspath(path), readonly=readonly, create=False)
 
 
 def pick_session(log, session_id=None):

@@ -6,7 +6,7 @@
   function returns the source to record (or a :class:`Recording` with the
   source and the steps around it), and :func:`run_recording` does the rest;
 * :func:`recording_options` -- duration, RAM, retention, durability, info
-  labels, quiet;
+  labels, quiet, a Redis mirror;
 * the run itself: a session from start to a stop request (SIGINT/SIGTERM),
   ``--duration`` or the end of the source, a live status line on a
   terminal, a one-line summary, exit status 1 for a failed session (or the
@@ -71,10 +71,21 @@ def recording_options(command):
                      help="Store KEY=VALUE with the session (repeatable)."),
         click.option("--quiet", "-q", is_flag=True,
                      help="Print neither the start notice, the status line nor the summary."),
+        click.option("--mirror", "mirror_url", metavar="URL", callback=_redis_url_naming_a_rig,
+                     help="Also copy the session to Redis while recording: redis://HOST:PORT/DB?name=RIG "
+                          "(a child process; see `streamlog mirror`)."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _redis_url_naming_a_rig(ctx, param, value):
+    from streamlog.remote import layout
+
+    if value is not None and (not layout.is_remote_url(value) or layout.split_url(value)[1] is None):
+        raise click.BadParameter(f"{value!r} is not a redis:// URL naming the rig (?name=RIG)")
+    return value
 
 
 def _at_least_one_byte(ctx, param, value):
@@ -151,7 +162,7 @@ class Recording:
 
 
 def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes,
-                  info_pairs, quiet):
+                  info_pairs, quiet, mirror_url=None):
     """Record ``source`` (a SourceReader or a :class:`Recording`) into ``log``
     until a stop request (SIGINT/SIGTERM), ``duration`` seconds or the end of
     the source; print the summary.
@@ -163,7 +174,7 @@ def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sess
     info = parse_info(info_pairs)
     retention = make_retention(max_bytes, max_age, max_sessions)
     buffer = StreamBuffer(recipe.source, log=os.fspath(log), maxlen=maxlen, retention=retention,
-                          durability=durability, info=info, max_record_bytes=max_record_bytes)
+                          durability=durability, info=info, max_record_bytes=max_record_bytes, mirror=mirror_url)
     status_line = StatusLine(sys.stderr, enabled=not quiet)
     with stop_requested_on_signals() as stop:
         buffer.start()
@@ -280,10 +291,10 @@ def recording_command(name, short_help, help_text, example):
         @recording_options
         @functools.wraps(make_source)  # carries over the source's own click parameters
         def command(log, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes,
-                    info_pairs, quiet, **source_options):
+                    info_pairs, quiet, mirror_url, **source_options):
             source = make_source(**source_options)
             run_recording(source, log, duration=duration, maxlen=maxlen, max_bytes=max_bytes, max_age=max_age,
                           max_sessions=max_sessions, durability=durability, max_record_bytes=max_record_bytes,
-                          info_pairs=info_pairs, quiet=quiet)
+                          info_pairs=info_pairs, quiet=quiet, mirror_url=mirror_url)
         return command
     return register

@@ -5,8 +5,8 @@ the layout in Redis is described in :mod:`streamlog.remote.layout`.
 """
 
 from streamlog.remote.layout import is_remote_url
-from streamlog.remote.log import RemoteLog, RemoteSession
+from streamlog.remote.log import RemoteLog, RemoteSession, open_log
 from streamlog.remote.mirror import Mirror
 from streamlog.remote.reader import RemoteReader
 
-__all__ = ["Mirror", "RemoteLog", "RemoteReader", "RemoteSession", "is_remote_url"]
+__all__ = ["Mirror", "RemoteLog", "RemoteReader", "RemoteSession", "is_remote_url", "open_log"]

@@ -15,6 +15,20 @@ from streamlog.remote.reader import BLOCK_S, RemoteReader, redis_errors
 _TRIM_CHUNK = 1000
 
 
+def open_log(target, *, readonly=True, create=False):
+    """The log ``target`` names: a :class:`RemoteLog` for a ``redis://``
+    (``rediss://``, ``unix://``) URL (always read-only: RemoteError if
+    ``readonly`` is false), else ``streamlog.Log(target, readonly=...,
+    create=...)``.  The one place a path-or-URL becomes a log."""
+    from streamlog.log import Log
+
+    if layout.is_remote_url(target):
+        if not readonly:
+            raise errors.RemoteError(f"{target} is a remote log: changing a log needs a local one")
+        return RemoteLog(target)
+    return Log(target, readonly=readonly, create=create)
+
+
 class RemoteLog:
     """The sessions one rig mirrored into Redis (``streamlog mirror``).
 
@@ -201,8 +215,8 @@ class RemoteSession:
     """A session as mirrored to Redis, as stored when this object was made
     (see :meth:`refresh`); the same properties and queries as
     :class:`streamlog.Session`.  ``count`` and ``bytes`` are what Redis holds
-    (remote retention lowers them); ``recorded`` is what the recorder
-    recorded as of the mirror's last look."""
+    (remote retention lowers them); ``recorded`` is how many the mirror has
+    sent so far (see :meth:`stream_info`)."""
 
     def __init__(self, log, session_id, fields):
         self.log = log
@@ -247,7 +261,7 @@ class RemoteSession:
 
     count = property(lambda self: self._counter("count"))
     bytes = property(lambda self: self._counter("bytes"))
-    recorded = property(lambda self: self._stream_meta()["recorded"])
+    recorded = property(lambda self: self._counter("next"))
     key_types = property(lambda self: self._stream_meta()["key_types"])
 
     def _stream_meta(self, stream=None):
@@ -266,8 +280,9 @@ class RemoteSession:
         return self.stream_info()["last_key"]
 
     def stream_info(self, stream=None):
-        """Counters and key span of one stream, as a dict (``mirrored``: the
-        local sequence number the mirror sends next)."""
+        """Counters and key span of one stream, as a dict: ``recorded`` counts
+        the records mirrored (gaps included), ``recorded_locally`` what the
+        recorder had recorded when the mirror last looked."""
         stream = stream or self._main_stream()
         meta = self._stream_meta(stream)
         stream_key = layout.session_keys(self.log.name, self.id, stream)[1]
@@ -282,9 +297,9 @@ class RemoteSession:
             first = decode_key_prefix(keyed_head[0][b"k"], types)[0]
         if keyed_tail:
             last = decode_key_prefix(keyed_tail[0][b"k"], types)[0]
-        return {"stream": stream, "recorded": meta["recorded"], "count": self._counter("count", stream),
+        return {"stream": stream, "recorded": self._counter("next", stream), "count": self._counter("count", stream),
                 "bytes": self._counter("bytes", stream), "key_types": types, "error": meta["error"],
-                "mirrored": self._counter("next", stream), "first_key": first, "last_key": last}
+                "recorded_locally": meta["recorded"], "first_key": first, "last_key": last}
 
     def groups(self, stream=None):
         """The consumer groups reading a stream (see :meth:`RemoteLog.groups`)."""
@@ -311,6 +326,11 @@ class RemoteSession:
 
     def tail(self, n=None, stream=None):
         return self.reader(stream).tail(n, peek=True)
+
+    def ientries(self, start=None, stop=None, *, since=None, until=None, after=None, stream=None):
+        """Lazy ``(key, arrival_us, record, seq)`` entries, as Session.ientries."""
+        key_types = self._stream_meta(stream)["key_types"]
+        return self.reader(stream).ientries(start, stop, since=since, until=until, after=after, key_types=key_types)
 
     def range_by_time(self, t0, t1, stream=None):
         return self.reader(stream).range_by_time(t0, t1)

@@ -1,7 +1,7 @@
 """The mirror: follow a local log and copy every committed record to Redis.
 
 The LMDB log stays the source of truth.  :class:`Mirror` reads it like any
-follower (``Log.sessions()``, ``Session.reader().read_entries()``), so a
+follower (``Log.sessions()``, ``Session.reader().ientries(after=...)``), so a
 Redis outage never slows or stops a recording: the mirror reconnects with
 back-off, asks Redis where each stream ends (the last entry id), and goes on
 from the next local sequence number.  Entry ids come from sequence numbers
@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from itertools import islice
 
 import msgpack
 
@@ -30,12 +31,14 @@ from streamlog import errors
 from streamlog.codec import encode_record
 from streamlog.keys import decode_key_prefix, encode_key
 from streamlog.log import Log
+from streamlog.reader import Entry
 from streamlog.remote import layout
 
 DEFAULT_INFLIGHT_BYTES = 4 << 20
 DEFAULT_PART_BYTES = 512 << 10
 INDEX_EVERY = 256
 _RESCAN_S = 0.25
+_IDLE_S = 0.001  # how long the mirror sleeps when no stream had anything new
 _META_EVERY_S = 1.0
 _RETENTION_EVERY_S = 1.0
 _BACKOFF_FIRST_S = 0.05
@@ -148,8 +151,8 @@ class Mirror:
                     if (self.max_age_s or self.max_sessions) and now >= next_retention:
                         remote.prune(max_age_s=self.max_age_s, max_sessions=self.max_sessions)
                         next_retention = now + _RETENTION_EVERY_S
-                    if not busy and len(self._followers) != 1:
-                        self._stop.wait(0.001)
+                    if not busy:
+                        self._stop.wait(_IDLE_S)
                 except down as exc:
                     self.stats.update(connected=False, last_error=f"{type(exc).__name__}: {exc}")
                     self.stats["reconnects"] += 1
@@ -191,11 +194,10 @@ class Mirror:
 
     def _pump_all(self, client):
         busy = False
-        single = len(self._followers) == 1
         for key, follower in list(self._followers.items()):
             if not follower.synced:
                 follower.sync(client)
-            busy |= follower.pump(client, wait_s=0.05 if single else 0)
+            busy |= follower.pump()
             if follower.finished:
                 follower.close()
                 del self._followers[key]
@@ -223,7 +225,8 @@ class _StreamFollower:
         self.final_sent = False
         self.reader = None
         self.next_seq = 0
-        self._skip_below = 0
+        self._after = None
+        self._key_types = None
         self._meta_due = 0.0
         self._avg_size = 256
 
@@ -261,7 +264,7 @@ class _StreamFollower:
         resume_key = None
         if last:
             entry_id, fields = last[0]
-            seq, part = layout.parse_id(entry_id)
+            seq = layout.parse_id(entry_id)[0]
             resume_key = fields.get(b"k")
             if b"gap" in fields:
                 self.next_seq = seq + int(fields[b"gap"])
@@ -270,54 +273,51 @@ class _StreamFollower:
                 self.next_seq = seq + 1 if int(index) == int(total) else seq
             else:
                 self.next_seq = seq + 1
+        elif client.exists(self.keys[1]):  # emptied by remote retention: go on after what it had
+            self.next_seq = int(client.hget(self.keys[0], f"next:{self.stream}") or 0)
         else:
             self.next_seq = 0
-        self.reader = session.reader(self.stream, skip_pruned=True)
+        self.reader = session.reader(self.stream)
         self._key_types = session.stream_info(self.stream)["key_types"]
-        if resume_key:
-            self.reader.seek(decode_key_prefix(resume_key, self._key_types)[0])
-        self._skip_below = self.next_seq
+        self._after = None
+        if resume_key:  # strictly after (key, next_seq - 1): the local record next_seq on
+            self._after = Entry(decode_key_prefix(resume_key, self._key_types)[0], 0, None, self.next_seq - 1)
         self._meta_due = 0.0
         self.synced = True
 
-    def pump(self, client, wait_s):
+    def pump(self):
         """Send what the local stream has beyond the remote one; True if anything was sent."""
         if self.finished:
             return False
         mirror = self.mirror
         now = time.monotonic()
         meta = b""
-        if now >= self._meta_due:
-            try:
-                meta = self._meta_blob(self._session())
-            except errors.SessionNotFound:
-                pass
-            self._meta_due = now + _META_EVERY_S
-        if self._key_types is None:
-            self._key_types = self._stream_key_types()
-        want = max(1, min(4096, mirror.max_inflight_bytes // max(self._avg_size, 1)))
-        ended = False
         try:
-            entries = self.reader.read_entries(want, blocking=wait_s > 0, timeout=wait_s,
-                                               key_types=self._key_types)
-        except (StopIteration, errors.SourceFailed):
-            entries, ended = [], True
-        entries = [e for e in entries if e.seq >= self._skip_below]
+            session = self._session()
+        except errors.SessionNotFound:  # pruned away locally: nothing more will come
+            session = None
+        ended = session is None or session.status != "live"  # looked at before reading: nothing is missed
+        if session is not None and now >= self._meta_due:
+            meta = self._meta_blob(session)
+            self._meta_due = now + _META_EVERY_S
+        if self._key_types is None and session is not None:
+            self._key_types = session.stream_info(self.stream)["key_types"]
+        want = max(1, min(4096, mirror.max_inflight_bytes // 2 // max(self._avg_size, 1)))
+        try:
+            entries = list(islice(self.reader.ientries(after=self._after, key_types=self._key_types), want))
+        except errors.SessionNotFound:
+            entries = []
+        entries = [e for e in entries if e.seq >= self.next_seq]
         if entries:
-            self._send(client, entries, meta)
-        elif meta and not ended:
+            self._send(entries, meta)
+            self._after = entries[-1]
+        elif ended:
+            self._finish()
+        elif meta:
             self._flush([], self.next_seq, meta, 0)
-        if ended:
-            self._finish(client)
         return bool(entries)
 
-    def _stream_key_types(self):
-        try:
-            return self._session().stream_info(self.stream)["key_types"]
-        except errors.SessionNotFound:
-            return None
-
-    def _send(self, client, entries, meta):
+    def _send(self, entries, meta):
         mirror = self.mirror
         part_bytes = mirror.part_bytes
         limit = max(part_bytes, mirror.max_inflight_bytes // 2)
@@ -334,7 +334,7 @@ class _StreamFollower:
                 mirror.stats["gaps"] += 1
             record = encode_record(entry.record)
             total += len(record)
-            t = str(entry.time_us)
+            t = str(entry.arrival_us)
             indexed = new_start or seq % INDEX_EVERY == 0
             if len(record) <= part_bytes:
                 if size and size + len(record) > limit:
@@ -366,9 +366,8 @@ class _StreamFollower:
         values = [entry.pop() for entry in batch if len(entry) == 7]
         self.mirror._sender.put(self.keys, [self.stream, meta, next_seq, _packb(batch) if batch else b"", *values],
                                 size, on_done)
-        self._skip_below = next_seq
 
-    def _finish(self, client):
+    def _finish(self):
         """The local stream ended and everything is sent: write the final metadata."""
         others = [f for f in self.mirror._followers.values()
                   if f is not self and f.session_id == self.session_id and not f.finished]

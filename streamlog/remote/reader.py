@@ -151,12 +151,10 @@ class RemoteReader:
 
     # -- fetching ------------------------------------------------------------
 
-    def _key_of(self, encoded):
-        from streamlog.keys import decode_key_prefix
-
+    def _key_types(self):
         if self._types is None:
             self._types = self._session.refresh().stream_info(self.stream)["key_types"]
-        return decode_key_prefix(encoded, self._types)[0]
+        return self._types
 
     def _complete_parts(self, after_id, missing):
         with redis_errors(self._log):
@@ -339,23 +337,6 @@ class RemoteReader:
             raise errors.NoItemFound(f"no record after the cursor in session {self._session.id}")
         return out[0] if n is None else out
 
-    def read_entries(self, n, *, blocking=None, timeout=None):
-        """Up to ``n`` records after the cursor as ``Entry(seq, key, time_us, record)``."""
-        from streamlog.reader import Entry
-
-        blocking = self.blocking if blocking is None else blocking
-        timeout = self.timeout if timeout is None else timeout
-        out = []
-        item = self._take(blocking, timeout)
-        if item is _END:
-            self._raise_end()
-        while item is not None and item is not _END:
-            out.append(Entry(item.seq, self._key_of(item.key), item.time_us, item.record))
-            if len(out) >= n:
-                break
-            item = self._take(False, None)
-        return out
-
     def _start_seq(self, start):
         """A sequence number at or before the first record with key >= ``start``."""
         if start is None:
@@ -364,15 +345,41 @@ class RemoteReader:
             found = self._client.zrevrangebylex(self._key_index, b"(" + encode_key(start), b"-", start=0, num=1)
         return layout.member_seq(found[0]) if found else 0
 
-    def _records(self, start, stop, after_seq=-1):
+    def _records(self, start, stop, after_seq=-1, from_seq=0):
         lo = None if start is None else encode_key(start)
         hi = None if stop is None else encode_key(stop)
-        for item in self._scan(max(self._start_seq(start), after_seq + 1)):
+        for item in self._scan(max(self._start_seq(start), after_seq + 1, from_seq)):
             if type(item) is _Gap or item.seq <= after_seq or (lo is not None and item.key < lo):
                 continue
             if hi is not None and item.key > hi:
                 return
             yield item
+
+    def ientries(self, start=None, stop=None, *, since=None, until=None, after=None, key_types=None):
+        """Lazy :class:`streamlog.reader.Entry` tuples ``(key, arrival_us,
+        record, seq)`` of the records with ``start <= key <= stop`` that
+        arrived at ``since <= time <= until`` (epoch seconds), strictly after
+        the entry ``after``; all bounds inclusive, None open; see
+        BufferReader.ientries.  The key and time indexes find where to start.
+        Does not move the cursor."""
+        from streamlog.keys import decode_key_prefix
+        from streamlog.reader import Entry
+
+        types = key_types if key_types is not None else self._key_types()
+        since_us = None if since is None else round(since * 1e6)
+        until_us = None if until is None else round(until * 1e6)
+        from_seq = 0 if since_us is None else self._time_start_seq(since_us)
+        for item in self._records(start, stop, -1 if after is None else after.seq, from_seq):
+            if until_us is not None and item.time_us > until_us:
+                return
+            if since_us is None or item.time_us >= since_us:
+                yield Entry(decode_key_prefix(item.key, types)[0], item.time_us, item.record, item.seq)
+
+    def _time_start_seq(self, since_us):
+        """A sequence number at or before the first record that arrived at ``since_us`` or later."""
+        with redis_errors(self._log):
+            found = self._client.zrevrangebyscore(self._time_index, since_us, "-inf", start=0, num=1)
+        return int(found[0]) if found else 0
 
     def range(self, start=None, stop=None, *, step=None, peek=False, only_new_items=False,
               ignore_no_item_found=False):
@@ -456,18 +463,7 @@ class RemoteReader:
     def range_by_time(self, t0, t1):
         """Records that arrived at ``t0 <= time <= t1`` (epoch seconds), in
         order; the sparse time index finds the start.  Does not move the cursor."""
-        lo_us, hi_us = int(t0 * 1e6), int(t1 * 1e6)
-        with redis_errors(self._log):
-            found = self._client.zrevrangebyscore(self._time_index, lo_us, "-inf", start=0, num=1)
-        out = []
-        for item in self._scan(int(found[0]) if found else 0):
-            if type(item) is _Gap:
-                continue
-            if item.time_us > hi_us:
-                break
-            if item.time_us >= lo_us:
-                out.append(item.record)
-        return out
+        return [entry.record for entry in self.ientries(since=t0, until=t1)]
 
 
 def _text(value):
