@@ -137,7 +137,7 @@ class Mirror:
                         backoff = _BACKOFF_FIRST_S
                         down_since = None
                     now = time.monotonic()
-                    if now >= next_scan or not self._followers:
+                    if now >= next_scan:
                         self._scan(log, client)
                         next_scan = now + _RESCAN_S
                         if self.exit_when_done and not self._followers:
@@ -151,8 +151,8 @@ class Mirror:
                     if (self.max_age_s or self.max_sessions) and now >= next_retention:
                         remote.prune(max_age_s=self.max_age_s, max_sessions=self.max_sessions)
                         next_retention = now + _RETENTION_EVERY_S
-                    if not busy:
-                        self._stop.wait(_IDLE_S)
+                    if not busy:  # nothing new: look again soon (for new sessions: at the next scan)
+                        self._stop.wait(_IDLE_S if self._followers else max(0.0, next_scan - time.monotonic()))
                 except down as exc:
                     self.stats.update(connected=False, last_error=f"{type(exc).__name__}: {exc}")
                     self.stats["reconnects"] += 1

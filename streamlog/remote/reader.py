@@ -160,7 +160,7 @@ class RemoteReader:
         with redis_errors(self._log):
             return self._client.xrange(self._key, f"({_text(after_id)}", "+", count=missing)
 
-    def _scan(self, from_seq, reverse=False):
+    def _scan(self, from_seq):
         """Items (records and gaps) with seq >= from_seq, in order, fetched in chunks."""
         start = f"{from_seq}-0"
         while True:
