@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from streamlog import errors
 from streamlog.catalog import DEFAULT_STREAM
-from streamlog.log import Log
+from streamlog.log import Log, Session
 from streamlog.reader import BufferReader, LiveFeed
 from streamlog.retention import Pruner, Retention
 from streamlog.ring import Ring
@@ -37,9 +37,14 @@ class StreamBuffer:
       read back from the log.
     * ``log``: a path (created if missing), a :class:`Log`, or None for a
       temporary log removed by :meth:`close`.
-    * ``stream``/``session``: record into stream ``stream`` of a new session,
-      or of ``session`` (a live session of the same log) to record a second
-      stream beside another buffer's.
+    * ``stream``/``session``: record into stream ``stream`` of a new session
+      (``session=None``), or join a live session of the log to record a
+      stream beside other streams, written by this or any other process:
+      ``session="join"`` joins the newest live session, an int or a
+      :class:`~streamlog.Session` that one.  Joining raises SessionNotFound
+      when there is no such live session, StreamNameTaken when it already
+      has a stream named ``stream``.  The session stays ``live`` until its
+      last stream ends.
     * ``info``: a dict stored with the session over ``source_reader.info``
       (which is read again when the session stops).
     * ``retention``: a :class:`Retention` applied while recording.
@@ -94,7 +99,10 @@ class StreamBuffer:
                 raise ValueError(f"mirror must be a redis:// URL naming the rig (?name=RIG), not {mirror!r}")
             if mirror_in not in ("process", "thread"):
                 raise ValueError(f"mirror_in must be 'process' or 'thread', not {mirror_in!r}")
-        if session is not None and log is None:
+        if not (session is None or session == "join" or isinstance(session, Session)
+                or (isinstance(session, int) and not isinstance(session, bool) and session > 0)):
+            raise ValueError(f"session must be None, 'join', a session id or a Session, not {session!r}")
+        if isinstance(session, Session) and log is None:
             log = session.log
         self.source_reader = source_reader
         self.maxlen = maxlen
@@ -144,7 +152,7 @@ class StreamBuffer:
     def start(self):
         """Open the log, start a session (or stream) and the recorder thread; return self.
 
-        Raises LogLocked when another process writes the log.  The source is
+        Raises SessionNotFound / StreamNameTaken when joining fails.  The source is
         opened in the recorder thread: an ``open()`` that raises fails the
         session like a ``read()`` that raises (``session.error`` says which).
         A source ``info`` that raises fails the session when it ends.
@@ -179,7 +187,6 @@ class StreamBuffer:
         self._retention_due = 0.0
         max_bytes = self.retention.max_bytes if self.retention is not None else None
         self._commit_bytes = max_bytes // 32 if max_bytes else 64 << 20
-        catalog.begin_recording(self.session.id)
         self._thread = threading.Thread(target=self._record, name=f"streamlog-recorder-{self.session.id}",
                                         daemon=True)
         self._flusher = threading.Thread(target=self._flush_when_idle, name="streamlog-flusher", daemon=True)
@@ -208,10 +215,16 @@ class StreamBuffer:
     def _open_session(self):
         joined = self._join_session
         if joined is not None:
-            if joined.log.store is not self.log.store:
-                raise ValueError("session= must be a session of the same log")
-            self.log.catalog.add_stream(joined.id, self.stream)
-            self.session = self.log.session(joined.id)
+            if isinstance(joined, Session):
+                if joined.log.store is not self.log.store:
+                    raise ValueError("session= must be a session of the same log")
+                joined = joined.id
+            elif joined == "join":
+                joined = self.log.catalog.newest_live()
+                if joined is None:
+                    raise errors.SessionNotFound(f"log {self.log.path} has no live session to join")
+            self.log.catalog.add_stream(joined, self.stream)
+            self.session = self.log.session(joined)
             return
         source_info, self._info_failure = _source_info(self.source_reader)
         info = {**source_info, **self._user_info}
@@ -238,7 +251,6 @@ class StreamBuffer:
         self._thread.join()
         self._has_pending.set()
         self._flusher.join()
-        self.log.catalog.end_recording(self.session.id)
         self.log.end_writing()
         self.session.refresh()
 
@@ -413,7 +425,7 @@ class StreamBuffer:
                 self._fail(exc, "final commit failed; the records after the last commit are lost")
             error = self._error[0] if self._error else None
             try:
-                self.log.catalog.end_stream(self.session.id, self.stream, error=error, info=info, end_session=owner)
+                self.log.catalog.end_stream(self.session.id, self.stream, error=error, info=info)
             except errors.StreamlogError as exc:
                 self._fail(exc, "could not mark the session ended")
         self._feed.end(self._error)

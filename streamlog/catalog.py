@@ -5,33 +5,36 @@ encoded with the record codec::
 
     {"id", "status", "start_time", "stop_time", "info", "error", "pid",
      "host", "durability",
-     "streams": {name: {"recorded", "count", "bytes", "key_types", "error"}}}
+     "streams": {name: {"recorded", "count", "bytes", "key_types", "error",
+                        "writer", "status"}}}
 
 ``status`` is one of :data:`STATUSES`; ``recorded`` counts every record a
 stream ever recorded, ``count`` and ``bytes`` what it holds now (retention
-lowers them).  ``meta[b"last_session_id"]`` holds ``u32be`` of the last id
-issued, so ids are never reused.  A :class:`Catalog` reads and changes these
-entries for the writer, the readers, retention and :class:`~streamlog.Log`;
-it also knows which sessions this process is recording right now.
+lowers them).  Each stream belongs to one writing process, named by its
+writer token (see :meth:`~streamlog.store.Store.acquire_writer`), and has a
+status of its own.  A session is ``live`` while any of its streams is; when
+the last one ends the session takes the worst of its streams' outcomes:
+``crashed`` (a writer died) wins over ``failed`` (a source failed), which
+wins over ``closed``.  ``pid`` is the process that created the session.
+``meta[b"last_session_id"]`` holds ``u32be`` of the last id issued, so ids
+are never reused.  A :class:`Catalog` reads and changes these entries for
+the writers, the readers, retention and :class:`~streamlog.Log`.
 """
 
 import os
 import socket
-import threading
 import time
-import weakref
 
 from streamlog import errors, records
 from streamlog.codec import decode_record, encode_record
+from streamlog.store import token_pid
 
 DEFAULT_STREAM = "main"
 STATUSES = ("live", "closed", "failed", "crashed")
 _LAST_SESSION_ID = b"last_session_id"
 _META_FIELDS = {"id", "status", "start_time", "stop_time", "info", "error", "pid", "streams"}
 _COUNTERS = ("recorded", "count", "bytes")
-
-_recording = weakref.WeakKeyDictionary()  # Store -> {session id: how many buffers of this process record it}
-_recording_lock = threading.Lock()
+_OUTCOMES = ("crashed", "failed", "closed")  # a session ends with the first of these any of its streams has
 
 
 class Catalog:
@@ -81,9 +84,11 @@ class Catalog:
         txn.delete(records.session_prefix(session_id), db=self.store.sessions_db)
 
     def create_session(self, stream, info, durability):
-        """Add a live session recording ``stream``; return its id (never one used before)."""
+        """Add a live session recording ``stream`` for this process (which
+        holds the writer lock); return its id (never one used before)."""
         sessions_db = self.store.sessions_db
         meta_db = self.store.meta_db
+        writer = self._writer_token()
 
         def work(txn):
             cursor = txn.cursor(sessions_db)
@@ -94,22 +99,38 @@ class Catalog:
             self.put(txn, {
                 "id": session_id, "status": "live", "start_time": time.time(), "stop_time": None,
                 "info": info, "error": None, "pid": os.getpid(), "host": socket.gethostname(),
-                "durability": durability, "streams": {stream: _new_stream_counters()},
+                "durability": durability, "streams": {stream: _new_stream(writer)},
             })
             return session_id
 
         return self.store.write(work)
 
+    def newest_live(self):
+        """The id of the newest session with a stream whose writer is alive, or None."""
+        alive = self.store.live_writers()
+        for meta in reversed(self.all()):
+            if session_status(meta, alive) == "live":
+                return meta["id"]
+        return None
+
     def add_stream(self, session_id, stream):
-        """Add ``stream`` to live session ``session_id``.  Raises SessionNotFound
-        (no such live session) or LogError (the session has that stream)."""
+        """Add ``stream``, written by this process, to live session
+        ``session_id``.  Raises SessionNotFound (no such live session) or
+        StreamNameTaken (the session has a stream of that name)."""
+        writer = self._writer_token()
+
         def work(txn):
             meta = self.get(session_id, txn)
             if meta is None or meta["status"] != "live":
-                raise errors.SessionNotFound(f"session {session_id} of {self.store.path} is not live")
+                state = "does not exist" if meta is None else f"is {meta['status']}, not live"
+                raise errors.SessionNotFound(f"cannot join session {session_id} of {self.store.path}: it {state}")
             if stream in meta["streams"]:
-                raise errors.LogError(f"session {session_id} already has a stream {stream!r}")
-            meta["streams"][stream] = _new_stream_counters()
+                owner = meta["streams"][stream]
+                raise errors.StreamNameTaken(
+                    f"session {session_id} of {self.store.path} already has a stream {stream!r} "
+                    f"({stream_status(meta, stream, None)}, written by pid {token_pid(owner.get('writer'))}); "
+                    f"record under another stream name")
+            meta["streams"][stream] = _new_stream(writer)
             self.put(txn, meta)
 
         self.store.write(work)
@@ -126,38 +147,71 @@ class Catalog:
             counters["key_types"] = key_types
         self.put(txn, meta)
 
-    def end_stream(self, session_id, stream, error=None, info=None, end_session=False):
-        """Store how ``stream`` ended (``error``: None or its message), the
-        session's final ``info`` if given, and with ``end_session`` the
-        session's status (``failed`` if it has an error, else ``closed``)."""
+    def end_stream(self, session_id, stream, error=None, info=None):
+        """Store how ``stream`` ended (``error``: None or its message) and the
+        session's final ``info`` if given; the last live stream to end ends
+        the session (see the module's docstring for its status)."""
         def work(txn):
             meta = self.get(session_id, txn)
+            counters = meta["streams"][stream]
+            counters["status"] = "failed" if error is not None else "closed"
             if error is not None:
-                meta["streams"][stream]["error"] = error
-                if stream == DEFAULT_STREAM or end_session:
-                    meta["error"] = error
+                counters["error"] = error
+                if meta["error"] is None:
+                    meta["error"] = error if stream == _first_stream(meta) else f"stream {stream!r}: {error}"
             if info is not None:
                 meta["info"] = info
-            if end_session:
-                meta["status"] = "failed" if meta["error"] else "closed"
-                meta["stop_time"] = time.time()
+            self._mark_dead_streams(meta, self.store.live_writers())
+            self._end_if_done(txn, meta, time.time())
             self.put(txn, meta)
 
         self.store.write(work)
 
-    def mark_crashed(self):
-        """Mark every session still ``live`` crashed, stopped at its newest
-        record's arrival (call holding the writer lock, before recording)."""
+    def mark_dead_writers(self):
+        """Mark the live streams of writers that are gone crashed (the
+        sessions left with no live stream end, stopped at their newest
+        record's arrival), then remove those writers' lock files; return how
+        many streams were marked.  Call holding the writer lock."""
         self.store.open_all_dbs()
+        dead = self.store.dead_writers()
 
         def work(txn):
+            alive = self.store.live_writers()
+            marked = 0
             for meta in self.all(txn):
-                if meta["status"] == "live":
-                    meta["status"] = "crashed"
-                    meta["stop_time"] = self._last_arrival(txn, meta)
+                if meta["status"] != "live":
+                    continue
+                crashed = self._mark_dead_streams(meta, alive)
+                if crashed:
+                    self._end_if_done(txn, meta, None)
                     self.put(txn, meta)
+                    marked += crashed
+            return marked
 
-        self.store.write(work)
+        marked = self.store.write(work)
+        for token in dead:
+            self.store.forget_writer(token)
+        return marked
+
+    @staticmethod
+    def _mark_dead_streams(meta, alive):
+        """Mark the live streams of ``meta`` whose writer is not in ``alive``
+        crashed (liveness must be read inside the write transaction, so a
+        writer joining meanwhile is seen); return how many."""
+        dead = [c for c in meta["streams"].values()
+                if c.get("status", "live") == "live" and c.get("writer") not in alive]
+        for counters in dead:
+            counters["status"] = "crashed"
+        return len(dead)
+
+    def _end_if_done(self, txn, meta, stop_time):
+        """End ``meta``'s session when none of its streams is live: its status
+        from its streams, ``stop_time`` (None: its newest record's arrival)."""
+        if any(c.get("status", "live") == "live" for c in meta["streams"].values()):
+            return
+        outcomes = {c["status"] for c in meta["streams"].values()}
+        meta["status"] = next((o for o in _OUTCOMES if o in outcomes), "closed")
+        meta["stop_time"] = self._last_arrival(txn, meta) if stop_time is None else stop_time
 
     def _last_arrival(self, txn, meta):
         newest = None
@@ -168,26 +222,33 @@ class Catalog:
                 newest = arrival if newest is None else max(newest, arrival)
         return None if newest is None else newest / 1e6
 
-    # -- sessions recorded by this process -------------------------------------
+    def _writer_token(self):
+        token = self.store.writer_token
+        if token is None:
+            raise errors.LogError(f"log {self.store.path}: take the writer lock (Log.begin_writing) before "
+                                  f"recording")
+        return token
 
-    def begin_recording(self, session_id):
-        """Note that a buffer of this process records session ``session_id``."""
-        with _recording_lock:
-            recording = _recording.setdefault(self.store, {})
-            recording[session_id] = recording.get(session_id, 0) + 1
 
-    def end_recording(self, session_id):
-        """Undo one :meth:`begin_recording`."""
-        with _recording_lock:
-            recording = _recording[self.store]
-            recording[session_id] -= 1
-            if not recording[session_id]:
-                del recording[session_id]
+def session_status(meta, alive):
+    """The status of the session ``meta`` given ``alive``, the tokens of the
+    writers alive now: a stored ``live`` with no live stream whose writer
+    lives is ``crashed`` (its writers died; the next writer stores that)."""
+    if meta["status"] != "live":
+        return meta["status"]
+    return "live" if any(stream_status(meta, name, alive) == "live" for name in meta["streams"]) else "crashed"
 
-    def recording_here(self):
-        """Ids of the sessions being recorded into this log by this process."""
-        with _recording_lock:
-            return set(_recording.get(self.store, {}).keys())
+
+def stream_status(meta, stream, alive):
+    """The status of ``stream`` of session ``meta``: ``live`` while its
+    writer (one of ``alive``; None: do not check) lives, else how it ended."""
+    counters = meta["streams"][stream]
+    status = counters.get("status")
+    if status is None:  # written before streams had a status of their own
+        status = meta["status"]
+    if status == "live" and alive is not None and counters.get("writer") not in alive:
+        return "crashed"
+    return status
 
 
 def session_meta(raw):
@@ -213,5 +274,11 @@ def _short(value):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _new_stream_counters():
-    return {"recorded": 0, "count": 0, "bytes": 0, "key_types": None, "error": None}
+def _new_stream(writer):
+    return {"recorded": 0, "count": 0, "bytes": 0, "key_types": None, "error": None, "writer": writer,
+            "status": "live"}
+
+
+def _first_stream(meta):
+    return DEFAULT_STREAM if DEFAULT_STREAM in meta["streams"] else next(iter(meta["streams"]))
+

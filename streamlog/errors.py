@@ -94,14 +94,9 @@ class FormatVersionError(LogError):
     """The log was written in an on-disk format version this code cannot read."""
 
 
-class LogLocked(LogError):
-    """Another process is writing to the log; ``pid`` names it."""
-
-    def __init__(self, path, pid):
-        self.path = path
-        self.pid = pid
-        holder = f"pid {pid}" if pid is not None else "its pid is not written yet"
-        super().__init__(f"log {path} is being written by another process ({holder})")
+class StreamNameTaken(LogError):
+    """The session joined already has a stream of that name (streams of a
+    session are written by one process each)."""
 
 
 class SessionNotFound(LogError, LookupError):

@@ -4,17 +4,18 @@ A log is a directory holding one LMDB environment (:mod:`streamlog.store`;
 the bytes in it are :mod:`streamlog.records`'s, the sessions' metadata
 :mod:`streamlog.catalog`'s, retention :mod:`streamlog.retention`'s).  It holds many sessions, one per
 recording (``StreamBuffer.start()``); a session holds one or more named
-streams (``"main"``, and e.g. ``"markers"`` beside audio).  Any number of
-processes may read a log while one process writes it.
+streams (``"main"``, and e.g. ``"markers"`` beside audio), each written
+by one process; any number of processes may write a log at once, and any
+number read it meanwhile.
 """
 
 import os
 
 from streamlog import errors, records
-from streamlog.catalog import DEFAULT_STREAM, STATUSES, Catalog
+from streamlog.catalog import DEFAULT_STREAM, STATUSES, Catalog, session_status, stream_status
 from streamlog.reader import BufferReader, StoredFeed
 from streamlog.retention import Pruner, Retention
-from streamlog.store import DATA_FILE, open_store
+from streamlog.store import DATA_FILE, open_store, token_pid
 
 __all__ = ["DEFAULT_STREAM", "STATUSES", "Log", "Retention", "Session"]
 
@@ -24,8 +25,8 @@ class Log:
 
     ``Log(path)`` opens it, creating it when missing (unless ``readonly`` or
     ``create=False``).  Raises LogNotFound, NotALog, FormatVersionError.
-    Reading never blocks the writer; writing (recording, :meth:`prune`)
-    takes the log's writer lock, held by one process at a time (LogLocked).
+    Reading never blocks the writers; writing (recording, :meth:`prune`)
+    registers this process as one of the log's writers.
     ``durability`` (see StreamBuffer) applies to the whole log in this
     process: None takes the mode it is already open with here, else ``"full"``.
     A log opened before ``os.fork()`` raises LogError when used in the child
@@ -64,8 +65,8 @@ class Log:
 
     def sessions(self, stream=None):
         """All sessions, oldest first (only those holding ``stream`` if given)."""
-        writer_alive = self.store.writer_pid() is not None
-        return [Session(self, meta, writer_alive) for meta in self.catalog.all()
+        alive = self.store.live_writers()
+        return [Session(self, meta, alive) for meta in self.catalog.all()
                 if stream is None or stream in meta["streams"]]
 
     def session(self, session_id):
@@ -84,21 +85,21 @@ class Log:
         meta = self.catalog.get(session_id)
         if meta is None:
             raise errors.SessionNotFound(f"log {self.path} has no session {session_id}")
-        return Session(self, meta, self.store.writer_pid() is not None)
+        return Session(self, meta, self.store.live_writers())
 
     # -- writing -----------------------------------------------------------------
 
     def begin_writing(self):
-        """Take the writer lock (LogLocked if another process holds it; LogError
-        for a read-only log); the first hold in this process marks sessions
-        left live by a dead process crashed.  Pair with :meth:`end_writing`."""
+        """Register this process as a writer of the log (LogError for a
+        read-only log); the first hold in this process marks the streams of
+        writers that died crashed.  Pair with :meth:`end_writing`."""
         if self.readonly:
             raise errors.LogError(f"log {self.path} is open read-only")
         first = not self.store.holds_writer
         self.store.acquire_writer()
         if first:
             try:
-                self.catalog.mark_crashed()
+                self.catalog.mark_dead_writers()
             except BaseException:
                 self.store.release_writer()
                 raise
@@ -147,7 +148,7 @@ class Log:
             "max_readers": info["max_readers"],
             "stale_readers_cleared": self.store.stale_readers_cleared,
             "stale_reader_pids": list(self.store.stale_reader_pids),
-            "writer_pid": self.store.writer_pid(),
+            "writer_pids": sorted(self.store.live_writers().values()),
         }
 
     def clear_stale_readers(self):
@@ -189,7 +190,7 @@ class Log:
     def prune(self, retention=None):
         """Apply ``retention`` (default: the log's) now; return records removed.
 
-        Takes the writer lock (LogLocked if another process records).
+        Registers this process as a writer meanwhile; may run while others record.
         """
         retention = retention or self.retention
         if retention is None or not retention.is_limited:
@@ -211,14 +212,15 @@ class Session:
     """A session of a log, as stored when this object was made (see :meth:`refresh`).
 
     Counts and sizes refer to the ``"main"`` stream (``stream_info`` gives
-    any stream's).  ``status`` is ``live``, ``closed``, ``failed`` or
-    ``crashed`` (left ``live`` by a process that is gone).
+    any stream's).  ``status`` is ``live`` (while a writer of one of its
+    streams lives), ``closed``, ``failed`` or ``crashed`` (see
+    :mod:`streamlog.catalog` for which wins).
     """
 
-    def __init__(self, log, meta, writer_alive):
+    def __init__(self, log, meta, alive):
         self.log = log
         self._meta = meta
-        self._writer_alive = writer_alive
+        self._alive = alive
 
     def __repr__(self):
         return (f"<streamlog.Session {self.id} {self.status} count={self.count} "
@@ -230,7 +232,7 @@ class Session:
         if meta is None:
             raise errors.SessionNotFound(f"session {self.id} of {self.log.path} no longer exists (pruned)")
         self._meta = meta
-        self._writer_alive = self.log.store.writer_pid() is not None
+        self._alive = self.log.store.live_writers()
         return self
 
     id = property(lambda self: self._meta["id"])
@@ -244,10 +246,17 @@ class Session:
 
     @property
     def status(self):
-        status = self._meta["status"]
-        if status == "live" and not self._writer_alive:
-            return "crashed"
-        return status
+        return session_status(self._meta, self._alive)
+
+    def stream_status(self, stream=None):
+        """``live``, ``closed``, ``failed`` or ``crashed``: how one stream stands."""
+        stream = stream or self._main_stream()
+        self._counters(stream)
+        return stream_status(self._meta, stream, self._alive)
+
+    def stream_pid(self, stream=None):
+        """The pid of the process that wrote ``stream`` (None if not stored)."""
+        return token_pid(self._counters(stream).get("writer"))
 
     @property
     def streams(self):

@@ -4,8 +4,11 @@
 steps, each one write transaction, oldest records first.  The recorder calls
 :meth:`Pruner.step` after its commits (a few steps, up to about twice what
 it just added); :meth:`~streamlog.Log.prune` calls it until nothing is left
-to remove.  A session recorded by this process right now is never removed
-whole, and the newest record of each of its streams is kept.
+to remove.  A live session is never removed whole, and the newest record
+of each of its streams is kept.  Several writing processes may prune at
+once: each step decides what to remove inside its own write transaction
+(LMDB runs one at a time), from the log as it is then, so two writers never
+remove the same excess twice.
 """
 
 import time
@@ -49,7 +52,7 @@ class Retention:
 
 class Pruner:
     """Removes what a :class:`Retention` excludes from the log of ``catalog``
-    (a :class:`~streamlog.catalog.Catalog`); the caller holds the writer lock."""
+    (a :class:`~streamlog.catalog.Catalog`); the caller is a writer of the log."""
 
     def __init__(self, catalog):
         self.catalog = catalog
@@ -59,53 +62,68 @@ class Pruner:
         """Remove one small batch of what ``retention`` excludes; return
         records removed (0: nothing is left to remove)."""
         self.store.open_all_dbs()
-        live_ids = self.catalog.recording_here()
         if retention.max_sessions is not None:
-            removed = self._prune_sessions(retention.max_sessions, live_ids)
+            removed = self._prune_sessions(retention.max_sessions)
             if removed is not None:
                 return removed
         if retention.max_age_s is not None:
             cutoff = int((time.time() - retention.max_age_s) * 1e6)
-            removed = self._prune_oldest(lambda arrival: arrival < cutoff, live_ids)
+            removed = self._prune_oldest(lambda arrival: arrival < cutoff)
             if removed:
                 return removed
-        if retention.max_bytes is not None:
-            excess = self.store.pages_in_use() * self.store.page_size - retention.max_bytes * _PRUNE_TARGET
-            if excess > 0:  # at least 1/64 of the limit per step, so steps stay few
-                wanted = max(excess, retention.max_bytes / 64)
-                return self._prune_oldest(lambda arrival: True, live_ids, bytes_wanted=wanted)
+        if retention.max_bytes is not None and self._excess(None, retention.max_bytes) > 0:
+            return self._prune_oldest(lambda arrival: True, max_bytes=retention.max_bytes)
         return 0
 
-    def _prune_sessions(self, keep, live_ids):
+    def _excess(self, txn, max_bytes):
+        """Bytes in use over the pruning target of ``max_bytes`` (as seen in ``txn``)."""
+        return self.store.pages_in_use(txn) * self.store.page_size - max_bytes * _PRUNE_TARGET
+
+    def _prune_sessions(self, keep):
         ids = self.catalog.ids()
         if len(ids) <= keep:
             return None
         for session_id in ids[:len(ids) - keep]:
-            if session_id not in live_ids:
-                return self.store.write(lambda txn: self._delete_records(txn, session_id, None, True))
+            removed = self.store.write(lambda txn: self._delete_records(txn, session_id, None, whole=True))
+            if removed:
+                return removed
         return None
 
-    def _prune_oldest(self, doomed, live_ids, bytes_wanted=None):
-        """Delete one batch of the oldest records for which ``doomed(arrival_us)``,
-        stopping once about ``bytes_wanted`` bytes of entries are gone (None: no
-        byte bound), so a byte limit trims the excess, not a whole batch."""
+    def _prune_oldest(self, doomed, max_bytes=None):
+        """Delete one batch of the oldest records for which ``doomed(arrival_us)``;
+        with ``max_bytes``, stop once about the excess over its target is gone
+        (at least 1/64 of the limit per step, so steps stay few), so a byte
+        limit trims the excess, not a whole batch."""
+        def work(txn, session_id):
+            if max_bytes is None:
+                wanted = None
+            else:
+                excess = self._excess(txn, max_bytes)
+                if excess <= 0:  # another writer pruned it meanwhile
+                    return 0
+                wanted = max(excess, max_bytes / 64)
+            return self._delete_records(txn, session_id, doomed, False, wanted)
+
         for session_id in self.catalog.ids():
-            live = session_id in live_ids
-            removed = self.store.write(
-                lambda txn: self._delete_records(txn, session_id, doomed, not live, bytes_wanted))
+            removed = self.store.write(lambda txn: work(txn, session_id))
             if removed:
                 return removed
         return 0
 
-    def _delete_records(self, txn, session_id, doomed, drop_empty_session, bytes_wanted=None):
+    def _delete_records(self, txn, session_id, doomed, whole, bytes_wanted=None):
         """Delete the oldest records of a session (all streams) while ``doomed``
         (None = all), at most a batch of them and, with ``bytes_wanted``,
-        until the deleted entries reach it; keep the newest record of a live
-        stream; drop the emptied session with ``drop_empty_session``.
+        until the deleted entries reach it.  A live session keeps the newest
+        record of each stream and is never dropped; one that is not live is
+        dropped once empty; ``whole`` leaves a live session untouched.
         Returns records deleted (at least 1 when a session was dropped)."""
         meta = self.catalog.get(session_id, txn)
         if meta is None:
             return 0
+        live = meta["status"] == "live"
+        if live and whole:
+            return 0
+        drop_empty_session = not live
         budget = _PRUNE_BATCH
         removed = freed = 0
         for stream, counters in meta["streams"].items():

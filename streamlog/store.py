@@ -12,7 +12,13 @@ rest of the package never sees ``lmdb`` exceptions:
 * stale reader slots of dead processes (killed inside a read transaction,
   they pin the pages of their snapshot) are cleared on open and by the
   writing process after its commits (see :meth:`Store.clear_stale_readers`);
-* one writing process per log, enforced with ``flock`` on ``writer.lock``;
+* any number of writing processes per log (LMDB serialises their write
+  transactions); each registers itself with a lock file of its own,
+  ``writers/<pid>-<token>.lock``, ``flock``ed while it lives (see
+  :meth:`Store.acquire_writer` and :meth:`Store.live_writers`), so anyone can
+  tell which writers are alive;
+* creating a new log is serialised by an ``flock`` on its directory, so two
+  processes creating the same log at once both end up on one log;
 * files are created with the user's umask but never world-writable
   (:data:`FILE_MODE`, :data:`DIR_MODE`), and no file inside a log is opened
   through a symbolic link;
@@ -26,6 +32,7 @@ The bytes stored in it (format record, database names, records) are
 import errno
 import fcntl
 import os
+import secrets
 import stat
 import threading
 import time
@@ -39,7 +46,11 @@ MAX_DBS = 128
 INITIAL_MAP_SIZE = 64 << 20
 DATA_FILE = "data.mdb"
 LMDB_LOCK_FILE = "lock.mdb"
-WRITER_LOCK_FILE = "writer.lock"
+WRITERS_DIR = "writers"
+"""Directory of a log holding one lock file per writing process."""
+_WRITER_SUFFIX = ".lock"
+_REGISTERING_SUFFIX = ".new"
+_ABANDONED_REGISTRATION_S = 60.0
 FILE_MODE = 0o664
 """Mode of the files of a new log, before the umask: never world-writable."""
 DIR_MODE = 0o775
@@ -148,11 +159,18 @@ class Store:
         self._dbs = {}
         self._dbs_lock = threading.Lock()
         self._writer_lock_fd = None
+        self.writer_token = None
         self._writer_users = 0
         self._writer_lock = threading.Lock()
         self._writing_thread = None
-        self._check_path(create)
         self._may_create = create
+        with _creation_lock(path, create):
+            self._open(create)
+
+    def _open(self, create):
+        path = self.path
+        durability = self.durability
+        self._check_path(create)
         readonly = not os.access(path, os.W_OK)
         self.readonly = readonly
         data_file = os.path.join(path, DATA_FILE)
@@ -312,14 +330,19 @@ class Store:
             if _is_our_db_name(name):
                 self.db(name)
 
-    def pages_in_use(self):
-        """Pages holding data: branch, leaf and overflow pages of every database."""
-        with self.read() as txn:
-            names = [k for k, _ in txn.cursor() if _is_our_db_name(k)]
-        handles = [self.db(name) for name in names]
-        with self.read() as txn:
-            stats = [txn.stat()] + [txn.stat(handle) for handle in handles]
-        return sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"] for st in stats)
+    def pages_in_use(self, txn=None):
+        """Pages holding data: branch, leaf and overflow pages of every
+        database (as seen in ``txn`` if given, e.g. a write transaction; a
+        database another process made since :meth:`open_all_dbs` is then
+        not counted)."""
+        if txn is None:
+            with self.read() as txn:
+                names = [k for k, _ in txn.cursor() if _is_our_db_name(k)]
+            handles = [self.db(name) for name in names]
+            with self.read() as txn:
+                return _pages(txn, handles)
+        names = [k for k, _ in txn.cursor() if _is_our_db_name(k)]
+        return _pages(txn, [handle for handle in map(self._dbs.get, names) if handle is not None])
 
     def stream_names(self):
         """Names of all streams that have a records database."""
@@ -486,48 +509,104 @@ class Store:
         with self._gate.exclusive():
             self.env.set_mapsize(0)
 
-    # -- the writing process -------------------------------------------------
+    # -- the writing processes -----------------------------------------------
 
     def acquire_writer(self):
-        """Take the log's writer lock for this process (reentrant within it).
+        """Register this process as a writer of the log (reentrant within it);
+        return its writer token, which names it in ``writers/`` and in the
+        streams it writes.
 
-        Raises LogLocked naming the pid of another process holding it.
+        The first hold creates ``writers/<pid>-<random>.lock`` and keeps an
+        ``flock`` on it until the last :meth:`release_writer` (or the death of
+        the process, when the kernel drops the lock).  Tokens are never reused.
         """
         self._check_usable()
         with self._writer_lock:
             if self._writer_users == 0:
-                self._writer_lock_fd = _take_writer_lock(self.path)
+                self._writer_lock_fd, self.writer_token = _register_writer(self.path)
             self._writer_users += 1
+            return self.writer_token
 
     def release_writer(self):
-        """Drop one hold; the lock is released with the last.  A forked child
-        never touches its parent's lock (the ``flock`` is shared across fork)."""
+        """Drop one hold; the last one removes this process's lock file and
+        releases it.  A forked child never touches its parent's lock (the
+        ``flock`` is shared across fork)."""
         if self.inherited:
             return
         with self._writer_lock:
             self._writer_users -= 1
             if self._writer_users == 0:
+                _remove_quietly(os.path.join(self.path, WRITERS_DIR, self.writer_token + _WRITER_SUFFIX))
                 os.close(self._writer_lock_fd)
                 self._writer_lock_fd = None
+                self.writer_token = None
 
     @property
     def holds_writer(self):
         return self._writer_users > 0
 
-    def writer_pid(self):
-        """The pid of the process writing the log now, or None if none is."""
+    def live_writers(self):
+        """``{writer token: pid}`` of the writing processes alive now (this
+        one included while it holds the writer lock)."""
         self._refuse_if_inherited()
-        if self._writer_users:
+        alive = {}
+        for token in self._registered_writers():
+            pid = self._alive_pid(token)
+            if pid is not None:
+                alive[token] = pid
+        return alive
+
+    def writer_alive(self, token):
+        """Whether the writing process with this token is alive."""
+        self._refuse_if_inherited()
+        return token is not None and self._alive_pid(token) is not None
+
+    def dead_writers(self):
+        """Tokens of registered writers that are gone (their lock files are
+        left, unlocked).  Also removes registrations abandoned half-way."""
+        dead = []
+        for token in self._registered_writers(clean_abandoned=True):
+            if self._alive_pid(token) is None:
+                dead.append(token)
+        return dead
+
+    def forget_writer(self, token):
+        """Remove the lock file of a dead writer (after its streams are marked crashed)."""
+        if token != self.writer_token and not self.writer_alive(token):
+            _remove_quietly(os.path.join(self.path, WRITERS_DIR, token + _WRITER_SUFFIX))
+
+    def _registered_writers(self, clean_abandoned=False):
+        directory = os.path.join(self.path, WRITERS_DIR)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        except PermissionError as exc:
+            raise errors.LogAccessDenied(f"cannot open log {self.path}: permission denied (on {directory})") from exc
+        if clean_abandoned:
+            for name in names:
+                if name.endswith(_REGISTERING_SUFFIX):
+                    _remove_if_abandoned(os.path.join(directory, name))
+        return [name[:-len(_WRITER_SUFFIX)] for name in names if name.endswith(_WRITER_SUFFIX)]
+
+    def _alive_pid(self, token):
+        """The pid of writer ``token`` if its lock is held now, else None."""
+        if token == self.writer_token and self._writer_users:
             return os.getpid()
         try:
-            fd = _open_writer_lock(self.path, os.O_RDONLY)
+            fd = os.open(os.path.join(self.path, WRITERS_DIR, token + _WRITER_SUFFIX), os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise errors.NotALog(f"a writer lock of {self.path} is a symbolic link; streamlog does not "
+                                     f"follow links inside a log") from None
+            raise
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return _holder_pid(fd)
+                return token_pid(token)
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
         finally:
@@ -589,6 +668,11 @@ os.register_at_fork(before=_quiesce_before_fork, after_in_parent=_resume_in_pare
                     after_in_child=_drop_inherited_stores)
 
 
+def _pages(txn, handles):
+    stats = [txn.stat()] + [txn.stat(handle) for handle in handles]
+    return sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"] for st in stats)
+
+
 def _is_our_db_name(name):
     return name in (_META_DB, _SESSIONS_DB) or records.is_stream_db_name(name)
 
@@ -606,69 +690,127 @@ def _process_exists(pid):
 
 
 def _make_dirs(path):
-    """Make directory ``path`` and its missing parents, each with DIR_MODE."""
+    """Make directory ``path`` and its missing parents, each with DIR_MODE
+    (one made meanwhile by another process is fine)."""
     parent = os.path.dirname(path)
     if parent and parent != path and not os.path.isdir(parent):
+        _make_dirs(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
+
+@contextmanager
+def _creation_lock(path, create):
+    """Hold an ``flock`` on the directory of a log that may still be being
+    created (no ``data.mdb`` of two pages yet): exclusive when this process
+    may create it, shared otherwise.  Two processes creating one new log at
+    once so take turns, and the second opens what the first made."""
+    try:
+        complete = os.path.getsize(os.path.join(path, DATA_FILE)) >= _MIN_DATA_SIZE
+    except OSError:
+        complete = False
+    if complete:
+        yield
+        return
+    if create and not os.path.exists(path):
         try:
-            _make_dirs(parent)
-        except FileExistsError:
-            pass
-    os.mkdir(path, DIR_MODE)
+            _make_dirs(path)
+        except OSError as exc:
+            raise errors.StorageError(f"cannot create log directory {path}: {exc.strerror}") from exc
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # not a directory, or not one we may read: the checks say why
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX if create else fcntl.LOCK_SH)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _refuse_links(path):
     """NotALog if a file of the log at ``path`` is a symbolic link: LMDB would
     write through it (it even truncates ``lock.mdb`` when it sets it up)."""
-    for name in (DATA_FILE, LMDB_LOCK_FILE, WRITER_LOCK_FILE):
+    for name in (DATA_FILE, LMDB_LOCK_FILE, WRITERS_DIR):
         if os.path.islink(os.path.join(path, name)):
             raise errors.NotALog(f"{os.path.join(path, name)} is a symbolic link; streamlog does not follow "
                                  f"links inside a log")
 
 
-def _open_writer_lock(path, flags):
-    """Open the ``writer.lock`` of log ``path``; never through a symbolic link."""
-    lock_path = os.path.join(path, WRITER_LOCK_FILE)
+def _register_writer(path):
+    """Create and lock this process's writer lock file; return ``(fd, token)``.
+
+    The file is made under a temporary name, locked, then renamed into
+    place, so a lock file anyone sees under its final name is locked for as
+    long as its writer lives.
+    """
+    directory = os.path.join(path, WRITERS_DIR)
+    if os.path.islink(directory):
+        raise errors.NotALog(f"{directory} is a symbolic link; streamlog does not follow links inside a log")
     try:
-        return os.open(lock_path, flags | os.O_NOFOLLOW, FILE_MODE)
+        os.mkdir(directory, DIR_MODE)
+    except FileExistsError:
+        pass
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise errors.NotALog(f"{lock_path} is a symbolic link; streamlog does not follow links "
-                                 f"inside a log") from None
-        raise
-
-
-def _take_writer_lock(path):
-    fd = _open_writer_lock(path, os.O_RDWR | os.O_CREAT)
+        raise _access_error(path, directory, exc) from exc
+    token = f"{os.getpid()}-{secrets.token_hex(6)}"
+    temporary = os.path.join(directory, token + _REGISTERING_SUFFIX)
+    try:
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        raise _access_error(path, directory, exc) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pid = _holder_pid(fd)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.rename(temporary, os.path.join(directory, token + _WRITER_SUFFIX))
+    except BaseException:
         os.close(fd)
-        raise errors.LogLocked(path, pid) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+        _remove_quietly(temporary)
+        raise
+    return fd, token
 
 
-def _holder_pid(fd, patience_s=0.5):
-    """The pid written in the writer lock ``fd`` (whose ``flock`` another
-    process holds), or None if none appears in time.
+def _access_error(path, directory, exc):
+    if isinstance(exc, PermissionError):
+        return errors.LogAccessDenied(f"cannot write log {path}: permission denied (writers need write access "
+                                      f"to {directory} and the log's files)")
+    return errors.StorageError(f"cannot write log {path}: {exc.strerror or exc}")
 
-    The holder writes its pid just after taking the lock, so until then the
-    file is empty or names a previous holder that has died: such a pid is
-    read again until it names a live process, for at most ``patience_s``.
-    """
-    deadline = time.monotonic() + patience_s
-    while True:
+
+def token_pid(token):
+    """The pid of the writer named by ``token`` (None for None)."""
+    return None if token is None else int(token.split("-", 1)[0])
+
+
+def _remove_quietly(file_path):
+    try:
+        os.unlink(file_path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_if_abandoned(file_path):
+    """Remove a writer registration left half-way by a process killed while
+    registering: unlocked and older than _ABANDONED_REGISTRATION_S."""
+    try:
+        fd = os.open(file_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        if time.time() - os.fstat(fd).st_mtime < _ABANDONED_REGISTRATION_S:
+            return
         try:
-            pid = int(os.pread(fd, 32, 0).decode().strip())
-        except ValueError:
-            pid = None
-        if pid is not None and _process_exists(pid):
-            return pid
-        if time.monotonic() >= deadline:
-            return pid
-        time.sleep(0.005)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        _remove_quietly(file_path)
+    finally:
+        os.close(fd)
 
 
 _MIN_DATA_SIZE = 2 * 4096  # LMDB's two meta pages, at the smallest page size
@@ -677,7 +819,7 @@ _MIN_DATA_SIZE = 2 * 4096  # LMDB's two meta pages, at the smallest page size
 def _creation_interrupted(path):
     """True when ``path`` holds only what LMDB leaves when the process creating
     the log dies before writing its first page: ``lock.mdb``, maybe with an
-    empty ``data.mdb`` (a log that ever recorded also holds ``writer.lock``)."""
+    empty ``data.mdb`` (a log that ever recorded also holds ``writers/``)."""
     names = set(os.listdir(path))
     if LMDB_LOCK_FILE not in names or not names <= {LMDB_LOCK_FILE, DATA_FILE}:
         return False

@@ -16,7 +16,7 @@ import streamlog
 from streamlog import StreamBuffer, errors
 from streamlog.cli import main
 from streamlog.sources.audio import WavFileSourceReader
-from streamlog.store import DATA_FILE, DIR_MODE, FILE_MODE, LMDB_LOCK_FILE, WRITER_LOCK_FILE
+from streamlog.store import DATA_FILE, DIR_MODE, FILE_MODE, LMDB_LOCK_FILE, WRITERS_DIR
 
 from helpers import REPO, Counter, run_python
 
@@ -37,24 +37,27 @@ class Numbers(streamlog.SourceReader):
     def key(self, data): return data[0]
 
 path = os.path.join(sys.argv[1], "new", "deeper", "rec.streamlog")
-with streamlog.StreamBuffer(Numbers(), log=path) as buf:  # records, so writer.lock exists
+with streamlog.StreamBuffer(Numbers(), log=path) as buf:  # records, so writers/ exists
+    [lock] = os.listdir(os.path.join(path, "writers"))  # this process's writer lock, while it records
+    lock_mode = stat.S_IMODE(os.stat(os.path.join(path, "writers", lock)).st_mode)
     buf.wait(30)
 from click.testing import CliRunner
 from streamlog.cli import main
 exported = CliRunner().invoke(main, ["export", path, "-o", os.path.join(sys.argv[1], "new", "out.jsonl")])
 assert exported.exit_code == 0, exported.output
 made = ["new", "new/deeper", "new/deeper/rec.streamlog", "new/out.jsonl"] + [
-    f"new/deeper/rec.streamlog/{name}" for name in ("data.mdb", "lock.mdb", "writer.lock")]
-print(json.dumps({name: stat.S_IMODE(os.stat(os.path.join(sys.argv[1], name)).st_mode) for name in made}))
+    f"new/deeper/rec.streamlog/{name}" for name in ("data.mdb", "lock.mdb", "writers")]
+modes = {name: stat.S_IMODE(os.stat(os.path.join(sys.argv[1], name)).st_mode) for name in made}
+print(json.dumps({**modes, "writer lock": lock_mode}))
 """
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
 def test_a_new_log_respects_the_umask_and_is_never_world_writable(tmp_path, umask):
     modes = json.loads(run_python(MAKE_LOG, tmp_path, oct(umask)).stdout)
-    directories = ["new", "new/deeper", "new/deeper/rec.streamlog"]
+    directories = ["new", "new/deeper", "new/deeper/rec.streamlog", "new/deeper/rec.streamlog/writers"]
     assert modes == {name: (DIR_MODE if name in directories else FILE_MODE) & ~umask for name in modes}
-    assert len(modes) == 7
+    assert len(modes) == 8
     assert not any(mode & stat.S_IWOTH for mode in modes.values())
 
 
@@ -111,13 +114,13 @@ def test_wav_export_never_writes_through_a_link_planted_at_its_partial_file(tmp_
     assert victim.read_text() == "precious\n" and not out.exists() and planted.is_symlink()
 
 
-@pytest.mark.parametrize("name", [DATA_FILE, LMDB_LOCK_FILE, WRITER_LOCK_FILE])
+@pytest.mark.parametrize("name", [DATA_FILE, LMDB_LOCK_FILE, WRITERS_DIR])
 def test_a_file_of_a_log_replaced_by_a_link_is_refused_and_its_target_untouched(tmp_path, name):
     log = tmp_path / "rec.streamlog"
     record(log)
     victim = victim_file(tmp_path)
     planted = log / name
-    planted.unlink()
+    planted.rmdir() if planted.is_dir() else planted.unlink()
     planted.symlink_to(victim)
     with pytest.raises(errors.NotALog, match=f"{planted} is a symbolic link"):
         record(log)

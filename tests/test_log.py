@@ -124,20 +124,23 @@ def test_sigkill_leaves_a_crashed_session_with_a_gap_free_prefix(tmp_path, durab
     assert [s.status for s in streamlog.Log(path).sessions()] == ["crashed", "closed"]
 
 
-def test_a_second_writer_process_gets_an_error_naming_the_holder(tmp_path):
+def test_a_second_writer_process_records_its_own_session_beside_the_first(tmp_path):
     path = str(tmp_path / "rec.streamlog")
     recorder = start_python(RECORDER, path, 10**9, 0.01, "full")
     try:
         assert recorder.stdout.readline().startswith("started")
-        with pytest.raises(errors.LogLocked, match=f"pid {recorder.pid}") as caught:
-            record(path, 10)
-        assert caught.value.pid == recorder.pid
-        with pytest.raises(errors.LogLocked):
-            streamlog.Log(path).prune(Retention(max_sessions=1))
-        assert streamlog.Log(path).stats()["writer_pid"] == recorder.pid
+        second = record(path, 10)
+        assert (second.id, second.status, second.count) == (2, "closed", 10)
+        assert streamlog.Log(path).prune(Retention(max_sessions=1)) == 0  # the live session is never removed
+        with streamlog.Log(path) as log:
+            with StreamBuffer(Counter(10**9), log=log) as buf:
+                wait_for(lambda: buf.committed > 0, what="a commit")
+                assert log.stats()["writer_pids"] == sorted([recorder.pid, os.getpid()])
+                assert [s.status for s in log.sessions()] == ["live", "closed", "live"]
     finally:
         recorder.send_signal(signal.SIGTERM)
         recorder.wait(10)
+    assert streamlog.Log(path).stats()["writer_pids"] == []
 
 
 def test_stale_reader_slots_of_dead_processes_are_cleared_on_open(tmp_path):

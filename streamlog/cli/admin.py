@@ -95,7 +95,7 @@ def doctor(ctx, log):
     stats, statuses, problems = _in_child(_findings, log)
     by_status = ", ".join(f"{statuses.count(status)} {status}"
                           for status in ("live", "closed", "failed", "crashed") if status in statuses)
-    writer = stats.get("writer_pid")
+    writers = stats["writer_pids"]
     rows = [
         ("log", stats["path"]),
         ("format", f"version {stats['format_version']}"),
@@ -106,7 +106,7 @@ def doctor(ctx, log):
                     f"of {format_bytes(stats['page_size'])})"),
         ("map size", format_bytes(stats["map_size"])),
         ("readers", _describe_readers(stats)),
-        ("writer", f"pid {writer} is recording" if writer else "none"),
+        ("writers", f"{', '.join(f'pid {pid}' for pid in writers)} recording" if writers else "none"),
     ]
     for label, value in rows:
         click.echo(f"{label:<9} {value}")
