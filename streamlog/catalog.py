@@ -214,10 +214,11 @@ class Catalog:
         meta["stop_time"] = self._last_arrival(txn, meta) if stop_time is None else stop_time
 
     def _last_arrival(self, txn, meta):
+        layout = records.layout(self.store.format_version)
         newest = None
         for stream in meta["streams"]:
             db = self.store.records_db(stream)
-            arrival = None if db is None else records.last_arrival_us(txn, db, meta["id"])
+            arrival = None if db is None else layout.last_arrival_us(txn, db, meta["id"])
             if arrival is not None:
                 newest = arrival if newest is None else max(newest, arrival)
         return None if newest is None else newest / 1e6

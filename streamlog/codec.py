@@ -40,7 +40,8 @@ import numpy as np
 
 from streamlog.errors import CorruptRecord, UnencodableRecord
 
-__all__ = ["encode_record", "decode_record", "to_jsonable"]
+__all__ = ["encode_record", "decode_record", "decode_plain_records", "is_plain", "plain_array_header",
+           "to_jsonable"]
 
 _GENERAL = 0xC1
 _GENERAL_HEADER = struct.Struct(">BI")  # 0xC1, body length
@@ -305,6 +306,40 @@ def decode_record(buf):
     except (ValueError, TypeError, IndexError, KeyError, OverflowError, RecursionError, struct.error,
             msgpack.UnpackException) as exc:
         raise CorruptRecord(f"damaged record ({len(buf)} bytes): {type(exc).__name__}: {exc}") from None
+
+
+def is_plain(encoded):
+    """Whether ``encoded`` (an :func:`encode_record` result) has the plain
+    layout, so that :func:`decode_plain_records` can decode it among others."""
+    return encoded[0] != _GENERAL
+
+
+_ARRAY32 = struct.Struct(">BI")
+
+
+def plain_array_header(count):
+    """The bytes that, put before ``count`` plain encodings back to back, make
+    them one msgpack array (see :func:`decode_plain_records`)."""
+    return _ARRAY32.pack(0xDD, count)
+
+
+def decode_plain_records(buf, count):
+    """The ``count`` records of ``buf``: :func:`plain_array_header` then
+    ``count`` plain-layout encodings back to back, as a tuple; decoded in one
+    call, far faster than one :func:`decode_record` each.
+
+    Raises CorruptRecord when ``buf`` is anything else; as safe on hostile
+    bytes as :func:`decode_record` (one bounded ``msgpack.unpackb``).
+    """
+    try:
+        out = msgpack.unpackb(buf, use_list=False, ext_hook=_plain_ext, unicode_errors="surrogatepass")
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, RecursionError, struct.error,
+            msgpack.UnpackException) as exc:
+        raise CorruptRecord(f"damaged records ({len(buf)} bytes): {type(exc).__name__}: {exc}") from None
+    if type(out) is not tuple or len(out) != count:
+        raise CorruptRecord(f"damaged records: {len(out) if type(out) is tuple else 'no'} records where "
+                            f"{count} were stored")
+    return out
 
 
 class _GeneralDecoder:

@@ -95,6 +95,11 @@ class Log:
         writers that died crashed.  Pair with :meth:`end_writing`."""
         if self.readonly:
             raise errors.LogError(f"log {self.path} is open read-only")
+        if self.format_version != records.FORMAT_VERSION:
+            raise errors.FormatVersionError(
+                f"log {self.path} uses on-disk format version {self.format_version}, which this streamlog reads "
+                f"but does not write; run `streamlog upgrade {self.path}` to rewrite it as version "
+                f"{records.FORMAT_VERSION}")
         first = not self.store.holds_writer
         self.store.acquire_writer()
         if first:
@@ -180,7 +185,7 @@ class Log:
         where = f"session {session.id} stream {stream!r}"
         if db is None:
             return [] if counters["count"] == 0 else [f"{where}: records missing"]
-        count, problems = records.key_order_problems(self.store, db, session.id, where)
+        count, problems = records.layout(self.format_version).key_order_problems(self.store, db, session.id, where)
         if count != counters["count"]:
             problems.append(f"{where}: holds {count} records, its counter says {counters['count']}")
         return problems
@@ -295,7 +300,8 @@ class Session:
         db = self.log.store.records_db(stream)
         if db is not None and counters["count"]:
             with self.log.store.read() as txn:
-                first, last = records.key_span(txn, db, self.id, counters["key_types"])
+                first, last = records.layout(self.log.format_version).key_span(txn, db, self.id,
+                                                                               counters["key_types"])
         counters.update(stream=stream, first_key=first, last_key=last)
         return counters
 

@@ -248,6 +248,7 @@ class BufferReader:
         self.blocking = blocking
         self.skip_pruned = skip_pruned
         self.timeout = timeout
+        self._layout = records.layout(feed.store.format_version)
         self._prefix = records.session_prefix(feed.session_id)
         self._session_end = records.after_session(feed.session_id)
         self._seq = -1
@@ -463,7 +464,7 @@ class BufferReader:
             limit = want - len(found)
             stop = found[0][0] if found else self._session_end
             with feed.store.read() as txn:
-                found = records.scan_reverse(txn, feed.db, self._prefix, stop, limit) + found
+                found = self._layout.scan_reverse(txn, feed.db, self._prefix, stop, limit) + found
         return self._finish_pick(found, n, peek)
 
     def _finish_pick(self, found, n, peek):
@@ -611,9 +612,10 @@ class BufferReader:
         while True:
             with feed.store.read() as txn:
                 if shape is _RECORDS:
-                    batch, last, exhausted = records.scan_records(txn, feed.db, lo, hi, chunk, after)
+                    batch, last, exhausted = self._layout.scan_records(txn, feed.db, lo, hi, chunk, after)
                 else:
-                    batch = records.scan(txn, feed.db, lo, hi, limit=chunk, after=after, with_time=shape is _TIMED)
+                    batch = self._layout.scan(txn, feed.db, lo, hi, limit=chunk, after=after,
+                                              with_time=shape is _TIMED)
                     exhausted = len(batch) < chunk
                     if batch and batch[-1][0] >= end:
                         batch = [e for e in batch if e[0] < end]

@@ -57,6 +57,7 @@ class Pruner:
     def __init__(self, catalog):
         self.catalog = catalog
         self.store = catalog.store
+        self._layout = records.layout(records.FORMAT_VERSION)
 
     def step(self, retention):
         """Remove one small batch of what ``retention`` excludes; return
@@ -133,8 +134,8 @@ class Pruner:
             deletable = counters["count"] - (0 if drop_empty_session else 1)
             limit = max(0, min(budget, deletable))
             wanted = None if bytes_wanted is None else bytes_wanted - freed
-            count, size, entry_bytes = records.delete_oldest(txn, db, self.store.time_db(stream), session_id,
-                                                             doomed, limit, wanted)
+            count, size, entry_bytes = self._layout.delete_oldest(txn, db, self.store.time_db(stream), session_id,
+                                                                  doomed, limit, wanted)
             counters["count"] -= count
             counters["bytes"] -= size
             removed += count

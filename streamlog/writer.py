@@ -59,9 +59,11 @@ class StreamWriter:
         self.time_db = self.store.time_db(stream, create=True)
         self._prefix = records.session_prefix(session_id)
         self._page_size = self.store.page_size
-        self._pending = []
+        self._layout = records.layout(records.FORMAT_VERSION)
+        self._keys = []  # encoded keys of the pending records
+        self._payloads = []  # their encodings
+        self._arrivals = []  # [(index in _keys, arrival_us)] where each run of one arrival time starts
         self._pending_bytes = 0
-        self._first_pending_us = None
         self.next_seq = 0
         self.committed_seq = -1
         self.last_encoded_key = None
@@ -84,7 +86,7 @@ class StreamWriter:
 
     @property
     def oldest_pending_arrival_us(self):
-        return self._first_pending_us
+        return self._arrivals[0][1] if self._arrivals else None
 
     def _check_key(self, key, encoded, last, previous_key):
         """The slow path of the key checks, for the first key, a key below
@@ -132,16 +134,16 @@ class StreamWriter:
         now = time_ns() // 1000
         if now < self.last_arrival_us:
             now = self.last_arrival_us
-        pending = self._pending
-        page_size = self._page_size
         prefix = self._prefix
         entry_append = entries.append
-        encode_k, encode_r, append_record = encode_key, encode_record, records.append_record
+        key_append, payload_append = self._keys.append, self._payloads.append
+        encode_k, encode_r, record_key = encode_key, encode_record, records.record_key
         last = self.last_encoded_key or b""  # every encoding sorts after b""
         bound = self._kind_bound
         max_bytes = self.max_record_bytes
         previous_key = self.last_key
         first = seq = self.next_seq
+        first_index = len(self._keys)
         size = 0
         try:
             for record in batch:
@@ -161,15 +163,16 @@ class StreamWriter:
                     raise self._unencodable_error(key, exc) from None
                 if len(payload) > max_bytes:
                     raise self._too_large_error(key, len(payload))
-                entry_append((append_record(pending, prefix, encoded, seq, now, payload, page_size), record, now))
+                key_append(encoded)
+                payload_append(payload)
+                entry_append((record_key(prefix, encoded, seq), record, now))
                 size += len(payload)
                 seq += 1
                 last = encoded
                 previous_key = key
         finally:
             if seq > first:
-                if self._first_pending_us is None:
-                    self._first_pending_us = now
+                self._arrivals.append((first_index, now))
                 self._pending_bytes += size
                 self.next_seq = seq
                 self.last_encoded_key = last
@@ -182,22 +185,24 @@ class StreamWriter:
         Raises StorageError when the disk refuses; the pending records are
         then kept, so a later commit can retry them.
         """
-        if not self._pending:
+        if not self._keys:
             return 0
-        pending = self._pending
-        first_arrival = self._first_pending_us
-        count = self.pending
+        keys, payloads, arrivals = self._keys, self._payloads, self._arrivals
+        count = len(keys)
+        first_seq = self.committed_seq + 1
         size = self._pending_bytes
-        last_seq = self.next_seq - 1
-        db = self.db
+        layout = self._layout
+        entries = layout.encode_commit(self._prefix, first_seq, keys, payloads, arrivals, self._page_size)
+        first_key = records.record_key(self._prefix, keys[0], first_seq)
 
         def work(txn):
-            records.append_commit(txn, db, self.time_db, self.session_id, pending, first_arrival)
+            layout.append_commit(txn, self.db, self.time_db, self.session_id, entries, first_key, arrivals[0][1])
             self.catalog.add_counts(txn, self.session_id, self.stream, count, size, self.key_types)
 
         self.store.write(work)
-        self._pending = []
+        self._keys = []
+        self._payloads = []
+        self._arrivals = []
         self._pending_bytes = 0
-        self._first_pending_us = None
-        self.committed_seq = last_seq
+        self.committed_seq = first_seq + count - 1
         return count

@@ -182,7 +182,7 @@ def test_prune_while_another_process_records_keeps_its_live_session(recorder, tm
 def test_doctor_healthy_log(log):
     result = run("doctor", log)
     assert result.exit_code == 0, result.output
-    assert "format    version 1" in result.stdout
+    assert "format    version 2" in result.stdout
     assert "sessions  3 (3 closed)" in result.stdout
     assert "records   90" in result.stdout
     assert "healthy" in result.stdout

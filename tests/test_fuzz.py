@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from streamlog import records
-from streamlog.codec import decode_record, encode_record
+from streamlog.codec import decode_plain_records, decode_record, encode_record, plain_array_header
+from streamlog.records import common, v1, v2
 from streamlog.errors import CorruptRecord, UnencodableRecord
 from streamlog.keys import decode_key, encode_key
 
@@ -211,7 +211,7 @@ def test_crafted_keys_raise_corrupt_record(crafted):
         decode_key(crafted)
 
 
-# -- stored records (head entries and continuations) --------------------------------
+# -- stored records (head entries, blocks and continuations) -------------------------
 
 
 @pytest.fixture(scope="module")
@@ -221,19 +221,34 @@ def env(tmp_path_factory):
     environment.close()
 
 
-def stored_entries(sizes):
-    """Entries of records 1..n of session 7 with payloads of ``sizes`` (some chunked)."""
+def stored_entries(version, sizes):
+    """Entries of records 1..n of session 7 with payloads of ``sizes`` (some
+    split over continuations): format 1, or format 2 in blocks of two."""
+    prefix = common.session_prefix(7)
+    payloads = [encode_record((seq + 1, b"p" * size)) for seq, size in enumerate(sizes)]
+    keys = [encode_key(seq + 1) for seq in range(len(sizes))]
     out = []
-    for seq, size in enumerate(sizes):
-        key = records.session_prefix(7) + encode_key(seq + 1) + struct.pack(">Q", seq)
-        out += records.entries(key, 1000 + seq, encode_record((seq + 1, b"p" * size)), 4096)
+    for seq, payload in enumerate(payloads):
+        if version == 1:
+            out += v1.entries(common.record_key(prefix, keys[seq], seq), 1000 + seq, payload, 4096)
+        elif seq % 2 == 0:
+            out += v2.encode_commit(prefix, seq, keys[seq:seq + 2], payloads[seq:seq + 2], [(0, 1000 + seq)], 4096)
     return out
 
 
+def put_entries(env, entries):
+    db = env.open_db(b"records")
+    with env.begin(write=True) as txn:
+        txn.drop(db, delete=False)
+        for key, value in entries:
+            txn.put(key, value, db=db)
+    return db
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.data(), st.lists(st.sampled_from([10, 700, 3000, 9000]), min_size=1, max_size=4))
-def test_damaged_stored_records_read_back_or_raise_corrupt_record(env, data, sizes):
-    entries = stored_entries(sizes)
+@given(st.data(), st.sampled_from([1, 2]), st.lists(st.sampled_from([10, 700, 3000, 9000]), min_size=1, max_size=4))
+def test_damaged_stored_records_read_back_or_raise_corrupt_record(env, data, version, sizes):
+    entries = stored_entries(version, sizes)
     first_key = entries[0][0]
     index = data.draw(st.integers(0, len(entries) - 1))
     how = data.draw(st.sampled_from(["value", "drop", "key"]))
@@ -243,18 +258,16 @@ def test_damaged_stored_records_read_back_or_raise_corrupt_record(env, data, siz
         del entries[index]
     else:
         entries[index] = (data.draw(damaged(entries[index][0])) or b"\x00", entries[index][1])
-    db = env.open_db(b"records")
-    with env.begin(write=True) as txn:
-        txn.drop(db, delete=False)
-        for key, value in entries:
-            txn.put(key, value, db=db)
-    start, stop = records.session_prefix(7), records.after_session(7)
+    db = put_entries(env, entries)
+    layout = v1 if version == 1 else v2
+    start, stop = common.session_prefix(7), common.after_session(7)
     with env.begin() as txn:
         for read in (
-            lambda: records.scan(txn, db, start, None, with_time=True),
-            lambda: records.scan_records(txn, db, start, stop, 1000),
-            lambda: records.scan_reverse(txn, db, start, stop, 1000),
-            lambda: records.scan(txn, db, start, None, after=first_key),
+            lambda: layout.scan(txn, db, start, None, with_time=True),
+            lambda: layout.scan_records(txn, db, start, stop, 1000),
+            lambda: layout.scan_reverse(txn, db, start, stop, 1000),
+            lambda: layout.scan(txn, db, start, None, after=first_key),
+            lambda: layout.last_arrival_us(txn, db, 7),
         ):
             try:
                 read()
@@ -263,15 +276,46 @@ def test_damaged_stored_records_read_back_or_raise_corrupt_record(env, data, siz
 
 
 def test_a_missing_continuation_names_the_record(env):
-    entries = stored_entries([9000])
-    db = env.open_db(b"records")
-    with env.begin(write=True) as txn:
-        txn.drop(db, delete=False)
-        for key, value in entries[:-1]:
-            txn.put(key, value, db=db)
+    db = put_entries(env, stored_entries(1, [9000])[:-1])
     with env.begin() as txn:
         with pytest.raises(CorruptRecord, match=r"session 7 with key 1 \(seq 0\): continuation \d+ of \d+ is missing") as caught:
-            records.scan(txn, db, records.session_prefix(7), None)
+            v1.scan(txn, db, common.session_prefix(7), None)
         with pytest.raises(CorruptRecord, match="continuation entries follow a record that has"):
-            records.scan_reverse(txn, db, records.session_prefix(7), records.after_session(7), 5)
+            v1.scan_reverse(txn, db, common.session_prefix(7), common.after_session(7), 5)
     assert (caught.value.session, caught.value.key) == (7, 1)
+
+
+def test_a_damaged_block_names_its_session_and_key_range(env):
+    entries = stored_entries(2, [10, 10, 10, 10])
+    assert [common.seq_of(key) for key, _ in entries] == [1, 3]  # two blocks, keyed by their last records
+    key, value = entries[1]
+    entries[1] = (key, value[:-3] + bytes([value[-3] ^ 1]) + value[-2:])
+    db = put_entries(env, entries)
+    start, stop = common.session_prefix(7), common.after_session(7)
+    with env.begin() as txn:
+        assert [r[0] for r in v2.scan_records(txn, db, start, stop, 2)[0]] == [1, 2]  # the first block is fine
+        with pytest.raises(CorruptRecord, match=r"the block of session 7 holding the records after key 2 up to key 4 "
+                                                r"\(seq 3\) is damaged: its checksum does not match") as caught:
+            v2.scan(txn, db, start, stop)
+        with pytest.raises(CorruptRecord, match="up to key 4"):
+            v2.scan_reverse(txn, db, start, stop, 1)
+    assert (caught.value.session, caught.value.key) == (7, 4)
+
+
+plain_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=2**64, max_value=2**100),
+                          st.floats(allow_nan=False), st.text(max_size=10), st.binary(max_size=20))
+plain_records = st.one_of(plain_scalars, st.lists(plain_scalars, max_size=4).map(tuple))
+
+
+@FUZZ
+@given(st.lists(plain_records, max_size=20))
+def test_plain_records_decode_together_as_they_do_alone(batch):
+    payloads = [encode_record(record) for record in batch]
+    assert decode_plain_records(plain_array_header(len(batch)) + b"".join(payloads), len(batch)) == tuple(
+        map(decode_record, payloads))
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.integers(0, 40))
+def test_arbitrary_bytes_as_plain_records_decode_or_raise_corrupt_record(data, count):
+    decodes_or_is_corrupt(lambda buf: decode_plain_records(buf, count), plain_array_header(count) + data)

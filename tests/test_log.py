@@ -66,7 +66,7 @@ def test_restart_appends_a_new_session_and_keeps_the_old(tmp_path):
     with pytest.raises(errors.SessionNotFound):
         log.session(-3)
     stats = log.stats()
-    assert stats["records"] == 150 and stats["sessions"] == 2 and stats["format_version"] == 1
+    assert stats["records"] == 150 and stats["sessions"] == 2 and stats["format_version"] == 2
     assert log.verify() == []
 
 

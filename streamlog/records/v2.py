@@ -1,0 +1,546 @@
+"""Format version 2: records stored in checksummed blocks.
+
+A *block* holds consecutive records ``first_seq .. first_seq + n - 1`` of one
+stream of one session (written in one group commit; at most
+:data:`BLOCK_RECORDS` records and about :data:`BLOCK_BYTES` of payload).  Its
+LMDB key is the record key of its *last* record, so ``set_range(k)`` on any
+record key ``k`` lands on the block holding ``k`` or, if there is none, on the
+block holding the next record.  The head entry's value is ``u8(continuations)``
+and the first part of the block; a block too big to pack well is split over
+continuation entries (see :mod:`streamlog.records.common`).  The block, once
+joined (all integers little-endian unless noted)::
+
+    u32  crc32 (zlib) of every byte after it
+    u8   flags: bit 0 = every record has the plain codec layout
+    u32  n, the number of records (1 .. BLOCK_RECORDS)
+    u32  session id
+    u64  first_seq
+    u64  first_arrival_us
+    u32  keys_len
+    u32  key_end[n]       record i's encoded key is keys[key_end[i-1]:key_end[i]]
+    u32  arrival_delta[n] record i arrived at first_arrival_us + arrival_delta[i]
+    u32  record_end[n]    record i's encoding is records[record_end[i-1]:record_end[i]]
+    keys_len bytes        keys: the encoded keys back to back
+    [plain: 0xDD u32be(n)] a msgpack array header, so the records decode in one call
+    records               the encoded records back to back
+
+(``key_end[-1]`` and ``record_end[-1]`` are 0.)  One record is found by
+bisecting the key column and decoded alone; a range of them is decoded in
+one ``msgpack.unpackb`` when the block is plain.  A block whose checksum or
+structure is wrong raises CorruptRecord naming the session and the key range
+it held (a crafted block with a valid checksum can at worst decode to wrong
+records or raise CorruptRecord: every slice stays inside the block).
+"""
+
+import struct
+import sys
+import zlib
+from array import array
+from itertools import accumulate
+
+from streamlog.codec import decode_plain_records, decode_record, is_plain, plain_array_header
+from streamlog.errors import CorruptRecord
+from streamlog.keys import decode_key_prefix
+from streamlog.records import common
+from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, NODE_OVERHEAD, SEQ, SESSION_ID, SPLIT_ABOVE,
+                                      after_session, chunk_plan, joined, prune_time_index, session_prefix,
+                                      split_entries, time_key)
+
+VERSION = 2
+BLOCK_BYTES = 32 << 10
+"""A block is closed once its records' encodings reach this many bytes."""
+BLOCK_RECORDS = 1024
+"""At most this many records per block (retention removes whole blocks, in
+steps of at most 2,000 records)."""
+_HEAD = struct.Struct("<IBIIQQI")
+_HEAD_SIZE = _HEAD.size
+_PLAIN = 1
+_PLAIN_HEADER = len(plain_array_header(0))
+_MAX_DELTA = 0xFFFFFFFF
+_PAGE_HEADER = 16
+_seq_pack = SEQ.pack
+_BIG_ENDIAN = sys.byteorder == "big"
+assert array("I").itemsize == 4
+
+
+def _count(n):
+    return bytes((n,))
+
+
+def _u32s(values):
+    column = array("I", values)
+    if _BIG_ENDIAN:
+        column.byteswap()
+    return column
+
+
+# -- writing ---------------------------------------------------------------------
+
+
+def encode_commit(prefix, first_seq, encoded_keys, payloads, arrival_runs, page_size):
+    """The LMDB entries (key order) of records ``first_seq, first_seq + 1,
+    ...`` of the session of ``prefix`` with these encoded keys and payloads:
+    as many blocks as their size needs.  ``arrival_runs`` is ``[(i, arrival_us),
+    ...]``: records ``i`` up to the next run's ``i`` arrived at ``arrival_us``
+    (the first run's ``i`` is 0)."""
+    n = len(payloads)
+    arrivals = array("Q")
+    bounds = [i for i, _ in arrival_runs[1:]] + [n]
+    for (start, arrival), stop in zip(arrival_runs, bounds):
+        arrivals.extend(array("Q", (arrival,)) * (stop - start))
+    ends = list(accumulate(map(len, payloads)))
+    out = []
+    start = 0
+    while start < n:
+        stop = _block_end(ends, start, arrivals)
+        out.extend(_block_entries(prefix, first_seq + start, encoded_keys[start:stop], payloads[start:stop],
+                                  arrivals[start:stop], page_size))
+        start = stop
+    return out
+
+
+def _block_end(ends, start, arrivals):
+    """Where the block starting at record ``start`` ends (exclusive)."""
+    base = ends[start - 1] if start else 0
+    stop = min(start + BLOCK_RECORDS, len(ends))
+    for i in range(start + 1, stop):
+        if ends[i - 1] - base >= BLOCK_BYTES or arrivals[i] - arrivals[start] > _MAX_DELTA:
+            return i
+    return stop
+
+
+def _block_entries(prefix, first_seq, keys, payloads, arrivals, page_size):
+    n = len(payloads)
+    plain = all(map(is_plain, payloads))
+    keys_blob = b"".join(keys)
+    first_arrival = arrivals[0]
+    body = b"".join([
+        _HEAD.pack(0, _PLAIN if plain else 0, n, common.session_of(prefix), first_seq, first_arrival,
+                   len(keys_blob))[4:],
+        _u32s(accumulate(map(len, keys))).tobytes(),
+        _u32s(a - first_arrival for a in arrivals).tobytes(),
+        _u32s(accumulate(map(len, payloads))).tobytes(),
+        keys_blob,
+        plain_array_header(n) if plain else b"",
+    ] + payloads)
+    block = zlib.crc32(body).to_bytes(4, "little") + body
+    key = prefix + keys[-1] + _seq_pack(first_seq + n - 1)
+    head, piece = _split_plan(len(block) + 1, len(key), page_size)
+    return split_entries(key, block, head - 1, piece, _count)
+
+
+def _split_plan(value_len, key_len, page_size):
+    """``(head, piece)`` for an entry of ``value_len`` bytes: small ones as
+    :func:`~streamlog.records.common.chunk_plan` says, big ones as whole
+    overflow pages and inline pieces for the rest."""
+    if value_len <= SPLIT_ABOVE:
+        return value_len, value_len
+    if value_len < 2 * page_size:
+        return chunk_plan(value_len, key_len, page_size)
+    pages = (value_len + _PAGE_HEADER) // page_size
+    head = pages * page_size - _PAGE_HEADER
+    rest = value_len - head
+    if rest == 0:
+        return value_len, value_len
+    inline = (page_size - _PAGE_HEADER) // 2 - 16 - key_len
+    pieces = -(-rest // inline)
+    return head, -(-rest // pieces)
+
+
+def append_commit(txn, db, time_db, session_id, entries, first_key, first_arrival_us):
+    """Write ``entries`` (from :func:`encode_commit`, in key order) and the
+    time-index entry of their first record ``first_key``, inside write
+    transaction ``txn``."""
+    cursor = txn.cursor(db)
+    append = not cursor.last() or cursor.key() < entries[0][0]
+    cursor.putmulti(entries, append=append)
+    txn.put(time_key(session_id, first_arrival_us), first_key, db=time_db, overwrite=False)
+
+
+# -- blocks ------------------------------------------------------------------------
+
+
+class Block:
+    """A block read back and checked: ``key`` (its LMDB key, the record key
+    of its last record), ``n``, ``first_seq``; records are indexed 0 .. n-1."""
+
+    __slots__ = ("key", "data", "n", "first_seq", "first_arrival", "plain", "key_end", "delta", "record_end",
+                 "keys_at", "records_at", "prefix")
+
+    def __init__(self, key, data):
+        self.key = key
+        self.data = data
+        if len(data) < _HEAD_SIZE:
+            raise CorruptRecord("a block shorter than its header")
+        crc, flags, n, session, first_seq, first_arrival, keys_len = _HEAD.unpack_from(data)
+        if zlib.crc32(memoryview(data)[4:]) != crc:
+            raise CorruptRecord("its checksum does not match (the block is damaged)")
+        columns = _HEAD_SIZE + 12 * n
+        if not 1 <= n <= BLOCK_RECORDS or len(data) < columns + keys_len or flags & ~_PLAIN:
+            raise CorruptRecord(f"a block header that does not fit the block ({n} records)")
+        view = memoryview(data)
+        self.key_end = _column(view, _HEAD_SIZE, n)
+        self.delta = _column(view, _HEAD_SIZE + 4 * n, n)
+        self.record_end = _column(view, _HEAD_SIZE + 8 * n, n)
+        self.keys_at = columns
+        self.plain = bool(flags & _PLAIN)
+        self.records_at = columns + keys_len + (_PLAIN_HEADER if self.plain else 0)
+        if self.key_end[n - 1] != keys_len or self.records_at + self.record_end[n - 1] != len(data):
+            raise CorruptRecord("a block whose columns do not match its contents")
+        self.n = n
+        self.first_seq = first_seq
+        self.first_arrival = first_arrival
+        self.prefix = session_prefix(session)
+        if self.record_key(n - 1) != key:
+            raise CorruptRecord("its entry's key is not the key of its last record")
+
+    def encoded_key(self, i):
+        ends = self.key_end
+        start = self.keys_at + (ends[i - 1] if i else 0)
+        return self.data[start:self.keys_at + ends[i]]
+
+    def record_key(self, i):
+        return self.prefix + self.encoded_key(i) + _seq_pack(self.first_seq + i)
+
+    def record_keys(self, lo, hi):
+        data, at, ends, prefix, base = self.data, self.keys_at, self.key_end, self.prefix, self.first_seq
+        start = at + (ends[lo - 1] if lo else 0)
+        out = []
+        for i in range(lo, hi):
+            stop = at + ends[i]
+            out.append(prefix + data[start:stop] + _seq_pack(base + i))
+            start = stop
+        return out
+
+    def arrival(self, i):
+        return self.first_arrival + self.delta[i]
+
+    def payload_bytes(self):
+        return self.record_end[self.n - 1]
+
+    def bisect(self, record_key, strict):
+        """The index of the first record whose key is ``>= record_key``
+        (``> record_key`` if ``strict``); ``n`` if there is none."""
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            key = self.record_key(mid)
+            if key < record_key or (strict and key == record_key):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def records(self, lo, hi):
+        """The decoded records ``lo .. hi - 1``."""
+        at, ends, data = self.records_at, self.record_end, self.data
+        start = at + (ends[lo - 1] if lo else 0)
+        stop = at + ends[hi - 1]
+        if self.plain:
+            if lo == 0 and hi == self.n:
+                return decode_plain_records(memoryview(data)[at - _PLAIN_HEADER:], hi - lo)
+            return decode_plain_records(plain_array_header(hi - lo) + data[start:stop], hi - lo)
+        out = []
+        for i in range(lo, hi):
+            end = at + ends[i]
+            out.append(decode_record(data[start:end]))
+            start = end
+        return out
+
+    def payloads(self, lo, hi):
+        """The encoded records ``lo .. hi - 1``, undecoded."""
+        at, ends, data = self.records_at, self.record_end, self.data
+        start = at + (ends[lo - 1] if lo else 0)
+        out = []
+        for i in range(lo, hi):
+            end = at + ends[i]
+            out.append(data[start:end])
+            start = end
+        return out
+
+    def check_keys(self):
+        """CorruptRecord unless the block's keys are non-decreasing and each decodes."""
+        previous = b""
+        for i in range(self.n):
+            encoded = self.encoded_key(i)
+            if encoded < previous:
+                raise CorruptRecord(f"key order broken at seq {self.first_seq + i}")
+            if decode_key_prefix(encoded)[1] != len(encoded):
+                raise CorruptRecord(f"the key of seq {self.first_seq + i} has bytes after its end")
+            previous = encoded
+
+
+def _column(view, at, n):
+    column = view[at:at + 4 * n].cast("I")
+    if _BIG_ENDIAN:
+        column = array("I", column)
+        column.byteswap()
+    return column
+
+
+def damaged_block(key, problem, previous_key=None):
+    """A CorruptRecord for the block stored under ``key``: names its session
+    and the key range it held (after ``previous_key``, the block before it,
+    when known)."""
+    if isinstance(problem, IndexError):
+        problem = "an entry shorter than its header"
+    exc = common.damaged_record(key, problem)
+    session, last = exc.session, exc.key
+    if session is None or isinstance(last, bytes):
+        where = "a block" if session is None else f"a block of session {session}"
+        return CorruptRecord(f"{where} under the key {bytes(key or b'')!r} is damaged: {problem}", session=session)
+    first = ""
+    if previous_key is not None and previous_key[:SESSION_ID.size] == key[:SESSION_ID.size]:
+        try:
+            first = f"after key {decode_key_prefix(previous_key, start=SESSION_ID.size)[0]!r} "
+        except (CorruptRecord, IndexError, ValueError):
+            first = ""
+    return CorruptRecord(f"the block of session {session} holding the records {first}up to key {last!r} "
+                         f"(seq {common.seq_of(key)}) is damaged: {problem}", session=session, key=last)
+
+
+def _blocks(cursor, iterator):
+    """The blocks from the cursor's entry on (a head entry), in key order."""
+    key = previous = None
+    try:
+        for key, value in iterator:
+            count = value[0]
+            data = joined(iterator, key, value, count, 1) if count else value[1:]
+            yield Block(key, data)
+            previous = key
+    except (CorruptRecord, IndexError) as exc:
+        raise damaged_block(key, exc, previous) from None
+
+
+def _block_at(txn, db, key):
+    cursor = txn.cursor(db)
+    if not cursor.set_key(key):
+        raise damaged_block(key, "its entry vanished")
+    return next(_blocks(cursor, cursor.iternext()))
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def _forward(txn, db, start, stop, limit, after, take):
+    """Call ``take(block, lo, hi)`` for the records of each block with
+    ``start <= record key <= stop`` (strictly after ``after`` instead of from
+    ``start`` when given), at most ``limit`` records in all (None: no limit).
+    Returns ``(last record key taken, exhausted)``."""
+    cursor = txn.cursor(db)
+    lower = start if after is None else after
+    if not cursor.set_range(lower):
+        return None, True
+    remaining = limit
+    last = None
+    first = True
+    for block in _blocks(cursor, cursor.iternext()):
+        lo = block.bisect(lower, after is not None) if first else 0
+        first = False
+        beyond = stop is not None and block.key > stop
+        hi = block.bisect(stop, True) if beyond else block.n
+        if remaining is not None and hi - lo >= remaining:
+            hi = lo + remaining
+            if hi > lo:
+                take(block, lo, hi)
+                last = block.record_key(hi - 1)
+            return last, False
+        if hi > lo:
+            take(block, lo, hi)
+            last = block.key if hi == block.n else block.record_key(hi - 1)
+            if remaining is not None:
+                remaining -= hi - lo
+        if beyond:
+            return last, True
+    return last, True
+
+
+def scan(txn, db, start, stop, *, limit=None, after=None, decode=True, with_time=False):
+    """Records with ``start <= record key <= stop`` (``stop`` None: to the end
+    of the database), strictly after record key ``after`` if given, in key
+    order, at most ``limit``: ``(record_key, record)`` each, or ``(record_key,
+    arrival_us, record)`` with ``with_time``; ``decode=False`` gives the
+    encoded records."""
+    out = []
+
+    def take(block, lo, hi):
+        keys = block.record_keys(lo, hi)
+        values = block.records(lo, hi) if decode else block.payloads(lo, hi)
+        if with_time:
+            out.extend(zip(keys, map(block.arrival, range(lo, hi)), values))
+        else:
+            out.extend(zip(keys, values))
+
+    _forward(txn, db, start, stop, limit, after, take)
+    return out
+
+
+def scan_records(txn, db, start, stop, limit, after=None):
+    """The fast path of :func:`scan` for replay: ``(records, last record key,
+    exhausted)``, at most ``limit`` decoded records and whether the range
+    ended."""
+    out = []
+    last, exhausted = _forward(txn, db, start, stop, limit, after, lambda block, lo, hi: out.extend(
+        block.records(lo, hi)))
+    return out, last, exhausted
+
+
+def _reverse_blocks(txn, db, start, stop):
+    """The blocks that may hold records with ``start <= key < stop``, newest first."""
+    cursor = txn.cursor(db)
+    if not cursor.set_range(stop) and not cursor.last():
+        return
+    boundary = len(stop) <= SESSION_ID.size  # then no block keyed at or above it holds a record below it
+    for key in cursor.iterprev(keys=True, values=False):
+        if key < start:
+            return
+        if boundary and key >= stop:
+            continue
+        try:
+            head = common.is_head_key(key)
+        except (CorruptRecord, IndexError, ValueError) as exc:
+            raise damaged_block(key, exc) from None
+        if head:
+            yield _block_at(txn, db, key)
+
+
+def scan_reverse(txn, db, start, stop, limit, *, decode=True):
+    """The last ``limit`` records with ``start <= record key < stop``, in key order."""
+    parts = []
+    wanted = limit
+    for block in _reverse_blocks(txn, db, start, stop):
+        lo = block.bisect(start, False)
+        hi = block.bisect(stop, False)
+        lo = max(lo, hi - wanted)
+        if hi > lo:
+            values = block.records(lo, hi) if decode else block.payloads(lo, hi)
+            parts.append(list(zip(block.record_keys(lo, hi), values)))
+            wanted -= hi - lo
+            if not wanted:
+                break
+    return [entry for part in reversed(parts) for entry in part]
+
+
+def last_arrival_us(txn, db, session_id):
+    """Arrival time (µs) of the newest record of ``session_id`` in ``db``, or None."""
+    for block in _reverse_blocks(txn, db, session_prefix(session_id), after_session(session_id)):
+        if block.key[:SESSION_ID.size] == session_prefix(session_id):
+            return block.arrival(block.n - 1)
+    return None
+
+
+def key_span(txn, db, session_id, key_types):
+    """``(first key, last key)`` of the records of ``session_id`` in ``db``
+    (None for each when it holds none)."""
+    prefix, end = session_prefix(session_id), after_session(session_id)
+    cursor = txn.cursor(db)
+    if not cursor.set_range(prefix) or cursor.key() >= end:
+        return None, None
+    first_block = next(_blocks(cursor, cursor.iternext()))
+    first = decode_key_prefix(first_block.encoded_key(0), key_types)[0]
+    tail = scan_reverse(txn, db, prefix, end, 1, decode=False)
+    last = decode_key_prefix(tail[0][0], key_types, start=SESSION_ID.size)[0]
+    return first, last
+
+
+def key_order_problems(store, db, session_id, where):
+    """Walk the blocks of ``session_id`` in ``db`` (short read transactions of
+    ``store``); return ``(count, problems)``: how many records it holds and
+    what breaks key order or dense sequence numbers (``where`` starts each).
+    A damaged block raises CorruptRecord."""
+    problems = []
+    prefix, end = session_prefix(session_id), after_session(session_id)
+    position = prefix
+    last_key = None
+    next_seq = None
+    count = 0
+    while True:
+        with store.read() as txn:
+            cursor = txn.cursor(db)
+            found = cursor.set_range(position)
+            if found and cursor.key() == position:
+                found = _skip_entry(cursor)
+            if not found or cursor.key() >= end:
+                return count, problems
+            for taken, block in enumerate(_blocks(cursor, cursor.iternext())):
+                if block.key >= end or taken == 64:
+                    break
+                try:
+                    block.check_keys()
+                except (CorruptRecord, IndexError, ValueError) as exc:
+                    raise damaged_block(block.key, exc, last_key) from None
+                first = block.record_key(0)[:-SEQ.size]
+                if last_key is not None and first < last_key[:-SEQ.size]:
+                    problems.append(f"{where}: key order broken at seq {block.first_seq}")
+                if next_seq is not None and block.first_seq != next_seq:
+                    problems.append(f"{where}: sequence jumps from {next_seq - 1} to {block.first_seq} inside "
+                                    f"the stored records")
+                next_seq = block.first_seq + block.n
+                last_key = block.key
+                count += block.n
+                position = block.key
+
+
+def _skip_entry(cursor):
+    """Move from a head entry past its continuations to the next entry; False at the end."""
+    value = cursor.value()
+    for _ in range(value[0] if value else 0):
+        cursor.next()
+    return cursor.next()
+
+
+# -- deleting (retention) --------------------------------------------------------------
+
+
+def delete_oldest(txn, db, time_db, session_id, doomed, limit, bytes_wanted):
+    """Delete the oldest blocks of ``session_id`` in ``db`` inside write
+    transaction ``txn``, and the time-index entries that point into them;
+    return ``(records, payload bytes, entry bytes)`` deleted.
+
+    Only whole blocks go: a block goes while ``doomed(arrival_us of its newest
+    record)`` is true (None: always), while the records deleted stay within
+    ``limit``, and with ``bytes_wanted`` (None: no bound) until the deleted
+    entries (keys, values, node headers) reach about that many bytes.
+    """
+    end = after_session(session_id)
+    removed = size_removed = freed = 0
+    last_deleted = None
+    cursor = txn.cursor(db)
+    if not cursor.set_range(session_prefix(session_id)):
+        return 0, 0, 0
+    while bytes_wanted is None or freed < bytes_wanted:
+        key = cursor.key()
+        if not key or key >= end:
+            break
+        value = cursor.value()
+        try:
+            count = value[0]
+            if count > MAX_CONTINUATIONS:
+                raise CorruptRecord("too many continuations")
+            parts = [value[1:]]
+            sizes = len(key) + len(value) + NODE_OVERHEAD
+            scout = txn.cursor(db)
+            scout.set_key(key)
+            for index in range(1, count + 1):
+                if not scout.next() or scout.key() != key + CHUNK_INDEX.pack(index):
+                    raise CorruptRecord(f"continuation {index} of {count} is missing")
+                parts.append(scout.value())
+                sizes += len(scout.key()) + len(parts[-1]) + NODE_OVERHEAD
+            block = Block(key, b"".join(parts))
+        except (CorruptRecord, IndexError) as exc:
+            raise damaged_block(key, exc) from None
+        if removed + block.n > limit or (doomed is not None and not doomed(block.arrival(block.n - 1))):
+            break
+        for _ in range(count + 1):
+            cursor.delete()
+        removed += block.n
+        size_removed += block.payload_bytes()
+        freed += sizes
+        last_deleted = key
+    if time_db is not None:
+        key = cursor.key()
+        if not key or key >= end:
+            prune_time_index(txn, time_db, session_id, None)
+        elif last_deleted is not None:
+            prune_time_index(txn, time_db, session_id, last_deleted)
+    return removed, size_removed, freed
