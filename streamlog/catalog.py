@@ -70,6 +70,16 @@ class Catalog:
         with self.store.read() as txn:
             return [records.session_of(key) for key in txn.cursor(self.store.sessions_db).iternext(values=False)]
 
+    def last_issued_id(self, txn):
+        """The last session id ever issued (0 if none): ids are never reused."""
+        cursor = txn.cursor(self.store.sessions_db)
+        newest = records.session_of(cursor.key()) if cursor.last() else 0
+        issued = txn.get(_LAST_SESSION_ID, db=self.store.meta_db)
+        return max(newest, records.session_of(issued) if issued else 0)
+
+    def put_last_issued_id(self, txn, session_id):
+        txn.put(_LAST_SESSION_ID, records.session_prefix(session_id), db=self.store.meta_db)
+
     def session_count(self, txn):
         return txn.stat(self.store.sessions_db)["entries"]
 
@@ -86,16 +96,11 @@ class Catalog:
     def create_session(self, stream, info, durability):
         """Add a live session recording ``stream`` for this process (which
         holds the writer lock); return its id (never one used before)."""
-        sessions_db = self.store.sessions_db
-        meta_db = self.store.meta_db
         writer = self._writer_token()
 
         def work(txn):
-            cursor = txn.cursor(sessions_db)
-            newest = records.session_of(cursor.key()) if cursor.last() else 0
-            issued = txn.get(_LAST_SESSION_ID, db=meta_db)
-            session_id = max(newest, records.session_of(issued) if issued else 0) + 1
-            txn.put(_LAST_SESSION_ID, records.session_prefix(session_id), db=meta_db)
+            session_id = self.last_issued_id(txn) + 1
+            self.put_last_issued_id(txn, session_id)
             self.put(txn, {
                 "id": session_id, "status": "live", "start_time": time.time(), "stop_time": None,
                 "info": info, "error": None, "pid": os.getpid(), "host": socket.gethostname(),
@@ -212,6 +217,14 @@ class Catalog:
         outcomes = {c["status"] for c in meta["streams"].values()}
         meta["status"] = next((o for o in _OUTCOMES if o in outcomes), "closed")
         meta["stop_time"] = self._last_arrival(txn, meta) if stop_time is None else stop_time
+
+    def ended(self, txn, meta):
+        """``meta`` (changed) with every stream still live marked crashed and
+        the session ended as :meth:`mark_dead_writers` would: for a log no
+        process writes (``streamlog upgrade``)."""
+        if meta["status"] == "live" and self._mark_dead_streams(meta, set()):
+            self._end_if_done(txn, meta, None)
+        return meta
 
     def _last_arrival(self, txn, meta):
         layout = records.layout(self.store.format_version)

@@ -97,6 +97,32 @@ def open_store(path, *, create=True, durability=None):
         return store
 
 
+def open_elsewhere(path):
+    """Whether another process has the LMDB environment of the log at ``path``
+    open (each one holds a shared lock on the first byte of ``lock.mdb``).
+
+    Call it only while this process does not have the log open: the probe
+    takes that byte's exclusive lock for an instant.
+    """
+    real = os.path.realpath(os.fspath(path))
+    with _stores_lock:
+        if real in _stores:
+            raise errors.LogError(f"log {path} is open in this process")
+    try:
+        fd = os.open(os.path.join(real, LMDB_LOCK_FILE), os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise errors.LogAccessDenied(f"cannot open {LMDB_LOCK_FILE} of log {path}: {exc.strerror}") from exc
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0, os.SEEK_SET)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return False
+
+
 class _TransactionGate:
     """Shared/exclusive gate: many transactions, or one map resize (or fork)."""
 
@@ -429,6 +455,15 @@ class Store:
                 self._adopt_map_size()
             else:
                 self._grow()
+
+    def sync(self):
+        """Flush everything committed to the disk (for a store opened with durability ``"off"``)."""
+        self._check_usable()
+        self._gate.enter()
+        try:
+            self.env.sync(True)
+        finally:
+            self._gate.leave()
 
     def info(self):
         """LMDB's figures for the environment (``map_size``, ``last_pgno``, ...)."""

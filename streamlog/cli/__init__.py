@@ -2,7 +2,7 @@
 
 ``main`` is the click group (console script ``streamlog`` and
 ``python -m streamlog``); the subcommands live in :mod:`.query` (sessions,
-info, head, tail, range, export), :mod:`.admin` (prune, doctor),
+info, head, tail, range, export), :mod:`.admin` (prune, doctor, upgrade),
 :mod:`.recording` (the ``record`` group and what its commands share),
 :mod:`.record` (record lines/cmd/synth, demo, follow), :mod:`.audio`
 (record audio, devices) and :mod:`.mirror` (mirror).  Importing a module
@@ -12,7 +12,7 @@ registers its ``record`` subcommands.
 import click
 
 from streamlog import __version__
-from streamlog.cli.admin import doctor, prune
+from streamlog.cli.admin import doctor, prune, upgrade
 from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
 from streamlog.cli.mirror import mirror
@@ -38,6 +38,6 @@ def main():
     """
 
 
-for _command in (record, follow, demo, sessions, info, head, tail, range_, export, prune, doctor, devices,
+for _command in (record, follow, demo, sessions, info, head, tail, range_, export, prune, doctor, upgrade, devices,
                  mirror):
     main.add_command(_command)

@@ -1,4 +1,5 @@
-"""Maintenance commands: ``prune`` (apply retention now) and ``doctor`` (health report)."""
+"""Maintenance commands: ``prune`` (apply retention now), ``doctor`` (health
+report) and ``upgrade`` (rewrite an old log in the current format)."""
 
 import json
 import os
@@ -12,7 +13,7 @@ from streamlog import errors
 from streamlog.log import Retention
 from streamlog.cli.common import SIZE, format_bytes, log_argument, open_log
 
-__all__ = ["prune", "doctor"]
+__all__ = ["prune", "doctor", "upgrade"]
 
 
 # --------------------------------------------------------------------------
@@ -71,6 +72,37 @@ def _retention_from_options(**limits):
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint=f"'{option}'") from exc
     return Retention(**given)
+
+
+# --------------------------------------------------------------------------
+# upgrade
+
+
+@click.command()
+@log_argument
+def upgrade(log):
+    """Rewrite LOG, made by an older streamlog, in the current on-disk format.
+
+    Logs of format version 1 can be read as they are but not recorded into;
+    this rewrites one as version 2, with a progress bar.  It is atomic: the
+    new log is built inside LOG and replaces the old data file in one
+    rename, so an interrupted upgrade leaves the old log as it was.  The log
+    must be idle (no process recording or reading it).
+
+    Example: streamlog upgrade ./mylog
+    """
+    from streamlog.records import FORMAT_VERSION
+    from streamlog.upgrade import upgrade as rewrite
+
+    with open_log(log) as opened:
+        total = sum(counters["count"] for meta in opened.catalog.all() for counters in meta["streams"].values())
+        version = opened.format_version
+    if version == FORMAT_VERSION:
+        click.echo(f"{log} is already format version {FORMAT_VERSION}; nothing to do.")
+        return
+    with click.progressbar(length=total, label=f"upgrading {log}", file=sys.stderr, show_pos=True) as bar:
+        count = rewrite(log, progress=bar.update)
+    click.echo(f"Rewrote {count} record(s) of {log} from format version {version} to {FORMAT_VERSION}.")
 
 
 # --------------------------------------------------------------------------

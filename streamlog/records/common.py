@@ -52,10 +52,9 @@ NODE_OVERHEAD = 10  # an LMDB leaf node's header and its pointer in the page
 # -- format record and database names --------------------------------------------
 
 
-def format_record(created=None):
-    """The value of ``meta[b"format"]`` for a new log (or one upgraded, keeping ``created``)."""
-    return msgpack.packb({"format": FORMAT_NAME, "version": FORMAT_VERSION,
-                          "created": time.time() if created is None else created})
+def format_record():
+    """The value of ``meta[b"format"]`` for a new log."""
+    return msgpack.packb({"format": FORMAT_NAME, "version": FORMAT_VERSION, "created": time.time()})
 
 
 def check_format_record(raw, path):

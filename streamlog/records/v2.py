@@ -174,7 +174,7 @@ class Block:
             raise CorruptRecord("a block shorter than its header")
         crc, flags, n, session, first_seq, first_arrival, keys_len = _HEAD.unpack_from(data)
         if zlib.crc32(memoryview(data)[4:]) != crc:
-            raise CorruptRecord("its checksum does not match (the block is damaged)")
+            raise CorruptRecord("its checksum does not match")
         columns = _HEAD_SIZE + 12 * n
         if not 1 <= n <= BLOCK_RECORDS or len(data) < columns + keys_len or flags & ~_PLAIN:
             raise CorruptRecord(f"a block header that does not fit the block ({n} records)")
