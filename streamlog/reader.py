@@ -17,7 +17,7 @@ from itertools import islice
 from typing import Any, List, NamedTuple, Optional, Protocol
 
 from streamlog import errors, records
-from streamlog.keys import decode_key_prefix, encode_key
+from streamlog.keys import encode_key
 
 _READ_AHEAD = 1024
 _SCAN_CHUNK = 4096
@@ -539,8 +539,7 @@ class BufferReader:
             if hi_us is not None and arrival > hi_us:
                 return
             if lo_us is None or arrival >= lo_us:
-                key = decode_key_prefix(record_key, key_types, start=records.SESSION_ID.size)[0]
-                yield Entry(key, arrival, record, records.seq_of(record_key))
+                yield Entry(records.key_of(record_key, key_types), arrival, record, records.seq_of(record_key))
 
     def _time_index_start(self, lo_us):
         feed = self._feed

@@ -124,6 +124,12 @@ def seq_of(record_key):
     return _seq_unpack(record_key, len(record_key) - 8)[0]
 
 
+def key_of(record_key, key_types=None):
+    """The key of the record whose record key is ``record_key``, decoded as
+    ``key_types`` (a stream's, see ``Session.stream_info``) says."""
+    return decode_key_prefix(record_key, key_types, start=SESSION_ID.size)[0]
+
+
 def key_bounds(prefix, start_encoded, stop_encoded):
     """Record-key bounds ``(lo, hi)`` for encoded keys ``start <= key <= stop``
     (both inclusive; None = open) in the session of ``prefix``: every record
