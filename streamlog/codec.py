@@ -40,10 +40,13 @@ import numpy as np
 
 from streamlog.errors import CorruptRecord, UnencodableRecord
 
-__all__ = ["encode_record", "decode_record", "decode_plain_records", "is_plain", "plain_array_header",
+__all__ = ["encode_record", "decode_record", "decode_plain_records", "plain_array_header", "GENERAL_FIRST_BYTE",
            "to_jsonable"]
 
 _GENERAL = 0xC1
+GENERAL_FIRST_BYTE = _GENERAL
+"""The first byte of a general-layout encoding; any other first byte means the
+plain layout, which :func:`decode_plain_records` decodes among others."""
 _GENERAL_HEADER = struct.Struct(">BI")  # 0xC1, body length
 
 _EXT_BIG_INT = 1
@@ -306,12 +309,6 @@ def decode_record(buf):
     except (ValueError, TypeError, IndexError, KeyError, OverflowError, RecursionError, struct.error,
             msgpack.UnpackException) as exc:
         raise CorruptRecord(f"damaged record ({len(buf)} bytes): {type(exc).__name__}: {exc}") from None
-
-
-def is_plain(encoded):
-    """Whether ``encoded`` (an :func:`encode_record` result) has the plain
-    layout, so that :func:`decode_plain_records` can decode it among others."""
-    return encoded[0] != _GENERAL
 
 
 _ARRAY32 = struct.Struct(">BI")

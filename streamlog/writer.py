@@ -62,7 +62,7 @@ class StreamWriter:
         self._layout = records.layout(records.FORMAT_VERSION)
         self._keys = []  # encoded keys of the pending records
         self._payloads = []  # their encodings
-        self._arrivals = []  # [(index in _keys, arrival_us)] where each run of one arrival time starts
+        self._arrivals = []  # their arrival times (µs)
         self._pending_bytes = 0
         self.next_seq = 0
         self.committed_seq = -1
@@ -86,7 +86,7 @@ class StreamWriter:
 
     @property
     def oldest_pending_arrival_us(self):
-        return self._arrivals[0][1] if self._arrivals else None
+        return self._arrivals[0] if self._arrivals else None
 
     def _check_key(self, key, encoded, last, previous_key):
         """The slow path of the key checks, for the first key, a key below
@@ -143,7 +143,6 @@ class StreamWriter:
         max_bytes = self.max_record_bytes
         previous_key = self.last_key
         first = seq = self.next_seq
-        first_index = len(self._keys)
         size = 0
         try:
             for record in batch:
@@ -172,7 +171,7 @@ class StreamWriter:
                 previous_key = key
         finally:
             if seq > first:
-                self._arrivals.append((first_index, now))
+                self._arrivals += [now] * (seq - first)
                 self._pending_bytes += size
                 self.next_seq = seq
                 self.last_encoded_key = last
@@ -196,7 +195,7 @@ class StreamWriter:
         first_key = records.record_key(self._prefix, keys[0], first_seq)
 
         def work(txn):
-            layout.append_commit(txn, self.db, self.time_db, self.session_id, entries, first_key, arrivals[0][1])
+            layout.append_commit(txn, self.db, self.time_db, self.session_id, entries, first_key, arrivals[0])
             self.catalog.add_counts(txn, self.session_id, self.stream, count, size, self.key_types)
 
         self.store.write(work)

@@ -37,9 +37,8 @@ def v2_entries(session_id, records, page_size):
     for i in range(1, len(records) + 1):
         if i == len(records) or records[i][1] != records[i - 1][1] + 1:
             run = records[start:i]
-            arrivals = [(j, run[j][2]) for j in range(len(run)) if j == 0 or run[j][2] != run[j - 1][2]]
-            out += v2.encode_commit(prefix, run[0][1], [r[0] for r in run], [r[3] for r in run], arrivals,
-                                    page_size)
+            out += v2.encode_commit(prefix, run[0][1], [r[0] for r in run], [r[3] for r in run],
+                                    [r[2] for r in run], page_size)
             start = i
     return out
 

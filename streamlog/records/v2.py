@@ -36,9 +36,11 @@ import struct
 import sys
 import zlib
 from array import array
-from itertools import accumulate
+from bisect import bisect_left, bisect_right
+from itertools import accumulate, repeat
+from operator import itemgetter
 
-from streamlog.codec import decode_plain_records, decode_record, is_plain, plain_array_header
+from streamlog.codec import GENERAL_FIRST_BYTE, decode_plain_records, decode_record, plain_array_header
 from streamlog.errors import CorruptRecord
 from streamlog.keys import decode_key_prefix
 from streamlog.records import common
@@ -59,6 +61,8 @@ _PLAIN_HEADER = len(plain_array_header(0))
 _MAX_DELTA = 0xFFFFFFFF
 _PAGE_HEADER = 16
 _seq_pack = SEQ.pack
+_first_byte = itemgetter(0)
+_GENERAL_FIRST_BYTE = GENERAL_FIRST_BYTE
 _BIG_ENDIAN = sys.byteorder == "big"
 assert array("I").itemsize == 4
 
@@ -67,27 +71,22 @@ def _count(n):
     return bytes((n,))
 
 
-def _u32s(values):
-    column = array("I", values)
+def _little(column):
+    """The bytes of a u32 column, little-endian."""
     if _BIG_ENDIAN:
         column.byteswap()
-    return column
+    return column.tobytes()
 
 
 # -- writing ---------------------------------------------------------------------
 
 
-def encode_commit(prefix, first_seq, encoded_keys, payloads, arrival_runs, page_size):
+def encode_commit(prefix, first_seq, encoded_keys, payloads, arrivals, page_size):
     """The LMDB entries (key order) of records ``first_seq, first_seq + 1,
-    ...`` of the session of ``prefix`` with these encoded keys and payloads:
-    as many blocks as their size needs.  ``arrival_runs`` is ``[(i, arrival_us),
-    ...]``: records ``i`` up to the next run's ``i`` arrived at ``arrival_us``
-    (the first run's ``i`` is 0)."""
+    ...`` of the session of ``prefix`` with these encoded keys, payloads and
+    arrival times (µs, not decreasing): as many blocks as their size needs."""
     n = len(payloads)
-    arrivals = array("Q")
-    bounds = [i for i, _ in arrival_runs[1:]] + [n]
-    for (start, arrival), stop in zip(arrival_runs, bounds):
-        arrivals.extend(array("Q", (arrival,)) * (stop - start))
+    arrivals = array("Q", arrivals)
     ends = list(accumulate(map(len, payloads)))
     out = []
     start = 0
@@ -100,26 +99,31 @@ def encode_commit(prefix, first_seq, encoded_keys, payloads, arrival_runs, page_
 
 
 def _block_end(ends, start, arrivals):
-    """Where the block starting at record ``start`` ends (exclusive)."""
+    """Where the block starting at record ``start`` ends (exclusive): after
+    BLOCK_RECORDS records, after the record that reaches BLOCK_BYTES, or
+    before one whose arrival is too far from the first's for its delta."""
     base = ends[start - 1] if start else 0
-    stop = min(start + BLOCK_RECORDS, len(ends))
-    for i in range(start + 1, stop):
-        if ends[i - 1] - base >= BLOCK_BYTES or arrivals[i] - arrivals[start] > _MAX_DELTA:
-            return i
+    stop = min(start + BLOCK_RECORDS, len(ends), bisect_left(ends, base + BLOCK_BYTES, start) + 1)
+    if arrivals[stop - 1] - arrivals[start] > _MAX_DELTA:
+        stop = bisect_right(arrivals, arrivals[start] + _MAX_DELTA, start, stop)
     return stop
 
 
 def _block_entries(prefix, first_seq, keys, payloads, arrivals, page_size):
     n = len(payloads)
-    plain = all(map(is_plain, payloads))
+    plain = _GENERAL_FIRST_BYTE not in bytes(map(_first_byte, payloads))
     keys_blob = b"".join(keys)
     first_arrival = arrivals[0]
+    if arrivals[-1] == first_arrival:
+        deltas = array("I", (0,)) * n
+    else:
+        deltas = array("I", map(int.__sub__, arrivals, repeat(first_arrival, n)))
     body = b"".join([
         _HEAD.pack(0, _PLAIN if plain else 0, n, common.session_of(prefix), first_seq, first_arrival,
                    len(keys_blob))[4:],
-        _u32s(accumulate(map(len, keys))).tobytes(),
-        _u32s(a - first_arrival for a in arrivals).tobytes(),
-        _u32s(accumulate(map(len, payloads))).tobytes(),
+        _little(array("I", accumulate(map(len, keys)))),
+        _little(deltas),
+        _little(array("I", accumulate(map(len, payloads)))),
         keys_blob,
         plain_array_header(n) if plain else b"",
     ] + payloads)
