@@ -232,7 +232,8 @@ def stored_entries(version, sizes):
         if version == 1:
             out += v1.entries(common.record_key(prefix, keys[seq], seq), 1000 + seq, payload, 4096)
         elif seq % 2 == 0:
-            out += v2.encode_commit(prefix, seq, keys[seq:seq + 2], payloads[seq:seq + 2], [(0, 1000 + seq)], 4096)
+            pair = payloads[seq:seq + 2]
+            out += v2.encode_commit(prefix, seq, keys[seq:seq + 2], pair, [1000 + seq] * len(pair), 4096)
     return out
 
 
