@@ -1,9 +1,10 @@
 """Appending one stream of one session to the log, in group commits.
 
-A :class:`StreamWriter` turns records into LMDB entries as they arrive
+A :class:`StreamWriter` encodes records as they arrive
 (:meth:`StreamWriter.add`, which checks the key and the record) and writes the
-pending entries in one transaction per :meth:`StreamWriter.commit` together
-with the session's counters and a sparse time-index entry.  It is used by one
+pending ones in one transaction per :meth:`StreamWriter.commit`, as format-2
+blocks (:mod:`streamlog.records.v2`), together with the session's counters
+and a sparse time-index entry.  It is used by one
 thread at a time (the buffer serialises ``add`` and ``commit``).
 
 The keys of one stream in one session must not decrease and must all be of
