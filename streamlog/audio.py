@@ -111,6 +111,33 @@ class AudioSession:
         self.dtype = np.dtype(self.format.dtype)
         self.frames_per_buffer = int(info.get("frames_per_buffer") or 1)
         self._origin_us = info.get("origin_us")
+        drift = info.get("clock_drift_ppm")
+        self.clock_drift_ppm = float(drift) if isinstance(drift, (int, float)) and math.isfinite(drift) else 0.0
+
+    def _clock_origin_us(self):
+        if self._origin_us is not None:
+            return int(self._origin_us)
+        try:
+            return self.session.head(stream=self.stream)[0]
+        except errors.NoItemFound:
+            return 0
+
+    def wall_time_us(self, t_us):
+        """The host (wall-clock) time of audio-clock time ``t_us`` (an int or
+        an int array of keys): the sample clock corrected for the drift the
+        source measured (``clock_drift_ppm``, positive when the audio clock
+        ran slow), linearly from the first frame.  Without a measured drift
+        the audio clock is taken as exact."""
+        origin = self._clock_origin_us()
+        scale = 1 + self.clock_drift_ppm * 1e-6
+        if isinstance(t_us, np.ndarray):
+            return origin + np.rint((t_us - origin) * scale).astype(np.int64)
+        return origin + round((t_us - origin) * scale)
+
+    def audio_time_us(self, wall_us):
+        """The audio-clock time of host time ``wall_us`` (the inverse of :meth:`wall_time_us`)."""
+        origin = self._clock_origin_us()
+        return origin + round((wall_us - origin) / (1 + self.clock_drift_ppm * 1e-6))
 
     @property
     def silence(self):
@@ -124,7 +151,7 @@ class AudioSession:
             last = self.session.tail(stream=self.stream)
         except errors.NoItemFound:
             return None, 0
-        origin = self._origin_us if self._origin_us is not None else self.session.head(stream=self.stream)[0]
+        origin = self._clock_origin_us()
         timeline = AudioTimeline(origin, self.rate)
         return timeline, timeline.position(last[0]) + last[2]
 
@@ -217,17 +244,20 @@ class AudioSession:
         """Yield a :class:`MarkerClip` for each marker of the markers stream
         with ``start <= t <= stop``: the samples of ``[t + window[0], t +
         window[1])`` seconds, cut short where the recording begins or ends.
-        Raises AudioGapError at a window with missing frames unless
-        ``allow_gaps``."""
+        Marker times are host-clock times; they are mapped onto the audio
+        clock with :meth:`audio_time_us` (the measured drift), so a marker
+        lands on the frame captured at its time.  Raises AudioGapError at a
+        window with missing frames unless ``allow_gaps``."""
         before, after = window
         if not (isinstance(before, numbers.Real) and isinstance(after, numbers.Real) and before < after):
             raise ValueError(f"window must be (seconds before, seconds after) with before < after, got {window!r}")
         before_us, after_us = round(before * 1_000_000), round(after * 1_000_000)
         for t_us, label in self.session.irange(_time_us("start", start), _time_us("stop", stop),
                                                stream=self.markers_stream):
-            clip, timeline, lo = self._clip_us(t_us + before_us, t_us + after_us)
+            audio_t_us = self.audio_time_us(t_us)
+            clip, timeline, lo = self._clip_us(audio_t_us + before_us, audio_t_us + after_us)
             _raise_for_gaps(clip.gaps, allow_gaps, f"marker {label!r} at {t_us} µs")
-            offset = timeline.first_position_at_or_after(t_us) - lo if timeline is not None else 0
+            offset = timeline.first_position_at_or_after(audio_t_us) - lo if timeline is not None else 0
             yield MarkerClip(t_us, label, clip.samples, offset)
 
 

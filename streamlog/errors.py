@@ -145,3 +145,13 @@ class RemoteError(StreamlogError):
 
 class RemoteUnavailable(RemoteError, ConnectionError):
     """The remote log's server cannot be reached (down, wrong address, timeout)."""
+
+
+class MissingExtra(StreamlogError, ImportError):
+    """An optional dependency is not installed; the message names the extra
+    to install (``pip install 'streamlog[pandas]'``)."""
+
+
+class RecordShapeError(StreamlogError, ValueError):
+    """A record does not fit the array or table being built from a stream
+    (another shape or dtype, not numeric, a gap); the message names it."""

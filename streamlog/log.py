@@ -339,3 +339,35 @@ class Session:
     def range_by_time(self, t0, t1, stream=None):
         """Records that arrived at ``t0 <= time <= t1`` (epoch seconds), in order."""
         return self.reader(stream).range_by_time(t0, t1)
+
+    # -- analysis (streamlog.frames, streamlog.plot) ------------------------------
+
+    def to_numpy(self, stream=None, start=None, stop=None, **options):
+        """The stream as numpy arrays; see :func:`streamlog.frames.to_numpy`."""
+        from streamlog import frames
+
+        return frames.to_numpy(self, stream, start, stop, **options)
+
+    def to_pandas(self, stream=None, start=None, stop=None, **options):
+        """The stream as a pandas DataFrame; see :func:`streamlog.frames.to_pandas`."""
+        from streamlog import frames
+
+        return frames.to_pandas(self, stream, start, stop, **options)
+
+    def to_arrow(self, stream=None, start=None, stop=None, **options):
+        """The stream as a pyarrow Table; see :func:`streamlog.frames.to_arrow`."""
+        from streamlog import frames
+
+        return frames.to_arrow(self, stream, start, stop, **options)
+
+    def join(self, streams, **options):
+        """Streams joined by wall-clock time; see :func:`streamlog.frames.join`."""
+        from streamlog import frames
+
+        return frames.join(self, streams, **options)
+
+    def plot(self, path=None, **options):
+        """An overview picture of the session; see :func:`streamlog.plot.plot_session`."""
+        from streamlog import plot
+
+        return plot.plot_session(self, path, **options)
