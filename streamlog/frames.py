@@ -437,18 +437,19 @@ def to_arrow(session, stream=None, start=None, stop=None, *, by="key", value=Non
 ARROW_FORMATS = ("parquet", "arrow", "feather")
 
 
-def write_arrow(session, file, format, stream=None, start=None, stop=None, *, by="key", value=None, progress=None):
+def write_arrow(session, file, format, stream=None, start=None, stop=None, *, by="key", value=None, progress=None,
+                batch_rows=BATCH_ROWS):
     """Write the stream to the binary ``file`` object as ``format``
-    (``"parquet"``: one row group per batch; ``"arrow"``/``"feather"``: an
-    Arrow IPC file, which is Feather version 2), streaming batch by batch in
-    bounded memory; ``progress(rows)`` after each batch.  Returns the rows written."""
+    (``"parquet"``: one row group per batch of ``batch_rows`` records;
+    ``"arrow"``/``"feather"``: an Arrow IPC file, which is Feather version
+    2), streaming batch by batch in bounded memory; ``progress(rows)`` after each batch.  Returns the rows written."""
     pa = require("pyarrow", f"{format} export")
     if format not in ARROW_FORMATS:
         raise ValueError(f"format must be one of {', '.join(ARROW_FORMATS)}, not {format!r}")
     writer = None
     rows = 0
     try:
-        for batch in iter_arrow_batches(session, stream, start, stop, by=by, value=value):
+        for batch in iter_arrow_batches(session, stream, start, stop, by=by, value=value, batch_rows=batch_rows):
             if writer is None:
                 if format == "parquet":
                     writer = require("pyarrow.parquet", "Parquet export").ParquetWriter(file, batch.schema)
