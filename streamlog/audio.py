@@ -35,6 +35,10 @@ from streamlog.sources.markers import MARKERS_STREAM
 from streamlog.store import FILE_MODE
 
 SILENCE_CHUNK_FRAMES = 1 << 16  # frames of silence written at once for a gap in a WAV export
+# A sound card's crystal is off by tens, at most a few hundred ppm; a measured
+# "drift" beyond this is a device not paced in real time (ALSA's file plugin
+# delivers a file as fast as it is read) or a failed measurement, and is ignored.
+MAX_CLOCK_DRIFT_PPM = 1000
 
 
 class Gap(NamedTuple):
@@ -112,7 +116,8 @@ class AudioSession:
         self.frames_per_buffer = int(info.get("frames_per_buffer") or 1)
         self._origin_us = info.get("origin_us")
         drift = info.get("clock_drift_ppm")
-        self.clock_drift_ppm = float(drift) if isinstance(drift, (int, float)) and math.isfinite(drift) else 0.0
+        plausible = isinstance(drift, (int, float)) and math.isfinite(drift) and abs(drift) <= MAX_CLOCK_DRIFT_PPM
+        self.clock_drift_ppm = float(drift) if plausible else 0.0
 
     def _clock_origin_us(self):
         if self._origin_us is not None:
@@ -126,8 +131,9 @@ class AudioSession:
         """The host (wall-clock) time of audio-clock time ``t_us`` (an int or
         an int array of keys): the sample clock corrected for the drift the
         source measured (``clock_drift_ppm``, positive when the audio clock
-        ran slow), linearly from the first frame.  Without a measured drift
-        the audio clock is taken as exact."""
+        ran slow), linearly from the first frame.  Without a measured drift,
+        or with one beyond ``MAX_CLOCK_DRIFT_PPM`` (not a clock's drift), the
+        audio clock is taken as exact (:attr:`clock_drift_ppm` is then 0)."""
         origin = self._clock_origin_us()
         scale = 1 + self.clock_drift_ppm * 1e-6
         if isinstance(t_us, np.ndarray):

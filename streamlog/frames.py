@@ -89,7 +89,7 @@ def sample_rate(session, stream):
     return float(rate) if isinstance(rate, numbers.Real) and not isinstance(rate, bool) else None
 
 
-def _value_getter(session, stream, value):
+def value_getter(session, stream, value):
     """``get(key, record) -> value`` as described in the module docstring."""
     if callable(value):
         return value
@@ -153,7 +153,7 @@ def to_numpy(session, stream=None, start=None, stop=None, *, by="key", layout="a
     if layout not in ("auto", "stack", "concat"):
         raise ValueError(f'layout must be "auto", "stack" or "concat", not {layout!r}')
     stream = stream_name(session, stream)
-    get = _value_getter(session, stream, value)
+    get = value_getter(session, stream, value)
     keys, times, values = [], [], []
     add_key, add_time, add_value = keys.append, times.append, values.append
     for key, arrival, record, _ in entries(session, stream, start, stop, by):
@@ -280,7 +280,7 @@ class _Columns:
 
 def _table_rows(session, stream, start, stop, by, value, batch_rows):
     """Yield ``(keys, times_us, columns)`` for batches of up to ``batch_rows`` records."""
-    get = _value_getter(session, stream, value)
+    get = value_getter(session, stream, value)
     keys, times, columns = [], [], _Columns()
     for key, arrival, record, _ in entries(session, stream, start, stop, by):
         keys.append(key)
