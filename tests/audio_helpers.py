@@ -3,7 +3,7 @@
 import numpy as np
 
 from streamlog import StreamBuffer
-from streamlog.sources.audio import PyAudioSourceReader
+from streamlog.sources.audio import PA_INPUT_OVERFLOW, PyAudioSourceReader
 
 DEADLINE_S = 30
 
@@ -34,3 +34,26 @@ class HeldUntil(PyAudioSourceReader):
 
     def read(self):
         return super().read() if self.release.is_set() else None
+
+
+class LosesOneBuffer(PyAudioSourceReader):
+    """A real-time device model over the file device: the ADC clock advances
+    with every captured frame; buffer ``lost`` never reaches the source and
+    the next one is flagged paInputOverflow (see test_audio_source.py)."""
+
+    def __init__(self, lost, **kwargs):
+        super().__init__(**kwargs)
+        self.lost = lost
+        self.captured = 0
+
+    def _on_input(self, in_data, frame_count, time_info, status):
+        index = self.captured // self.frames_per_buffer
+        adc = 1000.0 + self.captured / self.rate
+        self.captured += frame_count
+        time_info = {**time_info, "input_buffer_adc_time": adc, "current_time": adc}
+        if index == self.lost:
+            import pyaudio
+            return None, pyaudio.paContinue
+        if index == self.lost + 1:
+            status |= PA_INPUT_OVERFLOW
+        return super()._on_input(in_data, frame_count, time_info, status)

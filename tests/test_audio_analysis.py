@@ -11,9 +11,9 @@ import pytest
 from streamlog import Log, StreamBuffer, errors
 from streamlog.audio import AudioGapError, AudioSession, Gap, export_wav
 from streamlog.sources.audio import (
-    PA_INPUT_OVERFLOW, AudioFormatError, PyAudioSourceReader, WavFileSourceReader, resolve_sample_format,
+    AudioFormatError, PyAudioSourceReader, WavFileSourceReader, resolve_sample_format,
 )
-from audio_helpers import DEADLINE_S, HeldUntil, ramp, record
+from audio_helpers import DEADLINE_S, HeldUntil, LosesOneBuffer, ramp, record
 from streamlog.sources.markers import markers_beside
 
 RATE = 8000
@@ -156,29 +156,6 @@ def test_markers_line_up_with_the_samples_they_were_written_at(alsa_file_input, 
         assert np.array_equal(clip.samples, signal[lo:hi])
     assert len(clips[-1].samples) == 0
     assert [label for _, label in audio.markers()] == [c.label for c in clips]
-
-
-class LosesOneBuffer(PyAudioSourceReader):
-    """A real-time device model over the file device: the ADC clock advances
-    with every captured frame; buffer ``lost`` never reaches the source and
-    the next one is flagged paInputOverflow (see test_audio_source.py)."""
-
-    def __init__(self, lost, **kwargs):
-        super().__init__(**kwargs)
-        self.lost = lost
-        self.captured = 0
-
-    def _on_input(self, in_data, frame_count, time_info, status):
-        index = self.captured // self.frames_per_buffer
-        adc = 1000.0 + self.captured / self.rate
-        self.captured += frame_count
-        time_info = {**time_info, "input_buffer_adc_time": adc, "current_time": adc}
-        if index == self.lost:
-            import pyaudio
-            return None, pyaudio.paContinue
-        if index == self.lost + 1:
-            status |= PA_INPUT_OVERFLOW
-        return super()._on_input(in_data, frame_count, time_info, status)
 
 
 def test_overflow_gap_is_reported_never_papered_over(alsa_file_input, lab_log, tmp_path):
