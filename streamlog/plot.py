@@ -190,16 +190,16 @@ def _entries(session, stream, t0, t1, clock, rate):
     if clock is not None:
         anchor, block = clock
         first = max(0, math.floor((t0 - anchor) * rate / block) - 1)
-        return session.ientries(first, math.ceil((t1 - anchor) * rate / block), stream)
+        return session.ientries(first, math.ceil((t1 - anchor) * rate / block), stream=stream)
     if frames.is_audio(session, stream):
         from streamlog.audio import AudioSession
 
         audio = AudioSession(session, stream)
         lo = audio.audio_time_us(round(t0 * 1e6)) - round(audio.frames_per_buffer * 1e6 / audio.rate) - 1
-        return session.ientries(lo, audio.audio_time_us(round(t1 * 1e6)) + 1, stream)
+        return session.ientries(lo, audio.audio_time_us(round(t1 * 1e6)) + 1, stream=stream)
     if frames.is_time_keyed(session, stream):
-        return session.ientries(math.floor(t0 * 1e6), math.ceil(t1 * 1e6), stream)
-    return session.ientries(t0, t1, stream, by="time")
+        return session.ientries(math.floor(t0 * 1e6), math.ceil(t1 * 1e6), stream=stream)
+    return session.ientries(since=t0, until=t1, stream=stream)
 
 
 def _read_panel(session, stream, t0, t1, bins):
@@ -243,28 +243,28 @@ def _block_clock(session, stream, rate):
     if (rate is None or info.get("key_kind") != "index" or not isinstance(block, int) or block < 1
             or info.get("realtime") is False):  # blocks made faster than real time have no wall-clock times
         return None
-    for key, arrival, _ in session.ientries(stream=stream):
+    for key, arrival, _, _ in session.ientries(stream=stream):
         return arrival / 1e6 - (key + 1) * block / rate, block
     return None
 
 
 def _add_chunk(session, panel, chunk, get, rate, t0, t1, bins, origin):
     if panel.kind == "audio":  # gap records hold no samples; the gaps are shaded from AudioSession.gaps
-        chunk = [entry for entry in chunk if entry[2][1] is not None]
+        chunk = [entry for entry in chunk if entry.record[1] is not None]
         if not chunk:
             return
-    keys = [k for k, _, _ in chunk]
+    keys = [entry.key for entry in chunk]
     if panel.clock is not None:
         anchor, block = panel.clock
         wall = anchor + np.asarray(keys, dtype=np.float64) * (block / rate) - origin
     else:
-        wall = frames.wall_times_us(session, panel.stream, keys, [t for _, t, _ in chunk]) / 1e6 - origin
+        wall = frames.wall_times_us(session, panel.stream, keys, [entry.arrival_us for entry in chunk]) / 1e6 - origin
     if panel.kind == "markers":
-        panel.labels += [(t, get(k, r)) for t, (k, _, r) in zip(wall, chunk)]
+        panel.labels += [(t, get(k, r)) for t, (k, _, r, _) in zip(wall, chunk)]
         panel.record_times.append(wall)
         return
     panel.record_times.append(wall)
-    values = [get(k, r) for k, _, r in chunk]
+    values = [get(entry.key, entry.record) for entry in chunk]
     if not panel.columns:
         kind, panel.columns = _kind_of(values[0], keys[0])
         panel.kind = panel.kind or kind

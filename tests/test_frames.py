@@ -65,8 +65,8 @@ def test_to_numpy_of_counter_records_gives_the_values_keys_and_arrival_times(lab
     assert got.keys.dtype == np.int64 and np.array_equal(got.keys, np.arange(5000))
     assert np.array_equal(got.offsets, np.arange(5000))
     entries = list(session.ientries())
-    assert [(k, r) for k, _, r in entries] == [(k, (k, v)) for k, v in written]
-    assert np.array_equal(got.times_us, [t for _, t, _ in entries])
+    assert [(e.key, e.record) for e in entries] == [(k, (k, v)) for k, v in written]
+    assert np.array_equal(got.times_us, [e.arrival_us for e in entries])
     assert np.all(np.diff(got.times_us) >= 0)
     assert session.start_time * 1e6 - 1 <= got.times_us[0] and got.times_us[-1] <= session.stop_time * 1e6 + 1
     part = session.to_numpy(start=100, stop=199)
@@ -119,7 +119,7 @@ def test_to_pandas_spreads_dict_records_into_dotted_columns(lab_log):
     assert frame["x"].tolist() == [r["x"] for r in written]
     assert frame["name"].tolist() == [r["name"] for r in written]
     assert frame["pos.y.z"].tolist() == [r["pos"]["y"]["z"] for r in written]
-    arrivals = [t for _, t, _ in session.ientries()]
+    arrivals = [e.arrival_us for e in session.ientries()]
     assert (frame["time"].astype("int64") // 1000).tolist() == arrivals
 
 
@@ -317,7 +317,7 @@ def test_join_of_streams_without_time_keys_uses_arrival_times(lab_log):
         assert ticks.wait(DEADLINE_S)
         session = ticks.session
     joined = session.refresh().join(["main", "markers"])
-    arrivals = np.array([t for _, t, _ in session.ientries()])
+    arrivals = np.array([e.arrival_us for e in session.ientries()])
     assert (joined["time"].astype("int64") // 1000).tolist() == sorted(arrivals.tolist())
     assert joined["main.key"].tolist() == list(range(200))
     assert set(joined["markers.value"]) == {"before"} and int(joined["markers.key"][0]) == first
