@@ -5,14 +5,15 @@
 info, head, tail, range, export), :mod:`.admin` (prune, doctor, upgrade),
 :mod:`.recording` (the ``record`` group and what its commands share),
 :mod:`.record` (record lines/cmd/synth, demo, follow), :mod:`.audio`
-(record audio, devices) and :mod:`.mirror` (mirror).  Importing a module
-registers its ``record`` subcommands.
+(record audio, devices), :mod:`.mirror` (mirror) and :mod:`.analysis`
+(record replay).  Importing a module registers its ``record`` subcommands.
 """
 
 import click
 
 from streamlog import __version__
 from streamlog.cli.admin import doctor, prune, upgrade
+from streamlog.cli.analysis import record_replay  # noqa: F401 (registers record replay)
 from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
 from streamlog.cli.mirror import mirror
