@@ -50,7 +50,7 @@ def report(tmp_path_factory):
 
 def test_every_figure_ran_without_failures(report):
     names = [f["figure"] for f in report["figures"]]
-    assert names == ["ingest", "chunks", "latency", "range", "open", "follow", "memory", "mirror"]
+    assert names == ["ingest", "chunks", "latency", "range", "open", "follow", "memory", "mirror", "analysis"]
     for fig in report["figures"]:
         assert fig["failed"] == [], fig["figure"]
 

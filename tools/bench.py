@@ -42,6 +42,7 @@ import streamlog  # noqa: E402
 
 from bench_remote import TARGETS as MIRROR_TARGETS, fig_mirror  # noqa: E402
 from bench_peers import PeerUnavailable, RawLmdb, RedisServer, RedisStream, SqliteWal  # noqa: E402
+from bench_analysis import TARGETS as ANALYSIS_TARGETS, fig_analysis  # noqa: E402
 from bench_sources import (  # noqa: E402
     CHUNK_CHANNELS,
     CHUNK_FRAMES,
@@ -836,6 +837,7 @@ FIGURES = {
     "follow": fig_follow,
     "memory": fig_memory,
     "mirror": lambda bench: fig_mirror(bench, Figure, bench.mode),
+    "analysis": lambda bench: fig_analysis(bench, Figure, bench.mode),
 }
 
 # ------------------------------------------------------------- targets
@@ -892,6 +894,7 @@ TARGETS = [
     ("cross-process follow p99 <= 20 ms", "follow", "streamlog, session.reader() in a subprocess", "p99_ms",
      False, "<=", 20.0, "ms"),
     *MIRROR_TARGETS,
+    *ANALYSIS_TARGETS,
 ]
 
 OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}

@@ -1,0 +1,214 @@
+"""Figure 9 of tools/bench.py: the analysts' tools (streamlog.frames, export, plot).
+
+Rows, each timed in this process except the Parquet export (a child process
+of its own, so that its peak RSS is the export's alone):
+
+* ``to_numpy`` of float32 samples in 1,000-sample records, against
+  ``numpy.load`` of the same array from a ``.npy`` file and against a Python
+  loop over ``session.irange()`` concatenating the blocks;
+* ``to_numpy`` of scalar records, against ``numpy.load`` and a loop
+  building the array from ``irange``;
+* ``to_pandas`` of dict records with 4 fields, against
+  ``pandas.DataFrame(list(session.irange()))``;
+* the Parquet export of scalar records: seconds and peak RSS of the process;
+* ``Session.plot`` of a 10-hour (full size) 1 kHz stream in 1,000-sample blocks.
+
+Run as ``python tools/bench_analysis.py --child parquet LOG OUT`` it is that
+child: it exports and prints ``{"seconds", "peak_rss_mb", "rows"}``.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(TOOLS))
+
+import streamlog  # noqa: E402
+from streamlog import ReadBatch, SourceReader, StreamBuffer  # noqa: E402
+
+SIZES = {
+    "full": dict(samples=10_000_000, scalars=1_000_000, dicts=1_000_000, parquet=10_000_000, plot_hours=10.0),
+    "quick": dict(samples=1_000_000, scalars=100_000, dicts=100_000, parquet=1_000_000, plot_hours=1.0),
+    "smoke": dict(samples=20_000, scalars=2_000, dicts=2_000, parquet=5_000, plot_hours=0.01),
+}
+BLOCK = 1_000            # samples per record of the sample streams
+PLOT_RATE = 1_000        # Hz of the plotted stream
+REPEATS = 3              # timed runs per row; the best counts
+
+NUMPY_BLOCKS = "to_numpy, float32 blocks"
+NUMPY_SCALARS = "to_numpy, scalar records"
+PANDAS_DICTS = "to_pandas, 4-field dict records"
+PARQUET = "Parquet export, scalar records (child process)"
+PLOT = "Session.plot, 1 kHz stream"
+TARGETS = [  # (text, figure, row label, value key, is a ratio, op, limit, unit), as in tools/bench.py
+    ("to_numpy of float32 blocks >= 0.5x numpy.load", "analysis", "numpy.load, float32 blocks", "per_s", True,
+     ">=", 0.5, "x"),
+    ("to_numpy of float32 blocks >= 5x an irange loop", "analysis", "irange loop, float32 blocks", "per_s", True,
+     ">=", 5.0, "x"),
+    ("to_numpy of scalar records >= 0.5x numpy.load", "analysis", "numpy.load, scalars", "per_s", True,
+     ">=", 0.5, "x"),
+    ("to_numpy of scalar records >= 5x an irange loop", "analysis", "irange loop, scalar records", "per_s", True,
+     ">=", 5.0, "x"),
+    ("to_pandas of 4-field dicts >= 2x DataFrame(list(irange()))", "analysis",
+     "pandas.DataFrame(list(session.irange()))", "per_s", True, ">=", 2.0, "x"),
+    ("Parquet export peak RSS < 200 MB", "analysis", PARQUET, "peak_rss_mb", False, "<", 200.0, "MB"),
+    ("plot of the long 1 kHz stream < 10 s", "analysis", PLOT, "seconds", False, "<", 10.0, "s"),
+]
+
+
+class Records(SourceReader):
+    """``count`` records made by ``make(i)``, handed over in ReadBatches of 1,000."""
+
+    def __init__(self, count, make):
+        self.count, self.make = count, make
+
+    def open(self):
+        self.i = 0
+
+    def read(self):
+        if self.i >= self.count:
+            raise StopIteration
+        end = min(self.count, self.i + 1000)
+        batch = ReadBatch(self.make(i) for i in range(self.i, end))
+        self.i = end
+        return batch
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        return data[0] if type(data) is tuple else data["n"]
+
+    @property
+    def info(self):
+        return {"source": "bench"}
+
+
+def record(path, count, make, info=None):
+    """Record ``count`` records into a new log at ``path``; return the log (open) and its session."""
+    with StreamBuffer(Records(count, make), log=path, durability="off", info=info) as buf:
+        buf.wait(600)
+    log = streamlog.Log(path, readonly=True)
+    return log, log.session(-1)
+
+
+def best(fn):
+    """(best seconds of REPEATS runs, the last result)."""
+    times, result = [], None
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return min(times), result
+
+
+def fig_analysis(bench, Figure, mode):
+    """The figure (a tools/bench.py ``Figure``) with every row above, at the sizes of ``mode``."""
+    sizes = SIZES[mode]
+    fig = Figure("analysis", "9. Analysis: stored sessions into numpy, pandas, Parquet and a picture "
+                             "(best of 3 runs; peak RSS of a child process)", sizes,
+                 [("seconds", "seconds", "float", None), ("per_s", "items/s", "rate", "higher"),
+                  ("peak_rss_mb", "peak RSS MB", "mb", None)])
+
+    def row(system, label, fn, items, vs=None):
+        def measure():
+            seconds, _ = best(fn)
+            return {"seconds": seconds, "per_s": items / seconds}
+        fig.run(system, label, measure, vs=vs)
+
+    samples = sizes["samples"]
+    blocks = samples // BLOCK
+    block = np.random.default_rng(1).standard_normal(BLOCK).astype(np.float32)
+    log_, session = record(bench.path("blocks"), blocks, lambda i: (i, block + np.float32(i)),
+                           info={"rate_hz": 1000.0})
+    npy = bench.path("blocks.npy")
+    np.save(npy, session.to_numpy().values)
+    row("streamlog", NUMPY_BLOCKS, lambda: session.to_numpy(), samples)
+    row("numpy", "numpy.load, float32 blocks", lambda: np.load(npy), samples, vs=NUMPY_BLOCKS)
+    row("python", "irange loop, float32 blocks", lambda: np.concatenate([r[1] for r in session.irange()]), samples,
+        vs=NUMPY_BLOCKS)
+    log_.close()
+
+    n = sizes["scalars"]
+    log_, session = record(bench.path("scalars"), n, lambda i: (i, i * 0.5))
+    npy = bench.path("scalars.npy")
+    np.save(npy, session.to_numpy().values)
+    row("streamlog", NUMPY_SCALARS, lambda: session.to_numpy(), n)
+    row("numpy", "numpy.load, scalars", lambda: np.load(npy), n, vs=NUMPY_SCALARS)
+    row("python", "irange loop, scalar records", lambda: np.array([r[1] for r in session.irange()]), n,
+        vs=NUMPY_SCALARS)
+    log_.close()
+
+    try:
+        import pandas
+    except ImportError as exc:
+        fig.skip("streamlog", PANDAS_DICTS, f"pandas is not installed ({exc})")
+    else:
+        n = sizes["dicts"]
+        log_, session = record(bench.path("dicts"), n,
+                               lambda i: {"n": i, "x": i * 0.25, "label": "trial", "ok": i % 2 == 0})
+        row("streamlog", PANDAS_DICTS, lambda: session.to_pandas(), n)
+        row("pandas", "pandas.DataFrame(list(session.irange()))", lambda: pandas.DataFrame(list(session.irange())), n,
+            vs=PANDAS_DICTS)
+        log_.close()
+
+    n = sizes["parquet"]
+    path = bench.path("parquet-scalars")
+    record(path, n, lambda i: (i, i * 0.5))[0].close()
+    out = bench.path("scalars.parquet")
+
+    def export_in_child():
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "parquet", path, out],
+                              capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the export child failed: {proc.stderr.strip().splitlines()[-1:]}")
+        result = json.loads(proc.stdout)
+        return {"seconds": result["seconds"], "per_s": result["rows"] / result["seconds"],
+                "peak_rss_mb": result["peak_rss_mb"]}
+    fig.run("streamlog", PARQUET, export_in_child,
+            note=f"{n:,} records of (i, float); peak RSS includes Python, numpy and pyarrow")
+
+    seconds_of_signal = sizes["plot_hours"] * 3600
+    blocks = int(seconds_of_signal * PLOT_RATE) // BLOCK
+    t = np.arange(BLOCK) / PLOT_RATE
+    log_, session = record(bench.path("plot"), blocks,
+                           lambda i: (i, (np.sin(2 * np.pi * 0.01 * (i + t)) + 0.1 * np.sin(2 * np.pi * 50 * t))
+                                      .astype(np.float32).reshape(-1, 1)),
+                           info={"rate_hz": float(PLOT_RATE), "block": BLOCK, "key_kind": "index", "channels": 1})
+    png = bench.path("plot.png")
+
+    def draw():
+        started = time.perf_counter()
+        session.plot(png)
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "per_s": blocks * BLOCK / seconds}
+    fig.run("streamlog", PLOT, draw,
+            note=f"{sizes['plot_hours']:g} h of 1 kHz float32 samples ({blocks * BLOCK:,} samples in "
+                 f"{blocks:,} records), one run")
+    log_.close()
+    return fig
+
+
+def _parquet_child(path, out):
+    from streamlog.frames import write_arrow
+
+    session = streamlog.Log(path, readonly=True).session(-1)
+    started = time.perf_counter()
+    with open(out, "wb") as file:
+        rows = write_arrow(session, file, "parquet")
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mb": peak * 1.048576}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:3] == ["--child", "parquet"] and len(sys.argv) == 5:
+        _parquet_child(sys.argv[3], sys.argv[4])
+    else:
+        sys.exit(f"usage: {sys.argv[0]} --child parquet LOG OUT (run by tools/bench.py)")
