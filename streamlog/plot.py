@@ -35,9 +35,10 @@ PIXEL_COLUMNS = 1400      # envelope bins across the time axis (the figure is ab
 GAP_FACTOR = 10           # a pause longer than this many median intervals is a gap
 MAX_LINES = 8             # columns drawn per panel
 MAX_MARKER_LABELS = 40    # markers beyond this are drawn without a label
+MAX_EVENT_LABELS = 30     # a panel of non-numeric records shows their text when it has at most this many
 _CHUNK_RECORDS = 512      # records gathered before they are binned at once
 _GAP_COLOR = "#d62728"
-_UNTITLED = ("signal", "path", "record_layout", "origin_us", "device_index", "key_kind")  # left out of the title
+_UNTITLED = ("signal", "path", "record_layout", "origin_us", "device_index", "key_kind", "start_time", "frames")  # left out of the title
 _LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.5}
 
 
@@ -84,7 +85,7 @@ class _Panel:
         self.record_times = []
         self.ticks = []
         self.gaps = []            # (t0, t1) seconds
-        self.labels = []          # markers: (t, label)
+        self.labels = []          # markers: (t, label); non-numeric records: (t, text), the first few
         self.clock = None         # see _block_clock
 
 
@@ -132,7 +133,7 @@ def plot_session(session, path=None, *, streams=None, start=None, stop=None, wid
         ax.set_xlim(t0 - origin, t1 - origin)
         ax.set_axisbelow(True)
         ax.grid(True, axis="x", color="#dddddd", linewidth=0.6)
-    axes[-1].xaxis.set_major_formatter(ticker.FuncFormatter(_clock_label))
+    axes[-1].xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _pos: _clock_label(x, t1 - t0)))
     axes[-1].set_xlabel(f"time since the session started ({_iso(origin)} UTC)")
     figure.suptitle(title or _title(session, _span(session, names, None, None), t0, t1, start, stop),
                     fontsize=11, ha="left", x=0.01)
@@ -270,6 +271,8 @@ def _add_chunk(session, panel, chunk, get, rate, t0, t1, bins, origin):
         panel.kind = panel.kind or kind
     if panel.kind == "events":
         panel.ticks.append(wall)
+        room = MAX_EVENT_LABELS - len(panel.labels)
+        panel.labels += [(t, _short(v if isinstance(v, str) else repr(v), 28)) for t, v in zip(wall[:room], values)]
         return
     times, data = _points(panel, values, wall, rate)
     if data is None:
@@ -344,6 +347,7 @@ def _draw_panel(ax, panel, session):
     envelope = panel.envelope
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
     if envelope is not None and envelope.count:
+        targets = _value_axes(ax, envelope, panel.columns, colors)
         if envelope.points is not None:
             times = np.concatenate([t for t, _ in envelope.points])
             data = np.concatenate([v for _, v in envelope.points])
@@ -351,7 +355,7 @@ def _draw_panel(ax, panel, session):
                 at = np.searchsorted(times, lo, side="right")
                 times, data = np.insert(times, at, np.nan), np.insert(data, at, np.nan, axis=0)
             for c, name in enumerate(panel.columns[:envelope.width]):
-                ax.plot(times, data[:, c], color=colors[c % len(colors)], linewidth=0.9, label=name)
+                targets[c].plot(times, data[:, c], color=colors[c % len(colors)], linewidth=0.9, label=name)
         else:
             centers = envelope.t0 + (np.arange(envelope.bins) + 0.5) * (envelope.t1 - envelope.t0) / envelope.bins
             for c, name in enumerate(panel.columns[:envelope.width]):
@@ -359,10 +363,12 @@ def _draw_panel(ax, panel, session):
                 filled = np.isfinite(lo)
                 lo, hi = np.where(filled, lo, np.nan), np.where(filled, hi, np.nan)
                 alpha = 0.9 if envelope.width == 1 else 0.55
-                ax.fill_between(centers, lo, hi, color=colors[c % len(colors)], alpha=alpha, linewidth=0.6,
-                                edgecolor=colors[c % len(colors)], step="mid", label=name)
+                targets[c].fill_between(centers, lo, hi, color=colors[c % len(colors)], alpha=alpha, linewidth=0.6,
+                                        edgecolor=colors[c % len(colors)], step="mid", label=name)
         if len(panel.columns) > 1:
-            ax.legend(loc="upper right", fontsize=8, ncols=min(len(panel.columns), 8), framealpha=0.8)
+            handles = [h for a in dict.fromkeys(targets) for h in a.get_legend_handles_labels()[0]]
+            targets[-1].legend(handles=handles, loc="upper right", fontsize=8, ncols=min(len(handles), 8),
+                               framealpha=0.8)
         what = "waveform envelope" if panel.kind == "audio" else (
             "min/max envelope" if envelope.points is None else "values")
         ax.text(0.005, 0.03, f"{what}, {envelope.count:,} points", transform=ax.transAxes, fontsize=8,
@@ -371,12 +377,32 @@ def _draw_panel(ax, panel, session):
         ax.eventplot([panel.ticks], colors="#444444", linewidths=0.6, lineoffsets=0.5, linelengths=0.8)
         ax.set_ylim(0, 1)
         ax.set_yticks([])
+        if len(panel.ticks) <= MAX_EVENT_LABELS:  # few events: each with its text
+            for t, text in panel.labels:
+                ax.text(t, 0.62, f" {text}", fontsize=7.5, color="#333333", va="center", ha="left", clip_on=True)
         ax.text(0.005, 0.06, f"{_records(len(panel.ticks))} (not numeric): one tick each", transform=ax.transAxes,
                 fontsize=8, va="bottom", color="#444444", bbox=_LABEL_BOX)
     else:
         ax.set_yticks([])
         ax.text(0.5, 0.5, "no records in this span", transform=ax.transAxes, ha="center", va="center",
                 color="#888888")
+
+
+def _value_axes(ax, envelope, columns, colors):
+    """The axes to draw each column on: all on ``ax``, except that of two
+    columns whose value ranges do not overlap (a temperature and a humidity)
+    the second gets a y axis of its own on the right."""
+    width = min(len(columns), envelope.width)
+    if width != 2:
+        return [ax] * width
+    lo, hi = np.nanmin(np.where(np.isfinite(envelope.mins), envelope.mins, np.nan), axis=0), \
+        np.nanmax(np.where(np.isfinite(envelope.maxs), envelope.maxs, np.nan), axis=0)
+    if not np.all(np.isfinite(lo) & np.isfinite(hi)) or (lo[0] <= hi[1] and lo[1] <= hi[0]):
+        return [ax, ax]
+    right = ax.twinx()
+    for a, c in ((ax, 0), (right, 1)):
+        a.tick_params(axis="y", colors=colors[c], labelsize=8)
+    return [ax, right]
 
 
 def _draw_rate(ax, panel, lo, hi, bins):
@@ -398,9 +424,9 @@ def _draw_markers(ax, rate_ax, labels, top):
     for i, (t, label) in enumerate(labels):
         for a in (ax, rate_ax):
             a.axvline(t, color="#9467bd", linewidth=1.0, alpha=0.85, linestyle="--")
-        if i < MAX_MARKER_LABELS:
-            ax.text(t, 1.0 if top else 0.98, f" {_short(label, 24)}", transform=ax.get_xaxis_transform(),
-                    rotation=0 if len(labels) <= 8 else 60, fontsize=8, color="#5b2c83", va="bottom" if top else "top",
+        if top and i < MAX_MARKER_LABELS:
+            ax.text(t, 1.0, f" {_short(label, 24)}", transform=ax.get_xaxis_transform(),
+                    rotation=0 if len(labels) <= 8 else 60, fontsize=8, color="#5b2c83", va="bottom",
                     ha="left", clip_on=False)
 
 
@@ -430,7 +456,8 @@ def _title(session, whole, t0, t1, start, stop):
     head = (f"session {session.id} · {session.status} · started {_iso(session.start_time)} UTC · "
             f"{_duration(duration)} · streams: {', '.join(session.streams)}")
     if start is not None or stop is not None:
-        head += f" · showing {_clock_label(t0 - session.start_time)} to {_clock_label(t1 - session.start_time)}"
+        head += (f" · showing {_clock_label(t0 - session.start_time, t1 - t0)} to "
+                 f"{_clock_label(t1 - session.start_time, t1 - t0)}")
     info = ", ".join(f"{k}={_short(v, 30)}" for k, v in (session.info or {}).items()
                      if not isinstance(v, (dict, list)) and len(repr(v)) <= 40 and k not in _UNTITLED)
     return head + ("\n" + textwrap.fill(info, 160, max_lines=2, placeholder=" …") if info else "")
@@ -441,21 +468,19 @@ def _iso(t):
 
 
 def _duration(seconds):
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    return _clock_label(seconds)
+    return _clock_label(seconds, span=seconds)
 
 
-def _clock_label(seconds, _pos=None):
+def _clock_label(seconds, span):
+    """``seconds`` since the start as ``12.5 s`` (spans under a minute),
+    ``m:ss`` (under an hour) or ``h:mm:ss``: one form along an axis."""
     sign = "-" if seconds < 0 else ""
     seconds = abs(seconds)
-    h, rest = divmod(seconds, 3600)
+    if span < 60:
+        return f"{sign}{seconds:.4g} s"
+    h, rest = divmod(round(seconds), 3600)
     m, s = divmod(rest, 60)
-    if h:
-        return f"{sign}{int(h)}:{int(m):02d}:{int(s):02d}"
-    if m or seconds >= 10:
-        return f"{sign}{int(m)}:{s:04.1f}" if seconds < 600 else f"{sign}{int(m)}:{int(s):02d}"
-    return f"{sign}{s:.3g} s"
+    return f"{sign}{h}:{m:02d}:{s:02d}" if span >= 3600 else f"{sign}{m}:{s:02d}"
 
 
 def _short(value, limit):
