@@ -19,7 +19,6 @@ child: it exports and prints ``{"seconds", "peak_rss_mb", "rows"}``.
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -203,8 +202,17 @@ def _parquet_child(path, out):
     with open(out, "wb") as file:
         rows = write_arrow(session, file, "parquet")
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mb": peak * 1.048576}))
+    print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_rss_bytes() / 1e6}))
+
+
+def _peak_rss_bytes():
+    """This process's peak RSS (``VmHWM``; ``ru_maxrss`` would carry the
+    parent's peak over across fork+exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 if __name__ == "__main__":
