@@ -9,7 +9,7 @@ An :class:`AudioSession` reads a session recorded by
     x = audio.to_numpy(t0, t0 + 2.5)          # 2.5 s of samples, shape (frames, channels)
     for t_us, label, samples, offset in audio.around_markers(window=(-0.5, 1.0)):
         ...
-    export_wav(log.session(-1), "take.wav")
+    write_wav(audio, sys.stdout.buffer)       # or streamlog.export.export_wav(audio, "take.wav")
 
 Times are epoch seconds (int or float); a time span ``[start, stop)``
 holds the frames whose exact time ``origin + position / rate`` is at or
@@ -22,7 +22,6 @@ silence and lists them as :class:`Gap` entries.
 
 import math
 import numbers
-import os
 import wave
 from typing import NamedTuple
 
@@ -32,7 +31,6 @@ from streamlog import errors
 from streamlog.errors import AudioFormatError, AudioGapError
 from streamlog.sources.audio import AudioTimeline, resolve_sample_format
 from streamlog.sources.markers import MARKERS_STREAM
-from streamlog.store import FILE_MODE
 
 SILENCE_CHUNK_FRAMES = 1 << 16  # frames of silence written at once for a gap in a WAV export
 # A sound card's crystal is off by tens, at most a few hundred ppm; a measured
@@ -70,15 +68,6 @@ class MarkerClip(NamedTuple):
     label: object
     samples: np.ndarray
     offset: int
-
-
-class WavExport(NamedTuple):
-    """What :func:`export_wav` wrote: ``frames`` frames to ``path``, with
-    ``gaps`` filled with silence."""
-
-    path: str
-    frames: int
-    gaps: list
 
 
 def _time_us(name, t):
@@ -275,52 +264,44 @@ def _raise_for_gaps(gaps, allow_gaps, where):
                                   "pass allow_gaps=True to get silence in their place")
 
 
-def export_wav(session, path, start=None, stop=None, progress=None, *, stream="main", allow_gaps=False):
-    """Write the audio of ``[start, stop)`` to a PCM WAV file at ``path``.
+def write_wav(audio, file, start=None, stop=None, *, progress=None, allow_gaps=False):
+    """Write the audio of ``[start, stop)`` of the AudioSession ``audio`` as
+    a PCM WAV file into the binary file object ``file``, from its position
+    on; returns ``(frames, gaps)``.
 
-    ``session`` is a Session (or an AudioSession).  Records are streamed in
-    bounded memory; the file holds exactly the recorded sample bytes (int8
-    recordings are written as WAV's unsigned 8-bit, sample + 128).
-    ``progress(n)`` is called after each write with the number of frames just
-    written.  The file appears at ``path`` only when complete; it is written
-    as ``path + ".partial"`` first, created anew (FileExistsError if anything,
-    even a symbolic link, is already there: it is never written through).  Raises
-    AudioGapError (and writes nothing) if frames are missing unless
-    ``allow_gaps`` (silence in their place, listed in the result), and
-    AudioFormatError for float32 recordings (the stdlib ``wave`` module
-    writes integer PCM only).  Returns a :class:`WavExport`.
+    Records are streamed in bounded memory, and the frame count is known
+    before the first byte, so ``file`` need not be seekable (a pipe works).
+    The file holds exactly the recorded sample bytes (int8 recordings are
+    written as WAV's unsigned 8-bit, sample + 128).  ``progress(n)`` is
+    called after each write with the number of frames just written.  Raises
+    AudioGapError at the first missing frame unless ``allow_gaps`` (silence
+    in their place, listed in ``gaps``), and AudioFormatError for float32
+    recordings (the stdlib ``wave`` module writes integer PCM only).  Where
+    the bytes go (a temporary file renamed when complete, ...) is the
+    caller's: :func:`streamlog.export.export_wav` writes files.
     """
-    audio = session if isinstance(session, AudioSession) else AudioSession(session, stream)
     if audio.format.name == "float32":
         raise AudioFormatError("float32 audio cannot be written as WAV by the stdlib wave module (integer PCM only)")
     to_bytes = _wav_bytes_writer(audio)
     timeline, lo, hi = audio._span(_time_us("start", start), _time_us("stop", stop))
-    path = os.fspath(path)
-    partial = f"{path}.partial"
     gaps = []
     written = 0
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)  # never through a link
-    try:
-        with open(fd, "wb") as file, wave.open(file, "wb") as wav:
-            wav.setnchannels(audio.channels)
-            wav.setsampwidth(audio.format.width)
-            wav.setframerate(audio.rate)
-            for _, piece, gap in audio._pieces(timeline, lo, hi):
-                if gap is not None:
-                    _raise_for_gaps([gap], allow_gaps, f"export of session {audio.session.id} to {path}")
-                    gaps.append(gap)
-                    for n in _chunks(gap.frames, SILENCE_CHUNK_FRAMES):
-                        _write(wav, to_bytes(np.full((n, audio.channels), audio.silence, audio.dtype)), n, progress)
-                    written += gap.frames
-                else:
-                    _write(wav, to_bytes(piece), len(piece), progress)
-                    written += len(piece)
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise
-    return WavExport(path, written, gaps)
+    with wave.open(file, "wb") as wav:
+        wav.setnchannels(audio.channels)
+        wav.setsampwidth(audio.format.width)
+        wav.setframerate(audio.rate)
+        wav.setnframes(hi - lo)  # the header is right from the start: no seeking back
+        for _, piece, gap in audio._pieces(timeline, lo, hi):
+            if gap is not None:
+                _raise_for_gaps([gap], allow_gaps, f"WAV export of session {audio.session.id}")
+                gaps.append(gap)
+                for n in _chunks(gap.frames, SILENCE_CHUNK_FRAMES):
+                    _write(wav, to_bytes(np.full((n, audio.channels), audio.silence, audio.dtype)), n, progress)
+                written += gap.frames
+            else:
+                _write(wav, to_bytes(piece), len(piece), progress)
+                written += len(piece)
+    return written, gaps
 
 
 def _wav_bytes_writer(audio):

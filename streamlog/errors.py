@@ -155,3 +155,15 @@ class MissingExtra(StreamlogError, ImportError):
 class RecordShapeError(StreamlogError, ValueError):
     """A record does not fit the array or table being built from a stream
     (another shape or dtype, not numeric, a gap); the message names it."""
+
+
+class ExportError(StreamlogError, ValueError):
+    """An export that cannot be written as asked: an unknown format, records
+    that do not fit the format (mixed array shapes for npy, a field outside
+    a fixed CSV header, ...), an option the format does not take."""
+
+
+class ExportTargetError(ExportError):
+    """An export's target is refused: inside a log directory or the log
+    itself, a directory, a link to nothing, an existing file without
+    ``force``, a missing directory, or a temporary file already there."""

@@ -724,6 +724,22 @@ def _process_exists(pid):
     return True
 
 
+def enclosing_log(path):
+    """The nearest of ``path`` and the directories above it that is a log
+    directory (it holds LMDB's ``data.mdb`` or ``lock.mdb``: a streamlog log
+    or another LMDB environment), or None.  ``path`` should be absolute with
+    its links resolved (``os.path.realpath``)."""
+    current = path
+    while True:
+        if os.path.isdir(current) and any(os.path.lexists(os.path.join(current, name))
+                                          for name in (DATA_FILE, LMDB_LOCK_FILE)):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
 def _make_dirs(path):
     """Make directory ``path`` and its missing parents, each with DIR_MODE
     (one made meanwhile by another process is fine)."""

@@ -107,7 +107,7 @@ def test_wav_export_never_writes_through_a_link_planted_at_its_partial_file(tmp_
         assert buf.wait(30)
     victim = victim_file(tmp_path)
     out = tmp_path / "out.wav"
-    planted = tmp_path / "out.wav.partial"
+    planted = tmp_path / f".out.wav.partial-{os.getpid()}"  # one temporary-file rule for every format
     planted.symlink_to(victim)
     result = CliRunner().invoke(main, ["export", str(log), "-o", str(out)])
     assert result.exit_code == 1 and f"Error: {planted} already exists" in result.output
@@ -161,7 +161,7 @@ def test_no_path_stored_in_a_log_is_ever_opened_by_the_cli(tmp_path):
     out = tmp_path / "out.wav"
     report = json.loads(run_python(AUDITED_CLI, log, out, source_file).stdout)
     assert set(report["codes"]) == {0}
-    assert any(path.startswith(f"{out}.partial") for path in report["opened"])  # the hook does see opens
+    assert any(path.startswith(str(tmp_path / ".out.wav.partial-")) for path in report["opened"])  # it sees opens
     assert not [path for path in report["opened"] if path in (str(source_file), str(planted))]
 
 

@@ -10,11 +10,8 @@
   :mod:`streamlog.notation`, typed as the session's key type.
 * :func:`parse_size` / :data:`SIZE` -- byte sizes like ``10MB`` or ``1GiB``.
 * :class:`RecordWriter` -- records as text lines, JSON lines or CSV rows.
-* :func:`refuse_existing` -- the error for a temporary file that is already
-  there (the CLI creates its files with ``O_EXCL|O_NOFOLLOW``).
 """
 
-import contextlib
 import csv
 import datetime as dt
 import json
@@ -32,7 +29,7 @@ __all__ = [
     "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE", "TIME", "AGE",
     "sessions_option", "utc_option",
     "RecordWriter", "RECORD_FORMATS", "format_bytes", "format_duration", "format_time",
-    "log_argument", "session_option", "stream_option", "format_option", "refuse_existing",
+    "log_argument", "session_option", "stream_option", "format_option",
 ]
 
 RECORD_FORMATS = ("text", "jsonl", "csv")
@@ -98,24 +95,6 @@ def _describe_os_error(exc):
     if exc.filename is not None and exc.strerror:
         return f"{exc.strerror}: {exc.filename}"
     return str(exc) or type(exc).__name__
-
-
-@contextlib.contextmanager
-def refuse_existing(path):
-    """Turn ``FileExistsError`` from creating ``path`` into a one-line error.
-
-    The CLI creates the temporary file of an export with
-    ``O_CREAT|O_EXCL|O_NOFOLLOW``, so a symbolic link (or any file) planted
-    at that path is never written through: the export stops and names it.
-    """
-    try:
-        yield
-    except FileExistsError as exc:
-        if exc.filename is not None and os.fspath(exc.filename) != os.fspath(path):
-            raise
-        raise click.ClickException(
-            f"{path} already exists (a symbolic link or a file left behind); streamlog does not write "
-            f"through it: remove it and try again") from None
 
 
 # --------------------------------------------------------------------------

@@ -1,27 +1,23 @@
 """Read-only commands: ``sessions``, ``info``, ``head``, ``tail``, ``range``, ``export``."""
 
+import contextlib
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import click
-import numpy as np
-from numpy.lib import format as npy_format
 
 from streamlog import errors
+from streamlog import export as export_formats
 from streamlog.cli.common import (
     RecordWriter, format_bytes, format_duration, format_key, format_option, format_time, log_argument,
-    TIME, open_log, parse_key, pick_session, refuse_existing, session_option, sessions_option, stream_option,
+    TIME, open_log, parse_key, pick_session, session_option, sessions_option, stream_option,
     utc_option,
 )
 from streamlog.query import Where, pick_fields, rows, select_sessions
 from streamlog.codec import to_jsonable
-from streamlog.store import FILE_MODE
 
-__all__ = ["sessions", "info", "head", "tail", "range_", "export", "session_summary", "describe_source",
-           "write_npy"]
+__all__ = ["sessions", "info", "head", "tail", "range_", "export", "session_summary", "describe_source"]
 
 
 # --------------------------------------------------------------------------
@@ -331,168 +327,72 @@ def _write_records(records, fmt):
 # export
 
 
-EXPORT_FORMATS = ("jsonl", "csv", "npy", "wav")
-_SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".npy": "npy", ".wav": "wav"}
-
-
 @click.command()
 @log_argument
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write; its suffix (.jsonl, .csv, .npy, .wav) picks the format.")
+@click.option("-o", "--output", required=True, metavar="FILE|-",
+              help="Where to write: a file (its suffix .jsonl, .csv, .npy or .wav picks the format), a FIFO or "
+                   "device (written into), or - for standard output.")
 @session_option
 @stream_option
 @click.option("--start", metavar="KEY", help="First key to export (inclusive).  [default: the first]")
 @click.option("--stop", metavar="KEY", help="Last key to export (inclusive; exclusive for wav).  "
                                             "[default: the last]")
-@click.option("--format", "-f", "fmt", type=click.Choice(EXPORT_FORMATS),
+@click.option("--format", "-f", "fmt", type=click.Choice(list(export_formats.FORMATS)),
               help="Output format.  [default: from the suffix of --output]")
 @click.option("--allow-gaps", is_flag=True,
               help="wav only: fill frames missing from the recording with silence instead of failing.")
-@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.option("--force", is_flag=True, help="Replace FILE if it is an existing regular file.")
 def export(log, output, session_id, stream, start, stop, fmt, allow_gaps, force):
-    """Write a session's records (or a key range of them) to a file.
+    """Write a session's records (or a key range of them) to a file or to
+    standard output.
 
     jsonl and csv hold any records; npy stacks the numpy array of each
     record (the array item of tuple records) into one array of shape
     (records, *record_shape), so every array must have the same shape and
     dtype; wav writes an audio session's samples from START up to (not
-    including) STOP, given as times.  Reads and writes in bounded memory;
-    the file appears only when complete.
+    including) STOP, given as times.  Reads and writes in bounded memory.
+    A regular file appears only when complete and is replaced only with
+    --force; a FIFO or device is written into; a symbolic link is followed
+    (the link stays); a path inside any log directory is refused.
 
     Example: streamlog export ./mylog -o take3.npy --session 3 --start 1000
     """
-    fmt = fmt or _format_from_suffix(output)
-    if output.exists() and not force:
-        raise click.ClickException(f"{output} exists; use --force to overwrite it")
-    if allow_gaps and fmt != "wav":
-        raise click.BadParameter("only applies to wav exports", param_hint="'--allow-gaps'")
+    to_stdout = output == "-"
+    if to_stdout and fmt is None:
+        raise click.BadParameter("give --format when writing to standard output", param_hint="'--output'")
+    try:
+        chosen = export_formats.format_for(fmt, None if to_stdout else output)
+    except errors.ExportError as exc:
+        raise click.BadParameter(f"{exc} (--format)", param_hint="'--output'") from exc
+    if allow_gaps and "allow_gaps" not in chosen.options:
+        raise click.BadParameter(f"only applies to wav exports, not {chosen.name}", param_hint="'--allow-gaps'")
+    options = {"allow_gaps": allow_gaps} if "allow_gaps" in chosen.options else {}
     with open_log(log) as opened:
         session = pick_session(opened, session_id)
-        if fmt == "wav":
-            written = _export_wav(session, stream, start, stop, output, allow_gaps)
-            what = "frame(s)"
+        low = None if start is None else parse_key(start, session, stream, param_hint="'--start'")
+        high = None if stop is None else parse_key(stop, session, stream, param_hint="'--stop'")
+        if chosen.unit == "frame":
+            from streamlog.audio import AudioSession
+
+            length = AudioSession(session, stream or "main").frame_count(
+                None if low is None else low / 1e6, None if high is None else high / 1e6)
         else:
-            written = _export_records(session, stream, start, stop, output, fmt)
-            what = "record(s)"
-    click.echo(f"Wrote {written} {what} of session {session.id} to {output} ({fmt})", err=True)
+            length = session.stream_info(stream)["count"]  # an upper bound for a key range
+        target = sys.stdout.buffer if to_stdout else output
+        if to_stdout:
+            sys.stdout.flush()
+        with _progress_bar(length, f"Exporting session {session.id} to {output}") as progress:
+            result = export_formats.export(session, target, chosen.name, stream=stream, start=low, stop=high,
+                                           force=force, progress=progress, **options)
+    click.echo(f"Wrote {result.count} {result.unit}(s) of session {session.id} to {output} ({result.format})",
+               err=True)
 
 
-def _parse_bounds(session, stream, start, stop):
-    low = None if start is None else parse_key(start, session, stream, param_hint="'--start'")
-    high = None if stop is None else parse_key(stop, session, stream, param_hint="'--stop'")
-    return low, high
-
-
-def _export_records(session, stream, start, stop, output, fmt):
-    low, high = _parse_bounds(session, stream, start, stop)
-    stored = session.stream_info(stream)["count"]
-    total = stored if low is None and high is None else None
-    records = session.irange(low, high, stream=stream)
-    label = f"Exporting session {session.id} to {output}"
-    with click.progressbar(records, length=total, label=label, file=sys.stderr) as progress:
-        return _write_atomically(output, fmt, progress, upper_bound=stored)
-
-
-def _export_wav(session, stream, start, stop, output, allow_gaps):
-    """Write the audio of ``[start, stop)`` with :func:`streamlog.audio.export_wav`;
-    returns the frame count."""
-    from streamlog.audio import AudioSession, export_wav
-
-    audio = AudioSession(session, stream or "main")
-    low, high = _parse_bounds(session, stream, start, stop)
-    start_s = None if low is None else low / 1e6
-    stop_s = None if high is None else high / 1e6
-    label = f"Exporting session {session.id} to {output}"
-    with click.progressbar(length=audio.frame_count(start_s, stop_s), label=label, file=sys.stderr) as bar, \
-            refuse_existing(f"{output}.partial"):
-        result = export_wav(audio, output, start_s, stop_s, progress=bar.update, allow_gaps=allow_gaps)
-    return result.frames
-
-
-def _format_from_suffix(output):
-    fmt = _SUFFIX_FORMATS.get(output.suffix.lower())
-    if fmt is None:
-        raise click.BadParameter(
-            f"cannot tell the format from the suffix of {output}; name the file *.jsonl, *.csv or *.npy "
-            f"or give --format", param_hint="'--output'")
-    return fmt
-
-
-def _write_atomically(output, fmt, records, upper_bound):
-    """Write ``records`` to a new temporary file beside ``output``, then rename
-    it over ``output``; nothing is left behind on failure.  Returns the count.
-
-    The temporary file is created anew (never through a planted symbolic
-    link or into an existing file; see :func:`refuse_existing`)."""
-    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    with refuse_existing(partial):
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-    try:
-        if fmt == "npy":
-            with open(fd, "wb") as f:
-                written = write_npy(records, f, upper_bound=upper_bound)
-        else:
-            with open(fd, "w", encoding="utf-8", newline="") as f:
-                written = RecordWriter(fmt, f).write_all(records)
-        os.replace(partial, output)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return written
-
-
-def write_npy(records, f, *, upper_bound=0):
-    """Stack the arrays of ``records`` into one ``.npy`` array written to the
-    binary file ``f`` (seekable), one record at a time; returns the count.
-
-    The header is written first with a provisional record count and patched
-    at the end (numpy pads the header so the count can grow in place).
-    Raises :class:`click.ClickException` for a record without exactly one
-    array, arrays of differing shape or dtype, object arrays, or no records.
-    """
-    records = iter(records)
-    first = next(records, None)
-    if first is None:
-        raise click.ClickException("no records to export: an .npy file needs at least one array")
-    first = _array_of(first, 0)
-    if first.dtype.hasobject:
-        raise click.ClickException(f"record 0 holds an array of dtype {first.dtype}, which .npy cannot store "
-                                   f"without pickle; export to jsonl instead")
-    shape, dtype = first.shape, first.dtype
-    header_end = _write_npy_header(f, dtype, (max(upper_bound, 1),) + shape)
-    f.write(np.ascontiguousarray(first).tobytes())
-    count = 1
-    for record in records:
-        array = _array_of(record, count)
-        if array.shape != shape or array.dtype != dtype:
-            raise click.ClickException(
-                f"record {count} holds a {array.dtype} array of shape {array.shape}, but record 0 held "
-                f"{dtype} {shape}: .npy needs every array alike (export to jsonl for mixed records)")
-        f.write(np.ascontiguousarray(array).tobytes())
-        count += 1
-    f.seek(0)
-    if _write_npy_header(f, dtype, (count,) + shape) != header_end:
-        raise click.ClickException("this numpy cannot patch an .npy header in place; numpy >= 1.24 is needed")
-    return count
-
-
-def _write_npy_header(f, dtype, shape):
-    npy_format.write_array_header_1_0(
-        f, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
-    return f.tell()
-
-
-def _array_of(record, index):
-    """The numpy array of a record: the record itself, or the one array item of a tuple."""
-    if isinstance(record, np.ndarray):
-        return record
-    if isinstance(record, tuple):
-        arrays = [item for item in record if isinstance(item, np.ndarray)]
-        if len(arrays) == 1:
-            return arrays[0]
-        raise click.ClickException(
-            f"record {index} is a tuple with {len(arrays)} numpy arrays; .npy export needs exactly one "
-            f"(export to jsonl instead)")
-    raise click.ClickException(
-        f"record {index} is a {type(record).__name__}, not a numpy array: .npy export needs array records "
-        f"(export to jsonl or csv instead)")
+@contextlib.contextmanager
+def _progress_bar(length, label):
+    """A progress bar on stderr when it is a terminal (else nothing); yields its ``update``."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update

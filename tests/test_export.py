@@ -1,0 +1,252 @@
+"""Exports (streamlog.export and ``streamlog export``): where they may write and
+how, through the library and the CLI in real subprocesses."""
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import streamlog
+from streamlog import ReadBatch, SourceReader, StreamBuffer, errors
+from streamlog.export import FORMATS, ExportFormat, Selection, export, format_for, register_format
+
+from helpers import REPO
+
+
+class ListSource(SourceReader):
+    """Replays ``records`` (keyed by ``key``) in one batch, then ends."""
+
+    def __init__(self, records, key=lambda record: record[0]):
+        self.records = list(records)
+        self._key = key
+        self._done = False
+
+    def open(self):
+        pass
+
+    def read(self):
+        if self._done:
+            raise StopIteration
+        self._done = True
+        return ReadBatch(self.records)
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        return self._key(data)
+
+
+def record(path, records, **source_options):
+    """Record ``records`` into the log at ``path`` as one session, to its end."""
+    with StreamBuffer(ListSource(records, **source_options), log=str(path)) as buf:
+        assert buf.wait(30)
+        return buf.session.id
+
+
+def array_records(n, width=4):
+    return [(i, np.arange(width, dtype=np.float32) + i) for i in range(n)]
+
+
+@pytest.fixture
+def log(tmp_path):
+    path = tmp_path / "rec.streamlog"
+    record(path, array_records(20))
+    return path
+
+
+def cli(*args, stdout=subprocess.PIPE, timeout=60):
+    """Run ``python -m streamlog ARGS`` with this worktree's package; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "streamlog", *map(str, args)], stdout=stdout,
+                          stderr=subprocess.PIPE, env=env, timeout=timeout)
+
+
+def assert_error(result, *fragments):
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert "Traceback" not in stderr and stderr.count("\n") == 1 and stderr.startswith("Error: "), stderr
+    for fragment in fragments:
+        assert fragment in stderr
+
+
+def log_reads_back(path, n=20):
+    with streamlog.Log(path, readonly=True) as opened:
+        assert opened.verify() == []
+        assert [r[0] for r in opened.session(-1).irange()] == list(range(n))
+
+
+# -- standard output -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "npy"])
+def test_dash_streams_the_export_to_stdout(log, tmp_path, fmt):
+    result = cli("export", log, "-o", "-", "-f", fmt, "--start", 3, "--stop", 5)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "-").exists() and not os.path.exists("-")
+    expected = [np.arange(4, dtype=np.float32) + i for i in (3, 4, 5)]
+    if fmt == "npy":
+        np.testing.assert_array_equal(np.load(io.BytesIO(result.stdout)), np.stack(expected))
+    elif fmt == "jsonl":
+        assert [json.loads(line) for line in result.stdout.decode().splitlines()] == \
+            [[i, a.tolist()] for i, a in zip((3, 4, 5), expected)]
+    else:
+        lines = result.stdout.decode().splitlines()
+        assert lines[0] == "value0,value1" and lines[1] == '3,"[3.0, 4.0, 5.0, 6.0]"' and len(lines) == 4
+    assert "Wrote 3 record(s) of session 1 to - (" in result.stderr.decode()
+
+
+def test_dash_without_a_format_is_a_usage_error(log):
+    result = cli("export", log, "-o", "-")
+    assert result.returncode == 2 and "--format" in result.stderr.decode()
+
+
+# -- targets that are not regular files ------------------------------------------
+
+
+def test_a_fifo_target_is_written_into_never_replaced(log, tmp_path):
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    try:
+        result = cli("export", log, "-o", fifo, "--force")
+    finally:
+        if reader.is_alive():  # the export failed before opening the FIFO: release the reader
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(30)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert [json.loads(line)[0] for line in received[0].decode().splitlines()] == list(range(20))
+    assert sorted(os.listdir(tmp_path)) == ["out.jsonl", "rec.streamlog"]
+
+
+def test_a_character_device_is_written_into_without_force(log):
+    result = cli("export", log, "-o", "/dev/null", "-f", "csv")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+
+
+def test_dev_stdout_is_written_through_never_replaced(log):
+    before = os.lstat("/dev/stdout")
+    result = cli("export", log, "-o", "/dev/stdout", "-f", "jsonl", "--force")  # stdout is a pipe here
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)[0] for line in result.stdout.decode().splitlines()] == list(range(20))
+    after = os.lstat("/dev/stdout")
+    assert stat.S_ISLNK(after.st_mode) and (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+
+
+# -- symbolic links ---------------------------------------------------------------
+
+
+def test_a_link_to_a_regular_file_is_followed_and_stays_a_link(log, tmp_path):
+    real = tmp_path / "real.jsonl"
+    real.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    assert_error(cli("export", log, "-o", link), f"{link} exists", "--force")
+    assert real.read_text() == "old\n"
+    result = cli("export", log, "-o", link, "--force")
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert [json.loads(line)[0] for line in real.read_text().splitlines()] == list(range(20))
+    assert sorted(os.listdir(tmp_path)) == ["link.jsonl", "real.jsonl", "rec.streamlog"]
+
+
+def test_a_dangling_link_is_refused(log, tmp_path):
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "nowhere.jsonl")
+    assert_error(cli("export", log, "-o", link, "--force"), f"{link} is a symbolic link", "does not exist")
+    assert link.is_symlink() and not (tmp_path / "nowhere.jsonl").exists()
+
+
+# -- logs are never written into ----------------------------------------------------
+
+
+def test_a_path_inside_the_exported_log_is_refused_and_the_log_kept(log):
+    for target in (log / "data.mdb", log / "lock.mdb", log / "new.jsonl"):
+        assert_error(cli("export", log, "-o", target, "-f", "jsonl", "--force"), "inside the log",
+                     str(log))
+    log_reads_back(log)
+    assert sorted(os.listdir(log)) == ["data.mdb", "lock.mdb", "writer.lock"]
+
+
+def test_a_path_inside_another_log_or_through_a_link_into_one_is_refused(log, tmp_path):
+    other = tmp_path / "other.streamlog"
+    record(other, array_records(20))
+    assert_error(cli("export", log, "-o", other / "data.mdb", "-f", "jsonl", "--force"), "inside the log",
+                 str(other))
+    link = tmp_path / "innocent.jsonl"
+    link.symlink_to(other / "data.mdb")
+    assert_error(cli("export", log, "-o", link, "--force"), "inside the log", str(other))
+    log_reads_back(other)
+
+
+def test_the_input_itself_is_refused(log):
+    with streamlog.Log(log, readonly=True) as opened, pytest.raises(errors.ExportTargetError,
+                                                                   match="the log being exported"):
+        export(opened.session(-1), log, "jsonl", force=True)
+    log_reads_back(log)
+
+
+# -- the library ---------------------------------------------------------------
+
+
+def test_library_export_to_a_binary_stream_and_to_a_path(log, tmp_path):
+    with streamlog.Log(log, readonly=True) as opened:
+        session = opened.session(-1)
+        out = io.BytesIO(b"kept:")
+        out.seek(0, io.SEEK_END)
+        result = export(session, out, "npy", start=10)
+        assert (result.count, result.unit, result.format, result.path) == (10, "record", "npy", None)
+        data = out.getvalue()
+        assert data.startswith(b"kept:")
+        assert np.load(io.BytesIO(data[5:])).shape == (10, 4)
+        result = export(session, tmp_path / "x.csv")
+        assert (result.count, result.format, result.path) == (20, "csv", str(tmp_path / "x.csv"))
+        with pytest.raises(errors.ExportTargetError, match="exists"):
+            export(session, tmp_path / "x.csv")
+        with pytest.raises(errors.ExportError, match="cannot tell the format"):
+            export(session, tmp_path / "x.txt")
+        with pytest.raises(errors.ExportError, match="allow_gaps"):
+            export(session, tmp_path / "y.jsonl", allow_gaps=True)
+        with pytest.raises(errors.ExportTargetError, match="is a directory"):
+            export(session, tmp_path, "jsonl", force=True)
+        with pytest.raises(errors.ExportTargetError, match="does not exist"):
+            export(session, tmp_path / "missing" / "x.jsonl")
+        assert not (tmp_path / "missing").exists()
+
+
+def test_the_format_registry_takes_new_formats_by_name_and_suffix(log, tmp_path):
+    def write_lengths(records, out, *, seekable, progress):
+        count = 0
+        for count, (key, array) in enumerate(records, 1):
+            out.write(f"{key}:{len(array)}\n".encode())
+            progress(1)
+        return count
+
+    lengths = ExportFormat("lengths", (".len",), write_lengths, description="key:length lines")
+    register_format(lengths)
+    try:
+        assert format_for(path="a.LEN") is lengths and format_for("lengths") is lengths
+        with pytest.raises(ValueError, match="already"):
+            register_format(ExportFormat("other", (".len",), write_lengths))
+        with streamlog.Log(log, readonly=True) as opened:
+            seen = []
+            result = export(opened.session(-1), tmp_path / "x.len", stop=2, progress=seen.append)
+        assert (tmp_path / "x.len").read_text() == "0:4\n1:4\n2:4\n" and result.count == 3 and seen == [1, 1, 1]
+    finally:
+        del FORMATS["lengths"]
+
+
+def test_a_selection_reads_again_from_the_start(log):
+    with streamlog.Log(log, readonly=True) as opened:
+        selection = Selection(opened.session(-1), start=18)
+        assert [r[0] for r in selection] == [18, 19] and [r[0] for r in selection] == [18, 19]
