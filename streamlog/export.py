@@ -66,7 +66,7 @@ from streamlog.codec import to_jsonable
 from streamlog.store import FILE_MODE, enclosing_log
 
 __all__ = [
-    "export", "export_wav", "write_records", "Selection", "ExportFormat", "ExportResult", "WavExport",
+    "export", "export_wav", "write_records", "Selection", "Reread", "ExportFormat", "ExportResult", "WavExport",
     "FORMATS", "register_format", "format_for", "json_line", "JsonlWriter", "CsvWriter", "csv_fields",
 ]
 
@@ -167,6 +167,17 @@ class Selection:
 
     def __iter__(self):
         return iter(self.session.irange(self.start, self.stop, stream=self.stream))
+
+
+class Reread:
+    """Records that can be read more than once: each iteration iterates
+    ``make()`` afresh (e.g. a lazy query), for formats that pass twice."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        return iter(self.make())
 
 
 class ExportResult(NamedTuple):

@@ -1,6 +1,7 @@
 """Exports (streamlog.export and ``streamlog export``): where they may write and
 how, through the library and the CLI in real subprocesses."""
 
+import csv
 import io
 import json
 import os
@@ -14,7 +15,8 @@ import pytest
 
 import streamlog
 from streamlog import ReadBatch, SourceReader, StreamBuffer, errors
-from streamlog.export import FORMATS, ExportFormat, Selection, export, format_for, register_format
+from streamlog.export import (FORMATS, CsvWriter, ExportFormat, Selection, export, format_for, register_format,
+                              write_records)
 
 from helpers import REPO
 
@@ -250,3 +252,65 @@ def test_a_selection_reads_again_from_the_start(log):
     with streamlog.Log(log, readonly=True) as opened:
         selection = Selection(opened.session(-1), start=18)
         assert [r[0] for r in selection] == [18, 19] and [r[0] for r in selection] == [18, 19]
+
+
+# -- csv ------------------------------------------------------------------------
+
+
+CHANGING_FIELDS = [
+    {"t": 1, "a": 1},
+    {"t": 2, "a": 2, "b": 3},
+    {"t": 3, "b": 4},
+    {"t": 4, "nested": {"x": 1, "y": [1, 2]}, "a": None},
+    {"t": 5, "array": np.arange(3, dtype=np.int16), "c": "text, with a comma"},
+    {"t": 6},
+]
+
+
+def expected_csv_rows():
+    """What csv.DictReader must read back: every field of every record under its own name."""
+    fields = ["t", "a", "b", "nested", "array", "c"]
+    cells = [{"t": "1", "a": "1"}, {"t": "2", "a": "2", "b": "3"}, {"t": "3", "b": "4"},
+             {"t": "4", "nested": '{"x": 1, "y": [1, 2]}'}, {"t": "5", "array": "[0, 1, 2]", "c": "text, with a comma"},
+             {"t": "6"}]
+    return fields, [{name: row.get(name, "") for name in fields} for row in cells]
+
+
+@pytest.mark.parametrize("command", ["range", "export", "head", "tail"])
+def test_csv_has_every_field_in_its_header_and_never_shifts_values(tmp_path, command):
+    path = tmp_path / "fields.streamlog"
+    record(path, CHANGING_FIELDS, key=lambda r: r["t"])
+    args = {"range": ["range", path, "-f", "csv"], "export": ["export", path, "-o", "-", "-f", "csv"],
+            "head": ["head", path, "-f", "csv"], "tail": ["tail", path, "-f", "csv"]}[command]
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    reader = csv.DictReader(io.StringIO(result.stdout.decode(), newline=""))
+    fields, rows = expected_csv_rows()
+    assert reader.fieldnames == fields
+    assert list(reader) == rows
+    assert json.loads(rows[3]["nested"]) == {"x": 1, "y": [1, 2]}
+
+
+def test_csv_of_a_range_holds_the_fields_of_that_range_only(tmp_path):
+    path = tmp_path / "fields.streamlog"
+    record(path, CHANGING_FIELDS, key=lambda r: r["t"])
+    result = cli("range", path, 2, 3, "-f", "csv")
+    assert result.stdout.decode().splitlines() == ["t,a,b", "2,2,3", "3,,4"]
+
+
+def test_a_csv_writer_with_a_fixed_header_refuses_a_new_field_by_name():
+    out = io.StringIO()
+    writer = CsvWriter(out)
+    assert writer.write_batch(CHANGING_FIELDS[:2]) == 2
+    with pytest.raises(errors.ExportError, match=r"record 3 has a field 'nested' outside the CSV header \(t, a, b\)"):
+        writer.write_batch([{"t": 3}, CHANGING_FIELDS[3]])
+    assert out.getvalue().splitlines() == ["t,a,b", "1,1,", "2,2,3", "3,,"]
+
+
+def test_csv_of_tuples_and_plain_values_mixed():
+    out = io.BytesIO()
+    assert write_records([(1, "a"), (2, "b", 3.5), "plain"], "csv", out) == 3
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().decode(), newline="")))
+    assert rows == [{"value0": "1", "value1": "a", "value2": "", "value": ""},
+                    {"value0": "2", "value1": "b", "value2": "3.5", "value": ""},
+                    {"value0": "", "value1": "", "value2": "", "value": "plain"}]

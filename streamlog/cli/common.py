@@ -12,9 +12,7 @@
 * :class:`RecordWriter` -- records as text lines, JSON lines or CSV rows.
 """
 
-import csv
 import datetime as dt
-import json
 import os
 import re
 import sys
@@ -23,7 +21,7 @@ import click
 import numpy as np
 
 from streamlog import errors, notation, timespec
-from streamlog.codec import to_jsonable
+from streamlog.export import CsvWriter, JsonlWriter
 
 __all__ = [
     "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE", "TIME", "AGE",
@@ -121,7 +119,8 @@ stream_option = click.option(
 
 format_option = click.option(
     "--format", "-f", "fmt", type=click.Choice(RECORD_FORMATS), default="text", show_default=True,
-    help="Output format: readable text lines, JSON lines, or CSV with a header row.")
+    help="Output format: readable text lines, JSON lines, or CSV with a header row holding every field "
+         "(missing fields are empty cells).")
 
 
 # --------------------------------------------------------------------------
@@ -293,21 +292,22 @@ def format_time(epoch_s):
 
 
 class RecordWriter:
-    """Writes records to the text stream ``out`` in one of :data:`RECORD_FORMATS`.
+    """Writes batches of records, as they arrive, to the text stream ``out``
+    in one of :data:`RECORD_FORMATS` (for ``follow``, where the records are
+    not known in advance; a known selection goes through
+    :func:`streamlog.export.write_records` instead).
 
     * ``text``: one readable line per record; strings as they are (line
       breaks shown as ``\\n``), arrays summarised with dtype and shape, long
       bytes shortened;
-    * ``jsonl``: one JSON value per line (:func:`streamlog.codec.to_jsonable`);
-    * ``csv``: a header row taken from the first record, then one row per
-      record; tuples are spread over columns ``value0, value1, ...``, dicts
-      over their field names, anything else fills the single ``value``
-      column; values that are not scalars are written as JSON.
+    * ``jsonl``: :class:`streamlog.export.JsonlWriter` (strict JSON);
+    * ``csv``: :class:`streamlog.export.CsvWriter`, its header the fields of
+      the first batch; a later record with a field outside it is an
+      ExportError naming the field.
 
-    Output is flushed after every record when ``out`` is a terminal;
+    Output is flushed after every batch when ``out`` is a terminal;
     otherwise it is buffered and the caller calls :meth:`flush` at points
-    where a reader should see what was written (e.g. after each batch of a
-    live follow).
+    where a reader should see what was written.
     """
 
     def __init__(self, fmt, out):
@@ -316,47 +316,28 @@ class RecordWriter:
         self.format = fmt
         self.out = out
         self._interactive = _isatty(out)
-        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
-        self._header = None
-
-    def write(self, record):
-        """Write one record."""
-        if self.format == "text":
-            self.out.write(format_record_text(record) + "\n")
-        elif self.format == "jsonl":
-            self.out.write(json.dumps(to_jsonable(record), ensure_ascii=False) + "\n")
-        else:
-            self._write_csv_row(record)
-        if self._interactive:
-            self.out.flush()
+        self._writer = {"text": _TextWriter, "jsonl": JsonlWriter, "csv": CsvWriter}[fmt](out)
 
     def write_all(self, records):
         """Write every record of the iterable ``records``; returns how many."""
-        n = 0
-        for n, record in enumerate(records, 1):
-            self.write(record)
+        n = self._writer.write_batch(records)
+        if self._interactive:
+            self.out.flush()
         return n
 
     def flush(self):
         self.out.flush()
 
-    def _write_csv_row(self, record):
-        if isinstance(record, dict):
-            if self._header is None:
-                self._header = [str(name) for name in record]
-                self._csv.writerow(self._header)
-            row = [record.get(name) for name in record]
-        elif isinstance(record, tuple):
-            if self._header is None:
-                self._header = [f"value{i}" for i in range(len(record))]
-                self._csv.writerow(self._header)
-            row = list(record)
-        else:
-            if self._header is None:
-                self._header = ["value"]
-                self._csv.writerow(self._header)
-            row = [record]
-        self._csv.writerow([_csv_cell(value) for value in row])
+
+class _TextWriter:
+    def __init__(self, out):
+        self.out = out
+
+    def write_batch(self, records):
+        n = 0
+        for n, record in enumerate(records, 1):
+            self.out.write(format_record_text(record) + "\n")
+        return n
 
 
 def _isatty(out):
@@ -364,12 +345,6 @@ def _isatty(out):
         return out.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def _csv_cell(value):
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 _BYTES_SHOWN = 32

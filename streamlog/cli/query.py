@@ -300,10 +300,19 @@ def range_(log, start, stop, session_spec, stream, since, until, conditions, fie
     picked = _field_list(fields)
     with open_log(log) as opened:
         chosen = select_sessions(opened, session_spec)
-        found = rows(chosen, stream=stream, start=start, stop=stop, since=since, until=until, where=where,
-                     step=step, limit=limit, utc=utc)
-        records = (row.record for row in found)
-        _write_records(records if picked is None else (pick_fields(r, picked) for r in records), fmt)
+
+        def selected():
+            found = rows(chosen, stream=stream, start=start, stop=stop, since=since, until=until, where=where,
+                         step=step, limit=limit, utc=utc)
+            return _records(found, picked)
+
+        _write_records(export_formats.Reread(selected), fmt)
+
+
+def _records(found, picked):
+    """The records of the rows ``found``, cut to the fields ``picked`` (None: whole)."""
+    records = (row.record for row in found)
+    return records if picked is None else (pick_fields(r, picked) for r in records)
 
 
 def _field_list(text):
@@ -318,9 +327,17 @@ def _field_list(text):
 
 
 def _write_records(records, fmt):
-    writer = RecordWriter(fmt, sys.stdout)
-    writer.write_all(records)
-    writer.flush()
+    """Print ``records`` (a list, or a Reread that can be read twice)
+    to standard output: text lines, or jsonl/csv by the exporter's own code
+    (a CSV header holds every field of the records)."""
+    if fmt == "text":
+        writer = RecordWriter(fmt, sys.stdout)
+        writer.write_all(records)
+        writer.flush()
+        return
+    sys.stdout.flush()
+    export_formats.write_records(records, fmt, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
 
 
 # --------------------------------------------------------------------------
