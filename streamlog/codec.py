@@ -520,7 +520,8 @@ def to_jsonable(value):
     durations seconds.  dict keys that are not str become the JSON text of
     the key (``(1, 2)`` -> ``"[1, 2]"``).  ints stay exact and float
     NaN/inf stay floats (``json.dumps`` writes them as NaN/Infinity unless
-    told ``allow_nan=False``).  Other values raise
+    told ``allow_nan=False``; :func:`streamlog.export.json_line` writes them
+    as null).  Other values raise
     :class:`~streamlog.errors.UnencodableRecord`.
     """
     kind = type(value)

@@ -68,6 +68,7 @@ from streamlog.store import FILE_MODE, enclosing_log
 __all__ = [
     "export", "export_wav", "write_records", "Selection", "Reread", "ExportFormat", "ExportResult", "WavExport",
     "FORMATS", "register_format", "format_for", "json_line", "JsonlWriter", "CsvWriter", "csv_fields",
+    "strict_jsonable",
 ]
 
 
@@ -339,6 +340,12 @@ def json_line(record):
         return json.dumps(value, ensure_ascii=False, allow_nan=False)
     except ValueError:  # a non-finite float somewhere
         return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+
+
+def strict_jsonable(value):
+    """:func:`streamlog.codec.to_jsonable` of ``value`` with float NaN and
+    infinities replaced by None, for ``json.dumps(..., allow_nan=False)``."""
+    return _finite(to_jsonable(value))
 
 
 def _finite(value):

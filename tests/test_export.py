@@ -314,3 +314,45 @@ def test_csv_of_tuples_and_plain_values_mixed():
     assert rows == [{"value0": "1", "value1": "a", "value2": "", "value": ""},
                     {"value0": "2", "value1": "b", "value2": "3.5", "value": ""},
                     {"value0": "", "value1": "", "value2": "", "value": "plain"}]
+
+
+# -- strict JSON ------------------------------------------------------------------
+
+
+def strict_json(line):
+    """``json.loads`` that refuses NaN, Infinity and -Infinity (not JSON, RFC 8259)."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
+NON_FINITE = [
+    (1, float("nan")),
+    (2, {"gain": float("inf"), "list": [float("-inf"), 1.5]}),
+    (3, np.array([np.nan, 2.0, np.inf], dtype=np.float32)),
+    (4, np.float64("nan")),
+]
+NON_FINITE_JSON = [[1, None], [2, {"gain": None, "list": [None, 1.5]}], [3, [None, 2.0, None]], [4, None]]
+
+
+@pytest.mark.parametrize("command", ["range", "head", "tail", "follow", "export"])
+def test_jsonl_is_strict_json_nan_and_infinities_are_null(tmp_path, command):
+    path = tmp_path / "nan.streamlog"
+    record(path, NON_FINITE)
+    args = {"range": ["range", path], "head": ["head", path], "tail": ["tail", path],
+            "follow": ["follow", path, "--from-start"], "export": ["export", path, "-o", "-"]}[command]
+    result = cli(*args, "-f", "jsonl")
+    assert result.returncode == 0, result.stderr
+    assert [strict_json(line) for line in result.stdout.decode().splitlines()] == NON_FINITE_JSON
+
+
+def test_sessions_and_info_json_are_strict_json(tmp_path):
+    path = tmp_path / "nan.streamlog"
+    with StreamBuffer(ListSource(NON_FINITE), log=str(path), info={"offset": float("nan"), "max": float("inf")}) as buf:
+        assert buf.wait(30)
+    for args in (["sessions", path, "--json"], ["info", path, "--json"]):
+        result = cli(*args)
+        assert result.returncode == 0, result.stderr
+        document = strict_json(result.stdout.decode())
+        summary = document[0] if isinstance(document, list) else document
+        assert summary["info"] == {"offset": None, "max": None}

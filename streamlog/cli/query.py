@@ -114,7 +114,7 @@ def sessions(log, as_json):
         summaries = [{**session_summary(s), **({"groups": s.groups()} if remote else {})}
                      for s in opened.sessions()]
     if as_json:
-        click.echo(json.dumps(summaries, indent=2))
+        click.echo(json.dumps(export_formats.strict_jsonable(summaries), indent=2, allow_nan=False))
         return
     if not summaries:
         click.echo(f"{log}: no sessions")
@@ -173,7 +173,7 @@ def info(log, session_id, as_json):
             "key_types": s["key_types"], "error": s["error"],
         } for name, s in streams.items()}
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(export_formats.strict_jsonable(summary), indent=2, allow_nan=False))
         return
     lines = [
         ("session", f"{summary['id']} ({summary['status']})"),
