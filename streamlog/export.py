@@ -309,14 +309,19 @@ def _opened_target(path, *, force, source_log):
         raise
 
 
-@contextlib.contextmanager
-def _text(out):
-    """``out`` (binary) as a UTF-8 text stream, detached again (not closed) at the end."""
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="", line_buffering=_isatty(out))
-    try:
-        yield text
-    finally:
-        text.detach()  # flushes
+class _Utf8:
+    """A text ``write`` onto the binary file ``out`` (UTF-8), flushed at
+    each write when ``out`` is a terminal.  Owns nothing: ``out`` stays
+    open and unwrapped whatever happens."""
+
+    def __init__(self, out):
+        self.out = out
+        self._interactive = _isatty(out)
+
+    def write(self, text):
+        self.out.write(text.encode("utf-8"))
+        if self._interactive:
+            self.out.flush()
 
 
 def _isatty(out):
@@ -373,12 +378,11 @@ class JsonlWriter:
 
 
 def _write_jsonl(records, out, *, seekable, progress):
-    with _text(out) as text:
-        writer = JsonlWriter(text)
-        count = 0
-        for record in records:
-            count += writer.write_batch((record,))
-            progress(1)
+    writer = JsonlWriter(_Utf8(out))
+    count = 0
+    for record in records:
+        count += writer.write_batch((record,))
+        progress(1)
     return count
 
 
@@ -468,11 +472,10 @@ class CsvWriter:
 
 def _write_csv(records, out, *, seekable, progress):
     fields, count = _fields_and_count(records)  # the first pass
-    with _text(out) as text:
-        writer = CsvWriter(text, fields)
-        for record in _first(records, count):
-            writer.write_batch((record,))
-            progress(1)
+    writer = CsvWriter(_Utf8(out), fields)
+    for record in _first(records, count):
+        writer.write_batch((record,))
+        progress(1)
     return writer.written
 
 

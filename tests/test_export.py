@@ -356,3 +356,39 @@ def test_sessions_and_info_json_are_strict_json(tmp_path):
         document = strict_json(result.stdout.decode())
         summary = document[0] if isinstance(document, list) else document
         assert summary["info"] == {"offset": None, "max": None}
+
+
+# -- a reader that closes the pipe early ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_log(tmp_path_factory):
+    """A log whose jsonl output (about 2 MB) is far larger than a pipe's buffer."""
+    path = tmp_path_factory.mktemp("pipes") / "big.streamlog"
+    record(path, array_records(3000, width=64))
+    return path
+
+
+@pytest.mark.parametrize("args", [
+    ["range", "{log}", "-f", "jsonl"], ["range", "{log}", "-f", "csv"], ["range", "{log}"],
+    ["head", "{log}", "-n", "3000", "-f", "jsonl"], ["tail", "{log}", "-n", "3000"],
+    ["follow", "{log}", "--from-start", "-f", "jsonl"], ["export", "{log}", "-o", "-", "-f", "jsonl"],
+    ["export", "{log}", "-o", "-", "-f", "npy"], ["export", "{log}", "-o", "/dev/stdout", "-f", "csv"],
+], ids=lambda args: "-".join(a for a in args if a != "{log}"))
+def test_a_closed_pipe_ends_output_quietly_with_status_0(big_log, args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = [sys.executable, "-m", "streamlog", *(a.format(log=big_log) for a in args)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.read(100)
+    proc.stdout.close()  # the reader goes away with most of the output unread
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert len(first) == 100 and stderr == ""
+
+
+def test_a_pipeline_with_head_succeeds_under_pipefail(big_log):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = f"set -o pipefail; {sys.executable} -m streamlog range {big_log} 5 2999 -f jsonl | head -1"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0] == 5 and result.stderr == b""

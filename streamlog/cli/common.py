@@ -46,9 +46,10 @@ class StreamlogGroup(click.Group):
       library's QueryError, KeyFormatError, TimeFormatError -> exit 2;
     * any other exception is a bug: one line naming it, exit 1 (the
       traceback is shown when the environment sets ``STREAMLOG_TRACEBACK``);
-    * stdout closed by the reader (``EPIPE``) -> stdout is pointed at
-      ``/dev/null`` (so the final flush cannot fail again) and the command
-      exits with status 1 without printing anything.
+    * stdout closed by the reader (``EPIPE``: ``| head``) -> stdout is
+      pointed at ``/dev/null`` (so the final flush cannot fail again) and
+      the command ends quietly with status 0, as ``cat`` and ``jq`` do, so
+      ``set -o pipefail`` scripts go on.
 
     Standard output is flushed before the command returns, so a broken pipe
     is noticed here and not at interpreter shutdown.
@@ -61,7 +62,7 @@ class StreamlogGroup(click.Group):
             return result
         except BrokenPipeError:
             _silence_stdout()
-            ctx.exit(1)
+            ctx.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except (errors.QueryError, errors.KeyFormatError, errors.TimeFormatError) as exc:
