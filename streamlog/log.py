@@ -24,9 +24,11 @@ class Log:
     """A streamlog log directory.
 
     ``Log(path)`` opens it, creating it when missing (unless ``readonly`` or
-    ``create=False``).  Raises LogNotFound, NotALog, FormatVersionError.
-    Reading never blocks the writers; writing (recording, :meth:`prune`)
-    registers this process as one of the log's writers.
+    ``create=False``; only ``path`` itself is created: LogNotFound if the
+    directory above it does not exist).  Raises LogNotFound, NotALog,
+    FormatVersionError.  Reading never blocks the writers; writing
+    (recording, :meth:`prune`) registers this process as one of the log's
+    writers.
     ``durability`` (see StreamBuffer) applies to the whole log in this
     process: None takes the mode it is already open with here, else ``"full"``.
     A log opened before ``os.fork()`` raises LogError when used in the child

@@ -260,10 +260,7 @@ class Store:
             raise errors.NotALog(f"{path} is a file, not a streamlog log (a log is a directory)")
         if not may_create:
             raise errors.LogNotFound(f"no log at {path}")
-        try:
-            _make_dirs(path)
-        except OSError as exc:
-            raise errors.StorageError(f"cannot create log directory {path}: {exc.strerror}") from exc
+        _make_log_dir(path)
 
     def _check_not_truncated(self, data_file):
         """NotALog if ``data.mdb`` ends before the last page LMDB says is in
@@ -740,17 +737,21 @@ def enclosing_log(path):
         current = parent
 
 
-def _make_dirs(path):
-    """Make directory ``path`` and its missing parents, each with DIR_MODE
-    (one made meanwhile by another process is fine)."""
+def _make_log_dir(path):
+    """Make the log directory ``path`` (DIR_MODE; one made meanwhile by
+    another process is fine), never the directories above it: LogNotFound
+    naming the missing one, StorageError if the disk refuses."""
     parent = os.path.dirname(path)
-    if parent and parent != path and not os.path.isdir(parent):
-        _make_dirs(parent)
+    if not os.path.isdir(parent):
+        raise errors.LogNotFound(f"cannot create log {path}: the directory {parent} does not exist "
+                                 f"(streamlog creates the log's own directory, never the ones above it)")
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:
         if not os.path.isdir(path):
-            raise
+            raise errors.NotALog(f"{path} is a file, not a streamlog log (a log is a directory)") from None
+    except OSError as exc:
+        raise errors.StorageError(f"cannot create log directory {path}: {exc.strerror}") from exc
 
 
 @contextmanager
@@ -767,10 +768,7 @@ def _creation_lock(path, create):
         yield
         return
     if create and not os.path.exists(path):
-        try:
-            _make_dirs(path)
-        except OSError as exc:
-            raise errors.StorageError(f"cannot create log directory {path}: {exc.strerror}") from exc
+        _make_log_dir(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:  # not a directory, or not one we may read: the checks say why

