@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import wave
 
 import numpy as np
 import pytest
@@ -192,6 +193,7 @@ def test_a_path_inside_another_log_or_through_a_link_into_one_is_refused(log, tm
 
 
 def test_the_input_itself_is_refused(log):
+    assert_error(cli("export", log, "-o", log, "-f", "jsonl", "--force"), "is the log being exported")
     with streamlog.Log(log, readonly=True) as opened, pytest.raises(errors.ExportTargetError,
                                                                    match="the log being exported"):
         export(opened.session(-1), log, "jsonl", force=True)
@@ -392,3 +394,45 @@ def test_a_pipeline_with_head_succeeds_under_pipefail(big_log):
     result = subprocess.run(["bash", "-c", command], capture_output=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0] == 5 and result.stderr == b""
+
+
+# -- wav ------------------------------------------------------------------------
+
+
+def test_wav_streams_to_stdout_and_into_a_fifo_with_the_right_header(tmp_path):
+    from streamlog.sources.audio import WavFileSourceReader
+
+    samples = (np.arange(3000 * 2) % 20000 - 10000).astype("<i2").reshape(-1, 2)
+    source = tmp_path / "source.wav"
+    with wave.open(str(source), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(samples.tobytes())
+    log = tmp_path / "audio.streamlog"
+    with StreamBuffer(WavFileSourceReader(source, frames_per_buffer=256, start_time=1_700_000_000.0),
+                      log=str(log)) as buf:
+        assert buf.wait(30)
+    result = cli("export", log, "-o", "-", "-f", "wav")
+    assert result.returncode == 0, result.stderr
+    assert "Wrote 3000 frame(s)" in result.stderr.decode()
+    with wave.open(io.BytesIO(result.stdout)) as w:  # the header's sizes were right from the start
+        assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (2, 8000, 3000)
+        assert w.readframes(3000) == samples.tobytes()
+    assert result.stdout == source.read_bytes()
+
+    fifo = tmp_path / "take.wav"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    try:
+        result = cli("export", log, "-o", fifo, "--start", 1_700_000_000_000_000 + 125_000)
+    finally:
+        if reader.is_alive():
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(30)
+    assert result.returncode == 0, result.stderr
+    with wave.open(io.BytesIO(received[0])) as w:
+        assert w.getnframes() == 2000 and w.readframes(2000) == samples[1000:].tobytes()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
