@@ -68,7 +68,7 @@ from streamlog.store import FILE_MODE, enclosing_log
 __all__ = [
     "export", "export_wav", "write_records", "Selection", "Reread", "ExportFormat", "ExportResult", "WavExport",
     "FORMATS", "register_format", "format_for", "json_line", "JsonlWriter", "CsvWriter", "csv_fields",
-    "strict_jsonable",
+    "strict_jsonable", "Written", "LineWriter", "is_terminal",
 ]
 
 
@@ -316,7 +316,7 @@ class _Utf8:
 
     def __init__(self, out):
         self.out = out
-        self._interactive = _isatty(out)
+        self._interactive = is_terminal(out)
 
     def write(self, text):
         self.out.write(text.encode("utf-8"))
@@ -324,7 +324,8 @@ class _Utf8:
             self.out.flush()
 
 
-def _isatty(out):
+def is_terminal(out):
+    """True when the file object ``out`` is a terminal (False for one that cannot tell)."""
     try:
         return out.isatty()
     except (AttributeError, ValueError):
@@ -363,18 +364,26 @@ def _finite(value):
     return value
 
 
-class JsonlWriter:
-    """Writes records to the text stream ``out`` as JSON lines (:func:`json_line`)."""
+class LineWriter:
+    """Writes records to the text stream ``out``, one line ``to_line(record)`` each."""
 
-    def __init__(self, out):
+    def __init__(self, out, to_line):
         self.out = out
+        self.to_line = to_line
 
     def write_batch(self, records):
         """Write every record of ``records``; returns how many."""
         n = 0
         for n, record in enumerate(records, 1):
-            self.out.write(json_line(record) + "\n")
+            self.out.write(self.to_line(record) + "\n")
         return n
+
+
+class JsonlWriter(LineWriter):
+    """Writes records to the text stream ``out`` as JSON lines (:func:`json_line`)."""
+
+    def __init__(self, out):
+        super().__init__(out, json_line)
 
 
 def _write_jsonl(records, out, *, seekable, progress):

@@ -5,8 +5,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import wave
 
-from streamlog import SourceReader
+import numpy as np
+
+from streamlog import ReadBatch, SourceReader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(REPO, "tools")
@@ -126,3 +129,38 @@ def reference_order(key):
 def sign(a, b):
     """-1, 0 or 1 as ``a`` is below, equal to or above ``b``."""
     return (a > b) - (a < b)
+
+
+class Replay(SourceReader):
+    """Records ``records`` (keyed by ``key``) in one ReadBatch, then ends."""
+
+    def __init__(self, records, key=lambda record: record[0]):
+        self.records = list(records)
+        self._key = key
+        self._done = False
+
+    def open(self):
+        pass
+
+    def read(self):
+        if self._done:
+            raise StopIteration
+        self._done = True
+        return ReadBatch(self.records)
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        return self._key(data)
+
+
+def write_wav(path, frames=4096, channels=2, rate=8000):
+    """A 16-bit PCM WAV file of a sawtooth at ``path``; returns ``path``."""
+    samples = (np.arange(frames * channels) % 30000).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(samples.tobytes())
+    return path

@@ -15,40 +15,16 @@ import numpy as np
 import pytest
 
 import streamlog
-from streamlog import ReadBatch, SourceReader, StreamBuffer, errors
+from streamlog import StreamBuffer, errors
 from streamlog.export import (FORMATS, CsvWriter, ExportFormat, Selection, export, format_for, register_format,
                               write_records)
 
-from helpers import REPO
-
-
-class ListSource(SourceReader):
-    """Replays ``records`` (keyed by ``key``) in one batch, then ends."""
-
-    def __init__(self, records, key=lambda record: record[0]):
-        self.records = list(records)
-        self._key = key
-        self._done = False
-
-    def open(self):
-        pass
-
-    def read(self):
-        if self._done:
-            raise StopIteration
-        self._done = True
-        return ReadBatch(self.records)
-
-    def close(self):
-        pass
-
-    def key(self, data):
-        return self._key(data)
+from helpers import REPO, Replay, write_wav
 
 
 def record(path, records, **source_options):
     """Record ``records`` into the log at ``path`` as one session, to its end."""
-    with StreamBuffer(ListSource(records, **source_options), log=str(path)) as buf:
+    with StreamBuffer(Replay(records, **source_options), log=str(path)) as buf:
         assert buf.wait(30)
         return buf.session.id
 
@@ -85,6 +61,22 @@ def log_reads_back(path, n=20):
         assert [r[0] for r in opened.session(-1).irange()] == list(range(n))
 
 
+def export_into_fifo(fifo, log, *options):
+    """Make the FIFO ``fifo`` and run ``streamlog export LOG -o FIFO OPTIONS`` while a
+    thread reads it; returns (CompletedProcess, the bytes read)."""
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    try:
+        result = cli("export", log, "-o", fifo, *options)
+    finally:
+        if reader.is_alive():  # the export failed before opening the FIFO: release the reader
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(30)
+    return result, received[0]
+
+
 # -- standard output -----------------------------------------------------------
 
 
@@ -115,19 +107,10 @@ def test_dash_without_a_format_is_a_usage_error(log):
 
 def test_a_fifo_target_is_written_into_never_replaced(log, tmp_path):
     fifo = tmp_path / "out.jsonl"
-    os.mkfifo(fifo)
-    received = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
-    reader.start()
-    try:
-        result = cli("export", log, "-o", fifo, "--force")
-    finally:
-        if reader.is_alive():  # the export failed before opening the FIFO: release the reader
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        reader.join(30)
+    result, received = export_into_fifo(fifo, log, "--force")
     assert result.returncode == 0, result.stderr
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
-    assert [json.loads(line)[0] for line in received[0].decode().splitlines()] == list(range(20))
+    assert [json.loads(line)[0] for line in received.decode().splitlines()] == list(range(20))
     assert sorted(os.listdir(tmp_path)) == ["out.jsonl", "rec.streamlog"]
 
 
@@ -350,7 +333,7 @@ def test_jsonl_is_strict_json_nan_and_infinities_are_null(tmp_path, command):
 
 def test_sessions_and_info_json_are_strict_json(tmp_path):
     path = tmp_path / "nan.streamlog"
-    with StreamBuffer(ListSource(NON_FINITE), log=str(path), info={"offset": float("nan"), "max": float("inf")}) as buf:
+    with StreamBuffer(Replay(NON_FINITE), log=str(path), info={"offset": float("nan"), "max": float("inf")}) as buf:
         assert buf.wait(30)
     for args in (["sessions", path, "--json"], ["info", path, "--json"]):
         result = cli(*args)
@@ -402,13 +385,9 @@ def test_a_pipeline_with_head_succeeds_under_pipefail(big_log):
 def test_wav_streams_to_stdout_and_into_a_fifo_with_the_right_header(tmp_path):
     from streamlog.sources.audio import WavFileSourceReader
 
-    samples = (np.arange(3000 * 2) % 20000 - 10000).astype("<i2").reshape(-1, 2)
-    source = tmp_path / "source.wav"
-    with wave.open(str(source), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(samples.tobytes())
+    source = write_wav(tmp_path / "source.wav", frames=3000)
+    with wave.open(str(source)) as w:
+        samples = w.readframes(3000)
     log = tmp_path / "audio.streamlog"
     with StreamBuffer(WavFileSourceReader(source, frames_per_buffer=256, start_time=1_700_000_000.0),
                       log=str(log)) as buf:
@@ -418,21 +397,12 @@ def test_wav_streams_to_stdout_and_into_a_fifo_with_the_right_header(tmp_path):
     assert "Wrote 3000 frame(s)" in result.stderr.decode()
     with wave.open(io.BytesIO(result.stdout)) as w:  # the header's sizes were right from the start
         assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (2, 8000, 3000)
-        assert w.readframes(3000) == samples.tobytes()
+        assert w.readframes(3000) == samples
     assert result.stdout == source.read_bytes()
 
     fifo = tmp_path / "take.wav"
-    os.mkfifo(fifo)
-    received = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
-    reader.start()
-    try:
-        result = cli("export", log, "-o", fifo, "--start", 1_700_000_000_000_000 + 125_000)
-    finally:
-        if reader.is_alive():
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        reader.join(30)
+    result, received = export_into_fifo(fifo, log, "--start", 1_700_000_000_000_000 + 125_000)
     assert result.returncode == 0, result.stderr
-    with wave.open(io.BytesIO(received[0])) as w:
-        assert w.getnframes() == 2000 and w.readframes(2000) == samples[1000:].tobytes()
+    with wave.open(io.BytesIO(received)) as w:
+        assert w.getnframes() == 2000 and w.readframes(2000) == samples[1000 * 4:]
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

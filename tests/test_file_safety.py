@@ -6,9 +6,7 @@ import json
 import os
 import pathlib
 import stat
-import wave
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -18,7 +16,7 @@ from streamlog.cli import main
 from streamlog.sources.audio import WavFileSourceReader
 from streamlog.store import DATA_FILE, DIR_MODE, FILE_MODE, LMDB_LOCK_FILE, WRITERS_DIR
 
-from helpers import REPO, Counter, run_python
+from helpers import REPO, Counter, run_python, write_wav
 
 PACKAGE = pathlib.Path(REPO) / "streamlog"
 
@@ -72,16 +70,6 @@ def victim_file(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     return victim
-
-
-def write_wav(path, frames=4096, channels=2, rate=8000):
-    samples = (np.arange(frames * channels) % 30000).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(channels)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(samples.tobytes())
-    return path
 
 
 @pytest.mark.parametrize("target_exists", [True, False])

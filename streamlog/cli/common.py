@@ -21,7 +21,7 @@ import click
 import numpy as np
 
 from streamlog import errors, notation, timespec
-from streamlog.export import CsvWriter, JsonlWriter
+from streamlog.export import CsvWriter, JsonlWriter, LineWriter, is_terminal
 
 __all__ = [
     "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE", "TIME", "AGE",
@@ -316,8 +316,11 @@ class RecordWriter:
             raise click.BadParameter(f"unknown record format {fmt!r}; choose from {', '.join(RECORD_FORMATS)}")
         self.format = fmt
         self.out = out
-        self._interactive = _isatty(out)
-        self._writer = {"text": _TextWriter, "jsonl": JsonlWriter, "csv": CsvWriter}[fmt](out)
+        self._interactive = is_terminal(out)
+        if fmt == "text":
+            self._writer = LineWriter(out, format_record_text)
+        else:
+            self._writer = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out)
 
     def write_all(self, records):
         """Write every record of the iterable ``records``; returns how many."""
@@ -328,24 +331,6 @@ class RecordWriter:
 
     def flush(self):
         self.out.flush()
-
-
-class _TextWriter:
-    def __init__(self, out):
-        self.out = out
-
-    def write_batch(self, records):
-        n = 0
-        for n, record in enumerate(records, 1):
-            self.out.write(format_record_text(record) + "\n")
-        return n
-
-
-def _isatty(out):
-    try:
-        return out.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 _BYTES_SHOWN = 32
