@@ -36,7 +36,7 @@ Where an export to a path writes (:func:`export`):
   written through), renamed over it when complete, removed on failure;
 * a FIFO, character device or other file that is not a regular file is
   opened and written into, in place (no ``force`` needed: nothing is
-  replaced);
+  replaced; opening a FIFO waits for its reader, as a shell's ``>`` does);
 * a symbolic link is followed, as a shell's ``>`` does, and what it leads
   to is treated by the rules above; the link itself is never replaced, and
   a link to nothing is refused.  So ``/dev/stdout`` writes into whatever
@@ -68,7 +68,7 @@ from streamlog.store import FILE_MODE, enclosing_log
 __all__ = [
     "export", "export_wav", "write_records", "Selection", "Reread", "ExportFormat", "ExportResult", "WavExport",
     "FORMATS", "register_format", "format_for", "json_line", "JsonlWriter", "CsvWriter", "csv_fields",
-    "strict_jsonable", "Written", "LineWriter", "is_terminal",
+    "strict_jsonable", "Written", "LineWriter", "is_terminal", "planned_count",
 ]
 
 
@@ -225,6 +225,20 @@ def export(session, target, fmt=None, *, stream=None, start=None, stop=None, for
             written = fmt.write(selection, out, seekable=seekable, progress=progress, **options)
     written = written if isinstance(written, Written) else Written(written)
     return ExportResult(path, fmt.name, written.count, fmt.unit, list(written.gaps))
+
+
+def planned_count(session, fmt, *, stream=None, start=None, stop=None):
+    """An upper bound of the units (records; frames for wav) that
+    :func:`export` with these arguments writes, for a progress bar: the
+    stream's stored record count (a key range may hold fewer), or the
+    frames of an audio span."""
+    fmt = format_for(fmt)
+    if fmt.unit == "frame":
+        from streamlog.audio import AudioSession
+
+        return AudioSession(session, stream or "main").frame_count(
+            None if start is None else start / 1e6, None if stop is None else stop / 1e6)
+    return session.stream_info(stream)["count"]
 
 
 def write_records(records, fmt, out):

@@ -288,7 +288,7 @@ def range_(log, start, stop, session_spec, stream, since, until, conditions, fie
     select by arrival time on every session, whatever its keys; a range that
     runs backwards is a usage error.  The steps run in the order: key and
     time range, --where, --step, --limit.  Reads lazily, so any range fits in
-    memory.
+    memory (csv reads it twice: first for the fields of its header).
 
     \b
     Examples:
@@ -388,13 +388,7 @@ def export(log, output, session_id, stream, start, stop, fmt, allow_gaps, force)
         session = pick_session(opened, session_id)
         low = None if start is None else parse_key(start, session, stream, param_hint="'--start'")
         high = None if stop is None else parse_key(stop, session, stream, param_hint="'--stop'")
-        if chosen.unit == "frame":
-            from streamlog.audio import AudioSession
-
-            length = AudioSession(session, stream or "main").frame_count(
-                None if low is None else low / 1e6, None if high is None else high / 1e6)
-        else:
-            length = session.stream_info(stream)["count"]  # an upper bound for a key range
+        length = export_formats.planned_count(session, chosen.name, stream=stream, start=low, stop=high)
         target = sys.stdout.buffer if to_stdout else output
         if to_stdout:
             sys.stdout.flush()

@@ -21,9 +21,9 @@ from streamlog.cli.common import (TIME, RecordWriter, format_option, log_argumen
 from streamlog.cli.recording import Recording, recording_command
 from streamlog.follow import ENDED_BY_UNTIL, Follower
 from streamlog.sources.command import CommandSource
-from streamlog.store import DIR_MODE
 from streamlog.sources.lines import LineSource
 from streamlog.sources.synth import SynthSource
+from streamlog.store import DIR_MODE
 
 # --------------------------------------------------------------------------
 # the sources
