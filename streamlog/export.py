@@ -236,15 +236,14 @@ def planned_count(session, fmt, *, stream=None, start=None, stop=None):
     if fmt.unit == "frame":
         from streamlog.audio import AudioSession
 
-        return AudioSession(session, stream or "main").frame_count(
-            None if start is None else start / 1e6, None if stop is None else stop / 1e6)
+        return AudioSession(session, stream or "main").frame_count(_seconds(start), _seconds(stop))
     return session.stream_info(stream)["count"]
 
 
 def write_records(records, fmt, out):
     """Write the iterable ``records`` to the binary file object ``out`` in
-    the format named ``fmt`` (jsonl, csv or npy; csv and npy to an unseekable
-    ``out`` pass over ``records`` twice, so give a list or a
+    the format named ``fmt`` (jsonl, csv or npy; csv, and npy to an
+    unseekable ``out``, pass over ``records`` twice, so give a list or a
     :class:`Selection`).  Returns the count."""
     written = format_for(fmt).write(records, out, seekable=_seekable(out), progress=_ignore)
     return written.count if isinstance(written, Written) else written
@@ -628,10 +627,14 @@ def _write_wav(selection, out, *, seekable, progress, allow_gaps=False):
     if not isinstance(selection, Selection):
         raise errors.ExportError("a wav export needs a Selection of an audio session, not records")
     audio = AudioSession(selection.session, selection.stream or "main")
-    start = None if selection.start is None else selection.start / 1e6
-    stop = None if selection.stop is None else selection.stop / 1e6
-    frames, gaps = write_wav(audio, out, start, stop, progress=progress, allow_gaps=allow_gaps)
+    frames, gaps = write_wav(audio, out, _seconds(selection.start), _seconds(selection.stop), progress=progress,
+                             allow_gaps=allow_gaps)
     return Written(frames, gaps)
+
+
+def _seconds(key_us):
+    """A µs time key as epoch seconds (None stays None)."""
+    return None if key_us is None else key_us / 1e6
 
 
 def export_wav(session, path, start=None, stop=None, progress=None, *, stream="main", allow_gaps=False,
