@@ -66,9 +66,9 @@ from streamlog.codec import to_jsonable
 from streamlog.store import FILE_MODE, enclosing_log
 
 __all__ = [
-    "export", "export_wav", "write_records", "Selection", "Reread", "ExportFormat", "ExportResult", "WavExport",
-    "FORMATS", "register_format", "format_for", "json_line", "JsonlWriter", "CsvWriter", "csv_fields",
-    "strict_jsonable", "Written", "LineWriter", "is_terminal", "planned_count",
+    "export", "export_wav", "planned_count", "write_records", "Selection", "Reread", "ExportFormat", "Written",
+    "ExportResult", "WavExport", "FORMATS", "register_format", "format_for", "json_line", "strict_jsonable",
+    "LineWriter", "JsonlWriter", "CsvWriter", "csv_fields", "is_terminal",
 ]
 
 

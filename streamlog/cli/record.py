@@ -9,6 +9,7 @@
   printed like a shell transcript.
 """
 
+import contextlib
 import os
 import shlex
 import shutil
