@@ -157,11 +157,11 @@ def test_a_dangling_link_is_refused(log, tmp_path):
 
 
 def test_a_path_inside_the_exported_log_is_refused_and_the_log_kept(log):
-    for target in (log / "data.mdb", log / "lock.mdb", log / "new.jsonl"):
+    for target in (log / "data.mdb", log / "lock.mdb", log / "new.jsonl", log / "writers" / "x.jsonl"):
         assert_error(cli("export", log, "-o", target, "-f", "jsonl", "--force"), "inside the log",
                      str(log))
     log_reads_back(log)
-    assert sorted(os.listdir(log)) == ["data.mdb", "lock.mdb", "writer.lock"]
+    assert sorted(os.listdir(log)) == ["data.mdb", "lock.mdb", "writers"]
 
 
 def test_a_path_inside_another_log_or_through_a_link_into_one_is_refused(log, tmp_path):
