@@ -506,7 +506,8 @@ def join(session, streams, *, tolerance=None, direction="backward", start=None, 
         bounds = (start, stop) if i == 0 else (None, None)
         keys, times, cells = next(_table_rows(session, name, *bounds, "time", None, None))
         wall = wall_times_us(session, name, keys, times)
-        frame = pd.DataFrame({"time": _utc(pd, wall), f"{name}.key": _key_array(keys, None),
+        frame = pd.DataFrame({"time": _utc(pd, wall),
+                              f"{name}.key": _key_array(keys, session.stream_info(name)["key_types"]),
                               f"{name}.arrival": _utc(pd, times),
                               **{f"{name}.{column}": values for column, values in cells.items()}})
         frame = frame.sort_values("time", kind="stable", ignore_index=True)

@@ -50,7 +50,7 @@ TARGETS = [  # (text, figure, row label, value key, is a ratio, op, limit, unit)
      ">=", 0.5, "x"),
     ("to_numpy of float32 blocks >= 5x an irange loop", "analysis", "irange loop, float32 blocks", "per_s", True,
      ">=", 5.0, "x"),
-    ("to_numpy of scalar records >= 0.5x numpy.load", "analysis", "numpy.load, scalars", "per_s", True,
+    ("to_numpy of scalar records >= 0.5x numpy.load", "analysis", "numpy.load, scalar records", "per_s", True,
      ">=", 0.5, "x"),
     ("to_numpy of scalar records >= 5x an irange loop", "analysis", "irange loop, scalar records", "per_s", True,
      ">=", 5.0, "x"),
@@ -121,28 +121,24 @@ def fig_analysis(bench, Figure, mode):
             return {"seconds": seconds, "per_s": items / seconds}
         fig.run(system, label, measure, vs=vs)
 
-    samples = sizes["samples"]
-    blocks = samples // BLOCK
-    block = np.random.default_rng(1).standard_normal(BLOCK).astype(np.float32)
-    log_, session = record(bench.path("blocks"), blocks, lambda i: (i, block + np.float32(i)),
-                           info={"rate_hz": 1000.0})
-    npy = bench.path("blocks.npy")
-    np.save(npy, session.to_numpy().values)
-    row("streamlog", NUMPY_BLOCKS, lambda: session.to_numpy(), samples)
-    row("numpy", "numpy.load, float32 blocks", lambda: np.load(npy), samples, vs=NUMPY_BLOCKS)
-    row("python", "irange loop, float32 blocks", lambda: np.concatenate([r[1] for r in session.irange()]), samples,
-        vs=NUMPY_BLOCKS)
-    log_.close()
+    def numpy_rows(name, label, count, make, items, loop, info=None):
+        """to_numpy of ``count`` records ``make(i)``, numpy.load of the same
+        array, and ``loop(session)`` building it from irange."""
+        slug = name.replace(" ", "-")
+        log_, session = record(bench.path(slug), count, make, info=info)
+        npy = bench.path(f"{slug}.npy")
+        np.save(npy, session.to_numpy().values)
+        row("streamlog", label, lambda: session.to_numpy(), items)
+        row("numpy", f"numpy.load, {name}", lambda: np.load(npy), items, vs=label)
+        row("python", f"irange loop, {name}", lambda: loop(session), items, vs=label)
+        log_.close()
 
-    n = sizes["scalars"]
-    log_, session = record(bench.path("scalars"), n, lambda i: (i, i * 0.5))
-    npy = bench.path("scalars.npy")
-    np.save(npy, session.to_numpy().values)
-    row("streamlog", NUMPY_SCALARS, lambda: session.to_numpy(), n)
-    row("numpy", "numpy.load, scalars", lambda: np.load(npy), n, vs=NUMPY_SCALARS)
-    row("python", "irange loop, scalar records", lambda: np.array([r[1] for r in session.irange()]), n,
-        vs=NUMPY_SCALARS)
-    log_.close()
+    block = np.random.default_rng(1).standard_normal(BLOCK).astype(np.float32)
+    numpy_rows("float32 blocks", NUMPY_BLOCKS, sizes["samples"] // BLOCK, lambda i: (i, block + np.float32(i)),
+               sizes["samples"], lambda session: np.concatenate([r[1] for r in session.irange()]),
+               info={"rate_hz": 1000.0})
+    numpy_rows("scalar records", NUMPY_SCALARS, sizes["scalars"], lambda i: (i, i * 0.5), sizes["scalars"],
+               lambda session: np.array([r[1] for r in session.irange()]))
 
     try:
         import pandas
