@@ -13,7 +13,10 @@ of its own, so that its peak RSS is the export's alone):
 * the Parquet export of scalar records: seconds, peak RSS and peak
   anonymous RSS (without file pages: libraries, the log's memory map) of
   the process;
-* ``Session.plot`` of a 10-hour (full size) 1 kHz stream in 1,000-sample blocks.
+* ``Session.plot`` of a 10-hour (full size) 1 kHz stream in 1,000-sample blocks;
+* ``ReplaySource`` at speed 1 of 20 s (full size) of records made at 1 kHz:
+  how late the replayed records arrive against the original pace, at most
+  and at the last record (a schedule that drifted would grow with time).
 
 Run as ``python tools/bench_analysis.py --child parquet LOG OUT`` it is that
 child: it exports and prints ``{"seconds", "peak_rss_mb", "rows"}``.
@@ -34,9 +37,11 @@ import streamlog  # noqa: E402
 from streamlog import ReadBatch, SourceReader, StreamBuffer  # noqa: E402
 
 SIZES = {
-    "full": dict(samples=10_000_000, scalars=1_000_000, dicts=1_000_000, parquet=10_000_000, plot_hours=10.0),
-    "quick": dict(samples=1_000_000, scalars=100_000, dicts=100_000, parquet=1_000_000, plot_hours=1.0),
-    "smoke": dict(samples=20_000, scalars=2_000, dicts=2_000, parquet=5_000, plot_hours=0.01),
+    "full": dict(samples=10_000_000, scalars=1_000_000, dicts=1_000_000, parquet=10_000_000, plot_hours=10.0,
+                 replay_s=20.0),
+    "quick": dict(samples=1_000_000, scalars=100_000, dicts=100_000, parquet=1_000_000, plot_hours=1.0,
+                  replay_s=3.0),
+    "smoke": dict(samples=20_000, scalars=2_000, dicts=2_000, parquet=5_000, plot_hours=0.01, replay_s=0.2),
 }
 BLOCK = 1_000            # samples per record of the sample streams
 PLOT_RATE = 1_000        # Hz of the plotted stream
@@ -62,6 +67,7 @@ TARGETS = [  # (text, figure, row label, value key, is a ratio, op, limit, unit)
     ("Parquet export peak anonymous RSS < 200 MB", "analysis", PARQUET, "peak_anon_mb", False, "<", 200.0, "MB"),
     ("plot of the long 1 kHz stream < 10 s", "analysis", PLOT, "seconds", False, "<", 10.0, "s"),
 ]
+REPLAY = "ReplaySource, speed 1, records at 1 kHz"
 
 
 class Records(SourceReader):
@@ -93,8 +99,14 @@ class Records(SourceReader):
 
 
 def record(path, count, make, info=None):
-    """Record ``count`` records into a new log at ``path``; return the log (open) and its session."""
-    with StreamBuffer(Records(count, make), log=path, durability="off", info=info) as buf:
+    """Record ``count`` records made by ``make(i)`` into a new log at ``path``;
+    return the log (open) and its session."""
+    return record_source(path, Records(count, make), info)
+
+
+def record_source(path, source, info=None):
+    """Record ``source`` to its end into a new log at ``path``; return the log (open) and its session."""
+    with StreamBuffer(source, log=path, durability="off", info=info) as buf:
         buf.wait(600)
     log = streamlog.Log(path, readonly=True)
     return log, log.session(-1)
@@ -116,7 +128,8 @@ def fig_analysis(bench, Figure, mode):
     fig = Figure("analysis", "9. Analysis: stored sessions into numpy, pandas, Parquet and a picture "
                              "(best of 3 runs; peak RSS of a child process)", sizes,
                  [("seconds", "seconds", "float", None), ("per_s", "items/s", "rate", "higher"),
-                  ("peak_rss_mb", "peak RSS MB", "mb", None), ("peak_anon_mb", "peak anon RSS MB", "mb", None)])
+                  ("peak_rss_mb", "peak RSS MB", "mb", None), ("peak_anon_mb", "peak anon RSS MB", "mb", None),
+                  ("late_max_ms", "latest ms", "ms", None), ("late_last_ms", "last record late ms", "ms", None)])
 
     def row(system, label, fn, items, vs=None):
         def measure():
@@ -192,7 +205,52 @@ def fig_analysis(bench, Figure, mode):
             note=f"{sizes['plot_hours']:g} h of 1 kHz float32 samples ({blocks * BLOCK:,} samples in "
                  f"{blocks:,} records), one run")
     log_.close()
+
+    fig.run("streamlog", REPLAY, lambda: replay_lateness(bench, sizes["replay_s"]),
+            note=f"{sizes['replay_s']:g} s recorded from a source due every 1 ms, replayed into another log; "
+                 "lateness = replayed arrival - first replayed arrival - (original arrival - first original)")
     return fig
+
+
+class Paced(SourceReader):
+    """A record every 1 ms for ``seconds``, each due at an absolute time from open()."""
+
+    sleep_time_on_read_none_s = 0.0005
+
+    def __init__(self, seconds):
+        self.count = int(seconds * 1000)
+
+    def open(self):
+        self.i = 0
+        self.t0 = time.monotonic()
+
+    def read(self):
+        if self.i >= self.count:
+            raise StopIteration
+        due = int((time.monotonic() - self.t0) * 1000) + 1
+        batch = ReadBatch((i, i) for i in range(self.i, min(due, self.count)))
+        self.i += len(batch)
+        return batch or None
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        return data[0]
+
+
+def replay_lateness(bench, seconds):
+    from streamlog.sources.replay import ReplaySource
+
+    log_, old = record_source(bench.path("paced"), Paced(seconds))
+    new_log, new = record_source(bench.path("replayed"), ReplaySource(old, speed=1.0))
+    before = np.array([e.arrival_us for e in old.ientries()], dtype=np.int64)
+    after = np.array([e.arrival_us for e in new.ientries()], dtype=np.int64)
+    late = (after - after[0]) - (before - before[0])
+    log_.close()
+    new_log.close()
+    return {"seconds": (after[-1] - after[0]) / 1e6, "per_s": len(after) / max((after[-1] - after[0]) / 1e6, 1e-9),
+            "late_max_ms": late.max() / 1e3, "late_last_ms": late[-1] / 1e3}
 
 
 def _parquet_child(path, out):
