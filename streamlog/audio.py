@@ -226,6 +226,21 @@ class AudioSession:
         _raise_for_gaps(clip.gaps, allow_gaps, f"session {self.session.id} [{start}, {stop})")
         return clip.samples
 
+    def iter_samples(self, start=None, stop=None, *, allow_gaps=False):
+        """Yield the samples of ``[start, stop)`` in order as arrays of shape
+        ``(n, channels)`` (what :meth:`to_numpy` joins), in bounded memory.
+        Raises AudioGapError at the first missing frame unless
+        ``allow_gaps`` (silence in its place, at most SILENCE_CHUNK_FRAMES
+        frames an array)."""
+        timeline, lo, hi = self._span(_time_us("start", start), _time_us("stop", stop))
+        for _, piece, gap in self._pieces(timeline, lo, hi):
+            if gap is None:
+                yield piece
+                continue
+            _raise_for_gaps([gap], allow_gaps, f"session {self.session.id} [{start}, {stop})")
+            for n in _chunks(gap.frames, SILENCE_CHUNK_FRAMES):
+                yield np.full((n, self.channels), self.silence, self.dtype)
+
     def gaps(self, start=None, stop=None):
         """The :class:`Gap` list of ``[start, stop)``."""
         timeline, lo, hi = self._span(_time_us("start", start), _time_us("stop", stop))

@@ -21,7 +21,15 @@ function).  Built in:
   record) stacked into one array of shape ``(records, *shape)``;
 * ``wav``: the samples of an audio session, written by
   :func:`streamlog.audio.write_wav` (``start``/``stop`` are the session's
-  µs time keys, the span ``[start, stop)``).
+  µs time keys, the span ``[start, stop)``); ``npy`` of an audio session
+  joins its samples the same way into one ``(frames, channels)`` array;
+* ``parquet``, ``arrow``, ``feather``: the stream as a table (key, arrival
+  time, the records' fields), streamed in batches of 65,536 rows (one
+  Parquet row group each), the session's metadata in the schema metadata
+  (:func:`streamlog.frames.write_arrow`; needs ``streamlog[arrow]``);
+* ``png``: an overview picture of the session (:func:`streamlog.plot.plot_session`;
+  options ``streams``, ``since``/``until`` epoch seconds, ``width_px``;
+  needs ``streamlog[plot]``).
 
 Where an export to a path writes (:func:`export`):
 
@@ -63,6 +71,7 @@ from numpy.lib import format as npy_format
 
 from streamlog import errors
 from streamlog.codec import to_jsonable
+from streamlog.frames import is_audio, stream_name
 from streamlog.store import FILE_MODE, enclosing_log
 
 __all__ = [
@@ -518,11 +527,14 @@ def _first(records, n):
 
 def _write_npy(records, out, *, seekable, progress):
     """Stack the arrays of ``records`` into one ``.npy`` array, one record at
-    a time.  To a seekable ``out`` the header is written first with a
+    a time (an audio session's samples are joined instead: see
+    :func:`_write_audio_npy`).  To a seekable ``out`` the header is written first with a
     provisional count and patched at the end (numpy pads it so the count
     can grow in place); to a stream, a first pass counts and checks the
     records, so the header is right from the start and nothing is written
     for records that do not fit."""
+    if isinstance(records, Selection) and is_audio(records.session, stream_name(records.session, records.stream)):
+        return _write_audio_npy(records, out, progress)
     start = out.tell() if seekable else None
     if seekable:
         count, dtype, shape = 0, None, None
@@ -548,6 +560,27 @@ def _write_npy(records, out, *, seekable, progress):
         if _write_npy_header(out, dtype, (written,) + shape) != header_end:
             raise errors.ExportError("this numpy cannot patch an .npy header in place; numpy >= 1.24 is needed")
         out.seek(end)
+    return written
+
+
+def _write_audio_npy(selection, out, progress):
+    """The samples of an audio session's ``[start, stop)`` (µs time keys)
+    joined into one ``(frames, channels)`` array, as ``AudioSession.to_numpy``
+    gives them; the frame count is known first, so ``out`` need not be
+    seekable.  Raises AudioGapError where frames are missing."""
+    from streamlog.audio import AudioSession
+
+    audio = AudioSession(selection.session, stream_name(selection.session, selection.stream))
+    start, stop = _seconds(selection.start), _seconds(selection.stop)
+    frames = audio.frame_count(start, stop)
+    if not frames:
+        raise _no_records()
+    _write_npy_header(out, audio.dtype, (frames, audio.channels))
+    written = 0
+    for samples in audio.iter_samples(start, stop):
+        out.write(np.ascontiguousarray(samples).tobytes())
+        written += len(samples)
+        progress(len(samples))
     return written
 
 
@@ -661,6 +694,45 @@ register_format(ExportFormat("jsonl", (".jsonl", ".ndjson"), _write_jsonl,
 register_format(ExportFormat("csv", (".csv",), _write_csv,
                              description="a header with every field, one row per record"))
 register_format(ExportFormat("npy", (".npy",), _write_npy,
-                             description="the records' arrays stacked into one numpy array"))
+                             description="the records' arrays stacked into one numpy array (audio: its samples "
+                                         "joined, shape (frames, channels))"))
 register_format(ExportFormat("wav", (".wav",), _write_wav, unit="frame", options=("allow_gaps",),
                              description="an audio session's samples"))
+
+
+# --------------------------------------------------------------------------
+# parquet, arrow, feather and png (streamlog.frames builds the tables, streamlog.plot the picture)
+
+
+def _session_of(selection, fmt):
+    if not isinstance(selection, Selection):
+        raise errors.ExportError(f"a {fmt} export needs a Selection of a stored session, not records")
+    return selection.session
+
+
+def _arrow_format(name):
+    def write(selection, out, *, seekable, progress):
+        from streamlog import frames
+
+        session = _session_of(selection, name)
+        return frames.write_arrow(session, out, name, selection.stream, selection.start, selection.stop,
+                                  progress=progress)
+    return write
+
+
+def _write_png(selection, out, *, seekable, progress, streams=None, since=None, until=None, width_px=1400):
+    from streamlog import plot
+
+    session = _session_of(selection, "png")
+    plot.plot_session(session, out, streams=streams, start=since, stop=until, width_px=width_px)
+    progress(1)
+    return 1
+
+
+for _name, _what in (("parquet", "Parquet: the stream as a table, one row group per 65,536 records"),
+                     ("arrow", "an Arrow IPC file of the stream as a table"),
+                     ("feather", "a Feather (version 2, Arrow IPC) file of the stream as a table")):
+    register_format(ExportFormat(_name, (f".{_name}",), _arrow_format(_name), description=_what))
+register_format(ExportFormat("png", (".png",), _write_png, unit="picture",
+                             options=("streams", "since", "until", "width_px"),
+                             description="an overview picture of the session (streamlog.plot)"))

@@ -6,14 +6,14 @@ info, head, tail, range, export), :mod:`.admin` (prune, doctor, upgrade),
 :mod:`.recording` (the ``record`` group and what its commands share),
 :mod:`.record` (record lines/cmd/synth, demo, follow), :mod:`.audio`
 (record audio, devices), :mod:`.mirror` (mirror) and :mod:`.analysis`
-(record replay).  Importing a module registers its ``record`` subcommands.
+(plot, record replay).  Importing a module registers its ``record`` subcommands.
 """
 
 import click
 
 from streamlog import __version__
 from streamlog.cli.admin import doctor, prune, upgrade
-from streamlog.cli.analysis import record_replay  # noqa: F401 (registers record replay)
+from streamlog.cli.analysis import plot
 from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
 from streamlog.cli.mirror import mirror
@@ -39,6 +39,6 @@ def main():
     """
 
 
-for _command in (record, follow, demo, sessions, info, head, tail, range_, export, prune, doctor, upgrade, devices,
-                 mirror):
+for _command in (record, follow, demo, sessions, info, head, tail, range_, export, plot, prune, doctor, upgrade,
+                 devices, mirror):
     main.add_command(_command)
