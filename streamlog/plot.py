@@ -416,7 +416,8 @@ def _draw_rate(ax, panel, lo, hi, bins):
     ax.set_ylim(0, max(1.0, rate.max() * 1.25))
     ax.set_ylabel("rec/s", rotation=0, ha="right", va="center", fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
-    ax.text(0.005, 0.92, f"{panel.stream}: {_records(len(times))}, {len(times) / span:,.1f}/s",
+    shown = int(np.count_nonzero((times >= lo) & (times <= hi)))
+    ax.text(0.005, 0.92, f"{panel.stream}: {_records(shown)}, {shown / span:,.1f}/s",
             transform=ax.transAxes, fontsize=7, va="top", color="#333333")
 
 
