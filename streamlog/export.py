@@ -567,7 +567,8 @@ def _write_audio_npy(selection, out, progress):
     """The samples of an audio session's ``[start, stop)`` (µs time keys)
     joined into one ``(frames, channels)`` array, as ``AudioSession.to_numpy``
     gives them; the frame count is known first, so ``out`` need not be
-    seekable.  Raises AudioGapError where frames are missing."""
+    seekable.  Counts (and reports to ``progress``) the audio records
+    written, the format's unit.  Raises AudioGapError where frames are missing."""
     from streamlog.audio import AudioSession
 
     audio = AudioSession(selection.session, stream_name(selection.session, selection.stream))
@@ -577,10 +578,10 @@ def _write_audio_npy(selection, out, progress):
         raise _no_records()
     _write_npy_header(out, audio.dtype, (frames, audio.channels))
     written = 0
-    for samples in audio.iter_samples(start, stop):
+    for samples in audio.iter_samples(start, stop):  # one array per record: gaps raise
         out.write(np.ascontiguousarray(samples).tobytes())
-        written += len(samples)
-        progress(len(samples))
+        written += 1
+        progress(1)
     return written
 
 

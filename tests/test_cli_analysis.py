@@ -66,6 +66,7 @@ def test_npy_export_of_an_audio_session_joins_its_samples(alsa_file_input, tmp_p
         record(PyAudioSourceReader(rate=8000, channels=2, frames_per_buffer=256, max_frames=frames), log)
     result = invoke("export", path, "-o", tmp_path / "take.npy")
     assert result.exit_code == 0, result.output
+    assert "Wrote 20 record(s)" in result.stderr
     got = np.load(tmp_path / "take.npy")
     assert got.shape == (frames, 2) and np.array_equal(got, signal)
 
