@@ -8,7 +8,7 @@ import time
 from streamlog import errors
 from streamlog.codec import decode_record
 from streamlog.keys import decode_key_prefix
-from streamlog.log import DEFAULT_STREAM
+from streamlog.log import DEFAULT_STREAM, Session
 from streamlog.remote import layout
 from streamlog.remote.reader import BLOCK_S, RemoteReader, redis_errors
 
@@ -211,95 +211,43 @@ class RemoteLog:
                 return
 
 
-class RemoteSession:
+class RemoteSession(Session):
     """A session as mirrored to Redis, as stored when this object was made
-    (see :meth:`refresh`); the same properties and queries as
-    :class:`streamlog.Session`.  ``count`` and ``bytes`` are what Redis holds
-    (remote retention lowers them); ``recorded`` is how many the mirror has
-    sent so far (see :meth:`stream_info`)."""
+    (see :meth:`refresh`): a :class:`streamlog.Session` whose counters are
+    what Redis holds (``count``, ``bytes``: remote retention lowers them;
+    ``recorded``: how many records the mirror has sent, gaps included) and
+    whose readers read Redis.  ``status`` is the one the mirror wrote: ``live``
+    until the session is mirrored to its end."""
 
     def __init__(self, log, session_id, fields):
-        self.log = log
-        self._id = session_id
-        self._set(fields)
-
-    def _set(self, fields):
-        self._fields = fields
-        self._meta = decode_record(fields[b"meta"])
+        super().__init__(log, _merged_meta(session_id, fields), writer_alive=True)
 
     def __repr__(self):
         return f"<streamlog.RemoteSession {self.id} {self.status} count={self.count} streams={self.streams}>"
 
     def refresh(self):
         """Reread the metadata from Redis; return self."""
-        fields = self.log._fields(self._id)
+        fields = self.log._fields(self.id)
         if fields is None:
-            raise errors.SessionNotFound(f"session {self._id} of {self.log.path} no longer exists (pruned)")
-        self._set(fields)
+            raise errors.SessionNotFound(f"session {self.id} of {self.log.path} no longer exists (pruned)")
+        super().__init__(self.log, _merged_meta(self.id, fields), writer_alive=True)
         return self
 
-    id = property(lambda self: self._id)
-    status = property(lambda self: self._meta["status"])
-    info = property(lambda self: self._meta["info"])
-    error = property(lambda self: self._meta["error"])
-    start_time = property(lambda self: self._meta["start_time"])
-    stop_time = property(lambda self: self._meta["stop_time"])
-    pid = property(lambda self: self._meta["pid"])
-    host = property(lambda self: self._meta.get("host"))
-    durability = property(lambda self: self._meta.get("durability"))
-
-    @property
-    def streams(self):
-        return list(self._meta["streams"])
-
-    def _main_stream(self):
-        streams = self._meta["streams"]
-        return DEFAULT_STREAM if DEFAULT_STREAM in streams or not streams else next(iter(streams))
-
-    def _counter(self, field, stream=None):
-        return int(self._fields.get(f"{field}:{stream or self._main_stream()}".encode(), 0))
-
-    count = property(lambda self: self._counter("count"))
-    bytes = property(lambda self: self._counter("bytes"))
-    recorded = property(lambda self: self._counter("next"))
-    key_types = property(lambda self: self._stream_meta()["key_types"])
-
-    def _stream_meta(self, stream=None):
-        stream = stream or self._main_stream()
-        try:
-            return self._meta["streams"][stream]
-        except KeyError:
-            raise errors.SessionNotFound(f"session {self.id} has no stream {stream!r}") from None
-
-    @property
-    def first_key(self):
-        return self.stream_info()["first_key"]
-
-    @property
-    def last_key(self):
-        return self.stream_info()["last_key"]
-
     def stream_info(self, stream=None):
-        """Counters and key span of one stream, as a dict: ``recorded`` counts
-        the records mirrored (gaps included), ``recorded_locally`` what the
-        recorder had recorded when the mirror last looked."""
+        """Counters and key span of one stream, as a dict (``recorded_locally``:
+        what the recorder had recorded when the mirror last looked)."""
         stream = stream or self._main_stream()
-        meta = self._stream_meta(stream)
+        counters = dict(self._counters(stream))
         stream_key = layout.session_keys(self.log.name, self.id, stream)[1]
-        first = last = None
         with redis_errors(self.log):
             head = self.log.client.xrange(stream_key, "-", "+", count=8)
             tail = self.log.client.xrevrange(stream_key, "+", "-", count=8)
-        types = meta["key_types"]
-        keyed_head = [f for _, f in head if b"r" in f]
-        keyed_tail = [f for _, f in tail if b"r" in f]
-        if keyed_head:
-            first = decode_key_prefix(keyed_head[0][b"k"], types)[0]
-        if keyed_tail:
-            last = decode_key_prefix(keyed_tail[0][b"k"], types)[0]
-        return {"stream": stream, "recorded": self._counter("next", stream), "count": self._counter("count", stream),
-                "bytes": self._counter("bytes", stream), "key_types": types, "error": meta["error"],
-                "recorded_locally": meta["recorded"], "first_key": first, "last_key": last}
+        spans = []
+        for entries in (head, tail):
+            keyed = [fields for _, fields in entries if b"r" in fields]
+            spans.append(decode_key_prefix(keyed[0][b"k"], counters["key_types"])[0] if keyed else None)
+        counters.update(stream=stream, first_key=spans[0], last_key=spans[1])
+        return counters
 
     def groups(self, stream=None):
         """The consumer groups reading a stream (see :meth:`RemoteLog.groups`)."""
@@ -311,29 +259,21 @@ class RemoteSession:
         With ``group`` and ``consumer``: a durable cursor shared by the group
         (XREADGROUP; see :class:`~streamlog.remote.reader.RemoteReader`)."""
         stream = stream or self._main_stream()
-        self._stream_meta(stream)
+        self._counters(stream)
         return RemoteReader(self, stream, group=group, consumer=consumer, **reader_defaults)
 
-    def range(self, start=None, stop=None, stream=None):
-        """Records with ``start <= key <= stop`` as a list (bounds inclusive)."""
-        return self.reader(stream).range(start, stop, peek=True, ignore_no_item_found=True) or []
 
-    def irange(self, start=None, stop=None, stream=None):
-        return self.reader(stream).irange(start, stop)
-
-    def head(self, n=None, stream=None):
-        return self.reader(stream).head(n, peek=True)
-
-    def tail(self, n=None, stream=None):
-        return self.reader(stream).tail(n, peek=True)
-
-    def ientries(self, start=None, stop=None, *, since=None, until=None, after=None, stream=None):
-        """Lazy ``(key, arrival_us, record, seq)`` entries, as Session.ientries."""
-        key_types = self._stream_meta(stream)["key_types"]
-        return self.reader(stream).ientries(start, stop, since=since, until=until, after=after, key_types=key_types)
-
-    def range_by_time(self, t0, t1, stream=None):
-        return self.reader(stream).range_by_time(t0, t1)
+def _merged_meta(session_id, fields):
+    """The metadata the mirror stored, with each stream's counters as Redis
+    holds them (``recorded`` = sent, ``recorded_locally`` as the mirror saw it)."""
+    meta = decode_record(fields[b"meta"])
+    meta["id"] = session_id
+    for name, counters in meta["streams"].items():
+        counters["recorded_locally"] = counters["recorded"]
+        for field in ("count", "bytes"):
+            counters[field] = int(fields.get(f"{field}:{name}".encode(), 0))
+        counters["recorded"] = int(fields.get(f"next:{name}".encode(), 0))
+    return meta
 
 
 def _text(value):

@@ -180,69 +180,60 @@ class RemoteReader:
 
     def _fetch(self, blocking, timeout):
         """Fill the read-ahead with items after the cursor; False if none came
-        (yet), _END when the session ended and nothing follows."""
+        (yet), _END when the session ended and nothing follows.  Waits (if
+        ``blocking``, up to ``timeout``) in XREAD BLOCK / XREADGROUP BLOCK."""
         if self.group is not None:
-            return self._fetch_group(blocking, timeout)
+            self.ack()
+        poll, block = (self._poll, self._block) if self.group is None else (self._poll_group, self._block_group)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            ended = self._ended()
+            ended = self._ended()  # looked at before reading: nothing written before the end is missed
             with redis_errors(self._log):
-                entries = self._client.xrange(self._key, f"{self._next}-0", "+", count=_CHUNK)
+                entries = poll()
             items = _items(entries, self._complete_parts)
+            if not items and not ended:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not blocking or (remaining is not None and remaining <= 0):
+                    return False
+                with redis_errors(self._log):
+                    entries = block(entries, _block_ms(remaining))
+                items = _items(entries, self._complete_parts)
             if items:
                 self._ahead.extend(items)
                 return True
             if ended:
                 return _END
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if not blocking or (remaining is not None and remaining <= 0):
-                return False
-            self._block(self._last_id(entries), remaining)
 
-    def _last_id(self, entries):
-        return _text(entries[-1][0]) if entries else f"{self._next}-0"
+    def _poll(self):
+        return self._client.xrange(self._key, f"{self._next}-0", "+", count=_CHUNK)
 
-    def _block(self, after_id, remaining):
-        """XREAD BLOCK for an entry after ``after_id``, at most ``remaining``
-        seconds (at most BLOCK_S at a time)."""
-        with redis_errors(self._log):
-            self._log.blocking_client().xread({self._key: after_id}, count=1, block=_block_ms(remaining))
+    def _block(self, entries, block_ms):
+        """Wait for an entry after those just read; [] (the caller reads again)."""
+        after = _text(entries[-1][0]) if entries else f"{self._next}-0"
+        self._log.blocking_client().xread({self._key: after}, count=1, block=block_ms)
+        return []
 
-    def _fetch_group(self, blocking, timeout):
-        self.ack()
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _poll_group(self):
         client = self._client
-        while True:
-            ended = self._ended()
-            with redis_errors(self._log):
-                entries = []
-                if self._own_pending:  # what this consumer took before it was restarted
-                    got = client.xreadgroup(self.group, self.consumer, {self._key: "0"}, count=self.batch)
-                    entries = got[0][1] if got else []
-                    self._own_pending = bool(entries)
-                if not entries:  # what a consumer that went quiet took and never acknowledged
-                    claimed = client.xautoclaim(self._key, self.group, self.consumer,
-                                                int(self.claim_idle_s * 1000), "0-0", count=self.batch)
-                    entries = [e for e in claimed[1] if e[1]]
-                if not entries:
-                    got = client.xreadgroup(self.group, self.consumer, {self._key: ">"}, count=self.batch)
-                    entries = got[0][1] if got else []
-            items = _items(entries, self._complete_parts)
-            if items:
-                self._ahead.extend(items)
-                return True
-            if ended:
-                return _END
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if not blocking or (remaining is not None and remaining <= 0):
-                return False
-            with redis_errors(self._log):
-                got = self._log.blocking_client().xreadgroup(self.group, self.consumer, {self._key: ">"},
-                                                             count=self.batch, block=_block_ms(remaining))
-            if got and got[0][1]:
-                self._ahead.extend(_items(got[0][1], self._complete_parts))
-                if self._ahead:
-                    return True
+        entries = []
+        if self._own_pending:  # what this consumer took before it was restarted
+            got = client.xreadgroup(self.group, self.consumer, {self._key: "0"}, count=self.batch)
+            entries = got[0][1] if got else []
+            self._own_pending = bool(entries)
+        if not entries:  # what a consumer that went quiet took and never acknowledged
+            claimed = client.xautoclaim(self._key, self.group, self.consumer, int(self.claim_idle_s * 1000), "0-0",
+                                        count=self.batch)
+            entries = [e for e in claimed[1] if e[1]]
+        if not entries:
+            got = client.xreadgroup(self.group, self.consumer, {self._key: ">"}, count=self.batch)
+            entries = got[0][1] if got else []
+        return entries
+
+    def _block_group(self, entries, block_ms):
+        """Wait for entries new to the group; what it delivers (now pending here)."""
+        got = self._log.blocking_client().xreadgroup(self.group, self.consumer, {self._key: ">"}, count=self.batch,
+                                                     block=block_ms)
+        return got[0][1] if got else []
 
     def ack(self):
         """Acknowledge every record this group reader returned so far."""
