@@ -65,12 +65,22 @@ def split_url(url):
     return urlunsplit(parts._replace(query=rest)), (names[-1] if names else None)
 
 
+def redis_module():
+    """redis-py, or RemoteError saying how to install it."""
+    try:
+        import redis
+        import redis.cluster
+    except ImportError as exc:
+        raise errors.RemoteError(f"the redis client is not installed ({exc}); pip install 'streamlog[redis]'") from None
+    return redis
+
+
 def connect(url, *, socket_timeout=5.0):
     """A redis-py client for ``url``: a ``RedisCluster`` when the server is a
     cluster node, else ``Redis``.  Raises RemoteUnavailable when the server
     does not answer, RemoteError for a URL redis-py refuses."""
-    import redis
-    from redis.cluster import RedisCluster
+    redis = redis_module()
+    RedisCluster = redis.cluster.RedisCluster
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)

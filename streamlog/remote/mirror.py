@@ -47,8 +47,7 @@ _packb = msgpack.Packer(use_bin_type=False).pack  # Redis's Lua cmsgpack reads n
 
 
 def _redis_down_errors():
-    import redis
-
+    redis = layout.redis_module()
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, errors.RemoteUnavailable,
             ConnectionError)
 
@@ -226,6 +225,7 @@ class _StreamFollower:
         self.reader = None
         self.next_seq = 0
         self._after = None
+        self._lazy = None
         self._key_types = None
         self._meta_due = 0.0
         self._avg_size = 256
@@ -279,7 +279,7 @@ class _StreamFollower:
             self.next_seq = 0
         self.reader = session.reader(self.stream)
         self._key_types = session.stream_info(self.stream)["key_types"]
-        self._after = None
+        self._after = self._lazy = None
         if resume_key:  # strictly after (key, next_seq - 1): the local record next_seq on
             self._after = Entry(decode_key_prefix(resume_key, self._key_types)[0], 0, None, self.next_seq - 1)
         self._meta_due = 0.0
@@ -304,18 +304,32 @@ class _StreamFollower:
             self._key_types = session.stream_info(self.stream)["key_types"]
         want = max(1, min(4096, mirror.max_inflight_bytes // 2 // max(self._avg_size, 1)))
         try:
-            entries = list(islice(self.reader.ientries(after=self._after, key_types=self._key_types), want))
+            entries = self._read(want, fresh=False)
+            if not entries:  # a scan begun earlier ran dry: look again, after the status was read
+                entries = self._read(want, fresh=True)
         except errors.SessionNotFound:
             entries = []
         entries = [e for e in entries if e.seq >= self.next_seq]
         if entries:
             self._send(entries, meta)
-            self._after = entries[-1]
         elif ended:
             self._finish()
         elif meta:
             self._flush([], self.next_seq, meta, 0)
         return bool(entries)
+
+    def _read(self, want, fresh):
+        """Up to ``want`` entries after the last one read.  One lazy scan
+        serves many calls (it reads the log in chunks); ``fresh`` starts a
+        new one, which sees everything committed by now."""
+        if fresh or self._lazy is None:
+            self._lazy = self.reader.ientries(after=self._after, key_types=self._key_types)
+        entries = list(islice(self._lazy, want))
+        if len(entries) < want:
+            self._lazy = None
+        if entries:
+            self._after = entries[-1]
+        return entries
 
     def _send(self, entries, meta):
         mirror = self.mirror

@@ -38,7 +38,7 @@ def _block_ms(remaining):
 @contextlib.contextmanager
 def redis_errors(log):
     """Turn redis-py's exceptions into RemoteUnavailable / RemoteError naming ``log``."""
-    import redis
+    redis = layout.redis_module()
 
     try:
         yield
