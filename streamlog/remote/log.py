@@ -220,7 +220,7 @@ class RemoteSession(Session):
     until the session is mirrored to its end."""
 
     def __init__(self, log, session_id, fields):
-        super().__init__(log, _merged_meta(session_id, fields), writer_alive=True)
+        super().__init__(log, _merged_meta(session_id, fields), None)  # None: the stored status stands
 
     def __repr__(self):
         return f"<streamlog.RemoteSession {self.id} {self.status} count={self.count} streams={self.streams}>"
@@ -230,7 +230,7 @@ class RemoteSession(Session):
         fields = self.log._fields(self.id)
         if fields is None:
             raise errors.SessionNotFound(f"session {self.id} of {self.log.path} no longer exists (pruned)")
-        super().__init__(self.log, _merged_meta(self.id, fields), writer_alive=True)
+        super().__init__(self.log, _merged_meta(self.id, fields), None)
         return self
 
     def stream_info(self, stream=None):
