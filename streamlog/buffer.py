@@ -22,7 +22,7 @@ from streamlog.log import Log, Session
 from streamlog.reader import BufferReader, LiveFeed
 from streamlog.retention import Pruner, Retention
 from streamlog.ring import Ring
-from streamlog.source import ReadBatch, SourceReader, call_failed
+from streamlog.source import ReadBatch, Source, SourceReader, call_failed
 from streamlog.store import DURABILITY_MODES
 from streamlog.writer import DEFAULT_MAX_RECORD_BYTES, StreamWriter
 
@@ -57,6 +57,11 @@ class StreamBuffer:
       256 MiB, far below the 4 GiB that msgpack and one LMDB value can hold,
       and about what a reader can still decode in memory with room to
       spare); a larger one fails the session with RecordTooLarge.
+    * ``sleep_time_on_read_none_s``: seconds to wait after the source's
+      ``read()`` returned None (None: the source's own, else 0.01).
+    * ``auto_drop`` (stream2py's switch): False pauses reading the source
+      while ``len(source_buffer)`` holds ``maxlen`` records, until
+      :meth:`drop` makes room.  No record is ever dropped from the log.
 
     * ``mirror``: ``"redis://HOST:PORT/DB?name=RIG"`` copies the session to
       Redis Streams while it records (:class:`streamlog.Mirror`), in a child
@@ -73,9 +78,12 @@ class StreamBuffer:
 
     def __init__(self, source_reader, *, maxlen=10_000, log=None, stream=DEFAULT_STREAM, session=None,
                  info=None, retention=None, durability=None, commit_interval_s=0.005, commit_records=10_000,
-                 max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mirror=None, mirror_in="process"):
-        if not isinstance(source_reader, SourceReader):
+                 max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mirror=None, mirror_in="process",
+                 sleep_time_on_read_none_s=None, auto_drop=True):
+        if not isinstance(source_reader, SourceReader) and not isinstance(source_reader, Source):
             raise TypeError(f"source_reader must be a streamlog.SourceReader, not {type(source_reader).__name__}")
+        if sleep_time_on_read_none_s is not None and not sleep_time_on_read_none_s >= 0:
+            raise ValueError(f"sleep_time_on_read_none_s must be >= 0 or None, not {sleep_time_on_read_none_s!r}")
         if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1):
             raise ValueError(f"maxlen must be a positive int or None, not {maxlen!r}")
         if durability is not None and durability not in DURABILITY_MODES:
@@ -112,6 +120,10 @@ class StreamBuffer:
         self.commit_interval_s = commit_interval_s
         self.commit_records = commit_records
         self.max_record_bytes = max_record_bytes
+        self.sleep_time_on_read_none_s = sleep_time_on_read_none_s
+        self.auto_drop = auto_drop
+        self.source_buffer = None
+        self._next_reader = None
         self._log_arg = log
         self._mirror_url = mirror
         self._mirror_in = mirror_in
@@ -120,6 +132,7 @@ class StreamBuffer:
         self._user_info = dict(info or {})
         self._info_failure = None
         self.log = None
+        self._log_open = False
         self.session = None
         self._owns_log = False
         self._temp_dir = None
@@ -136,6 +149,8 @@ class StreamBuffer:
 
     def __exit__(self, *exc):
         self.close()
+
+    enter, exit = __enter__, __exit__
 
     @property
     def is_running(self):
@@ -155,12 +170,22 @@ class StreamBuffer:
         Raises SessionNotFound / StreamNameTaken when joining fails.  The source is
         opened in the recorder thread: an ``open()`` that raises fails the
         session like a ``read()`` that raises (``session.error`` says which).
-        A source ``info`` that raises fails the session when it ends.
+        The session's info is the source's ``info`` read when the session
+        starts and again after ``open()`` returns (what ``open()`` set in it
+        is stored) and when it ends.  A source ``info`` that raises fails the
+        session when it ends.
+
+        Starting a stopped buffer again (a second ``with``) records a new
+        session, in a new temporary log if ``close()`` removed the first;
+        starting a running buffer stops it first, as in stream2py.
         """
-        if self._started:
-            raise errors.StreamlogError("this StreamBuffer was already started; make a new one to record again")
+        if self._started and not self._stopped:
+            self.stop()
         self._started = True
-        self.log = self._open_log()
+        self._stopped = False
+        if not self._log_open:
+            self.log = self._open_log()
+            self._log_open = True
         self.durability = self.log.durability
         try:
             self.log.begin_writing()
@@ -177,8 +202,14 @@ class StreamBuffer:
         self._writer = writer = StreamWriter(catalog, self.session.id, self.stream, self.max_record_bytes)
         capacity = None if self.maxlen is None else self.maxlen + self.commit_records
         self._ring = Ring(capacity)
-        self._feed = LiveFeed(self._ring, catalog.store, self.session.id, self.stream, writer.db, writer.time_db)
+        self._feed = LiveFeed(self._ring, catalog.store, self.session.id, self.stream, writer.db, writer.time_db,
+                              source=self.source_reader, session=self.session)
         self._pruner = Pruner(catalog)
+        self.source_buffer = SourceBuffer(self)
+        self._next_reader = None
+        self._sleep_on_none = next(s for s in (self.sleep_time_on_read_none_s,
+                                               getattr(self.source_reader, "sleep_time_on_read_none_s", None),
+                                               SourceReader.sleep_time_on_read_none_s) if isinstance(s, (int, float)))
         self._write_lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._ended = threading.Event()
@@ -265,20 +296,77 @@ class StreamBuffer:
     def _release_log(self):
         if self.log is not None and self._owns_log:
             self.log.close()
+            self._log_open = False
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
 
     # -- reading -------------------------------------------------------------
 
-    def mk_reader(self, **reader_defaults):
-        """A new BufferReader with its own cursor at the session's first record."""
+    def mk_reader(self, buffer_reader_class=None, **reader_defaults):
+        """A new reader with its own cursor at the session's first record.
+
+        ``buffer_reader_class``: a BufferReader subclass to make (default: the
+        source's ``buffer_reader_class`` attribute if it has one, as in
+        stream2py, else BufferReader); ``reader_defaults`` go to its constructor.
+        Raises StreamNotStartedError before :meth:`start`, and
+        StreamAlreadyStoppedError after :meth:`close` released the log.
+        """
+        self._check_readable("making readers")
+        cls = buffer_reader_class or getattr(self.source_reader, "buffer_reader_class", BufferReader)
+        if not (isinstance(cls, type) and issubclass(cls, BufferReader)):
+            raise TypeError(f"buffer_reader_class must be a subclass of streamlog.BufferReader, not {cls!r}")
+        return cls(self._feed, **reader_defaults)
+
+    def attach_reader(self, reader):
+        """Make ``reader`` read this buffer's current session, from the first
+        record with a key greater than the reader's ``last_key`` (from the
+        first record if it has read none), as in stream2py."""
+        self._check_readable("attaching readers")
+        reader.rebind(self._feed, reader.last_key)
+
+    def _check_readable(self, doing):
         if self._thread is None:
-            raise errors.StreamlogError("start the StreamBuffer before making readers")
-        return BufferReader(self._feed, **reader_defaults)
+            raise errors.StreamNotStartedError(f"StreamBuffer must be started before {doing}: call start() or use "
+                                               f"'with StreamBuffer(...) as buffer:'")
+        if not self._log_open:
+            raise errors.StreamAlreadyStoppedError(
+                f"this StreamBuffer was closed and its log released before {doing}; read the recording with "
+                f"streamlog.Log(path).session(id).reader(), or give it log=PATH and call stop() instead of close()")
+
+    @property
+    def source_reader_info(self):
+        """The session's info (the source's ``info`` after its ``open()``, with
+        ``info=`` over it); None before :meth:`start`.  Waits for ``open()``."""
+        if self._thread is None:
+            return None
+        self._feed.opened.wait()
+        return self.session.info
+
+    @property
+    def join(self):
+        """The recorder thread's ``join``: returns once the recording ended."""
+        return self._thread.join
+
+    def drop(self, n=1):
+        """Make room for ``n`` more records in the window of a buffer made
+        with ``auto_drop=False`` (nothing leaves the log).  Raises
+        ConfigurationError when ``auto_drop`` is True."""
+        if self.auto_drop:
+            raise errors.ConfigurationError("auto_drop must be False to drop items by hand (streamlog never drops "
+                                            "records; drop() only makes room in len(source_buffer))")
+        self.source_buffer.drop(n)
 
     def __iter__(self):
         return iter(self.mk_reader())
+
+    def __next__(self):
+        """The next record of one reader the buffer keeps (until it stops)."""
+        if self._next_reader is None:
+            self._next_reader = self.mk_reader()
+        return next(self._next_reader)
+
+    __call__ = __next__
 
     # -- the recorder thread ---------------------------------------------------
 
@@ -288,17 +376,38 @@ class StreamBuffer:
             source.open()
         except BaseException as exc:
             self._fail(call_failed("open()", exc))
+            self._feed.opened.set()
             self._finish(opened=False)
             return
+        try:
+            self._store_info_after_open()
+        except errors.StreamlogError as exc:
+            self._fail(exc, "could not store the source's info")
+        self._feed.opened.set()
         try:
             self._read_until_done(source)
         except BaseException as exc:
             self._fail(exc)
         self._finish(opened=True)
 
+    def _store_info_after_open(self):
+        """Store the source's info as ``open()`` left it (when it changed)."""
+        if self._join_session is not None:
+            return
+        source_info, failure = _source_info(self.source_reader)
+        if failure is not None:
+            self._info_failure = self._info_failure or failure
+            return
+        self._info_failure = None  # an info that needed the open source reads fine now
+        info = {**source_info, **self._user_info}
+        if info != self.session.info:
+            with self._write_lock:
+                self.log.catalog.set_info(self.session.id, info)
+            self.session.refresh()
+
     def _read_until_done(self, source):
         ended = self._read_while(source, self._stop_requested.is_set)
-        if source.drain_on_stop and not ended:
+        if getattr(source, "drain_on_stop", False) and not ended:
             deadline = time.monotonic() + DRAIN_LIMIT_S
             self._read_while(source, lambda: time.monotonic() > deadline, until_none=True)
 
@@ -314,7 +423,13 @@ class StreamBuffer:
         feed = self._feed
         has_pending = self._has_pending
         stop_requested = self._stop_requested
+        sleep_on_none = self._sleep_on_none
+        window_full = self.source_buffer.is_full if not self.auto_drop and self.maxlen is not None else None
         while not done():
+            if window_full is not None and window_full():
+                self._commit_if_due()
+                stop_requested.wait(sleep_on_none)
+                continue
             try:
                 data = read()
             except StopIteration:
@@ -325,7 +440,7 @@ class StreamBuffer:
                 if until_none:
                     return False
                 self._commit_if_due()
-                stop_requested.wait(source.sleep_time_on_read_none_s)
+                stop_requested.wait(sleep_on_none)
                 continue
             with self._write_lock:
                 entries = []
@@ -433,6 +548,42 @@ class StreamBuffer:
         self._has_pending.set()
 
 
+class SourceBuffer:
+    """The window of one recording of a StreamBuffer (stream2py's
+    ``StreamBuffer.source_buffer``): ``len()`` counts the records recorded
+    since start, less those :meth:`drop` released, at most ``maxlen``.
+    Every record stays in the log whatever this window holds."""
+
+    def __init__(self, buffer):
+        self._buffer = buffer
+        self._ring = buffer._ring
+        self._dropped = 0
+        self.key = buffer.source_reader.key
+        self.buffer_reader_class = getattr(buffer.source_reader, "buffer_reader_class", BufferReader)
+
+    def __len__(self):
+        held = self._ring.high + 1 - self._dropped
+        maxlen = self._buffer.maxlen
+        return held if maxlen is None else min(held, maxlen)
+
+    def is_full(self):
+        return len(self) >= self._buffer.maxlen
+
+    def drop(self, n=1):
+        """Release the ``n`` oldest records of the window (they stay in the log)."""
+        self._dropped += min(n, len(self))
+
+    @property
+    def source_reader_info(self):
+        return self._buffer.source_reader_info
+
+    def mk_reader(self, **reader_defaults):
+        return self._buffer.mk_reader(**reader_defaults)
+
+    def attach_reader(self, reader):
+        self._buffer.attach_reader(reader)
+
+
 def _source_info(source):
     """``(info, failure)``: a copy of ``source.info`` and None, or ``{}`` and
     the SourceFailed saying why it could not be read."""
@@ -448,13 +599,15 @@ def _source_info(source):
 class _CallableSource(SourceReader):
     """A SourceReader made of plain callables (see :func:`mk_stream_buffer`)."""
 
-    def __init__(self, read_stream, open_stream, close_stream, key, info, enumerate_data):
+    def __init__(self, read_stream, open_stream, close_stream, key, info, enumerate_data, sleep_time_on_read_none_s):
         self._read_stream = read_stream
         self._open_stream = open_stream
         self._close_stream = close_stream
         self._key = key
-        self._info = dict(info or {})
+        self._info = info if callable(info) else dict(info or {})
         self._enumerate = enumerate_data
+        if sleep_time_on_read_none_s is not None:
+            self.sleep_time_on_read_none_s = sleep_time_on_read_none_s
         self._handle = None
         self._index = 0
 
@@ -484,24 +637,27 @@ class _CallableSource(SourceReader):
 
     @property
     def info(self):
-        return self._info
+        return self._info(self._handle) if callable(self._info) else self._info
 
 
 @contextmanager
 def mk_stream_buffer(read_stream, open_stream=None, close_stream=None, *, key=None, maxlen=10_000, log=None,
-                     info=None, enumerate_data=True, **buffer_options):
+                     info=None, enumerate_data=True, sleep_time_on_read_none_seconds=None, **buffer_options):
     """A started StreamBuffer over plain callables, as a context manager.
 
     ``read_stream(handle)`` (or ``read_stream()`` without ``open_stream``)
     returns the next item or None for "nothing yet"; with ``enumerate_data``
     each item is stored as ``(index, item)`` and keyed by the index unless
     ``key`` says otherwise.  Without ``enumerate_data`` a ``key`` is required.
+    ``info`` is a dict, or (as in stream2py) a callable taking the handle and
+    returning one, called after ``open_stream``.
     """
     if key is None:
         if not enumerate_data:
             raise ValueError("mk_stream_buffer needs key= when enumerate_data is False")
         key = _index_of
-    source = _CallableSource(read_stream, open_stream, close_stream, key, info, enumerate_data)
+    source = _CallableSource(read_stream, open_stream, close_stream, key, info, enumerate_data,
+                             sleep_time_on_read_none_seconds)
     with StreamBuffer(source, maxlen=maxlen, log=log, **buffer_options) as buffer:
         yield buffer
 

@@ -140,6 +140,15 @@ class Catalog:
 
         self.store.write(work)
 
+    def set_info(self, session_id, info):
+        """Store ``info`` as the session's info (a source's, once it is open)."""
+        def work(txn):
+            meta = self.get(session_id, txn)
+            meta["info"] = info
+            self.put(txn, meta)
+
+        self.store.write(work)
+
     def add_counts(self, txn, session_id, stream, added, size, key_types):
         """Count ``added`` records of ``size`` payload bytes committed to
         ``stream`` in ``txn``; the stream's ``key_types`` are set by the first."""

@@ -2,16 +2,60 @@
 
 Every class derives from :class:`StreamlogError`; where a built-in category
 fits, the class also derives from it (``LookupError``, ``ValueError``,
-``TypeError``) so generic ``except`` clauses keep working.
+``TypeError``) so generic ``except`` clauses keep working.  The classes named
+like stream2py's exceptions (:mod:`streamlog.exceptions` exports them under
+stream2py's names) sit in this hierarchy too, so stream2py programs' ``except``
+clauses catch streamlog's errors.
 """
 
 
 class StreamlogError(Exception):
-    """Base class of every error streamlog raises deliberately."""
+    """Base class of every error streamlog raises deliberately (stream2py's ``Stream2PyError``)."""
 
 
-class NoItemFound(StreamlogError, LookupError):
-    """A read, range, head or tail found no record (the one "empty" error)."""
+class StreamNotStartedError(StreamlogError):
+    """An operation needs a started StreamBuffer (``mk_reader``, ``attach_reader``, ...)."""
+
+
+class StreamAlreadyStoppedError(StreamlogError):
+    """An operation needs a running StreamBuffer (stream2py's name; streamlog
+    lets readers read a stopped buffer, so it raises this nowhere yet)."""
+
+
+class StreamBufferError(StreamlogError):
+    """Base class of buffer errors (stream2py's ``BufferError``)."""
+
+
+class BufferOverflowError(StreamBufferError):
+    """stream2py's name for a full buffer with ``auto_drop=False``; streamlog
+    pauses reading the source instead, so it raises this nowhere."""
+
+
+class NoDataAvailableError(StreamBufferError):
+    """No data where data was asked for (stream2py's name; see NoItemFound)."""
+
+
+class InvalidDataError(StreamlogError):
+    """Data that does not meet the expected format or constraints."""
+
+
+class ConfigurationError(StreamlogError, ValueError):
+    """An object used in a way its configuration does not allow."""
+
+
+class NoItemFound(NoDataAvailableError, IndexError, ValueError):
+    """A read, range, head or tail found no record (the one "empty" error).
+
+    Also an IndexError and a ValueError: what stream2py raised in these cases."""
+
+
+class NotEnoughItems(NoItemFound):
+    """Fewer records than ``n`` after the cursor, read with ``strict_n=True``."""
+
+
+class JoinNotSupported(ConfigurationError, NotImplementedError):
+    """``range(join=True)`` on a stream whose source does not implement both
+    ``slice_item`` and ``join_items``."""
 
 
 class RecordsPruned(StreamlogError):
@@ -27,7 +71,7 @@ class RecordsPruned(StreamlogError):
         super().__init__(message or f"{missed} record(s) after the cursor were pruned by retention")
 
 
-class InvalidKey(StreamlogError, TypeError):
+class InvalidKey(InvalidDataError, TypeError):
     """A key of an unsupported type or value (NaN, a list, an object, ...)."""
 
 
@@ -37,15 +81,15 @@ class KeyKindError(InvalidKey):
     each position): such keys have no meaningful order between them."""
 
 
-class KeyOrderError(StreamlogError, ValueError):
+class KeyOrderError(InvalidDataError, ValueError):
     """A key smaller than the previous key of the same stream and session."""
 
 
-class UnencodableRecord(StreamlogError, TypeError):
+class UnencodableRecord(InvalidDataError, TypeError):
     """A record holding a value that the record codec cannot store."""
 
 
-class RecordTooLarge(StreamlogError, ValueError):
+class RecordTooLarge(InvalidDataError, ValueError):
     """A record whose encoding is larger than the recorder's
     ``max_record_bytes``; ``size`` and ``limit`` are in bytes."""
 

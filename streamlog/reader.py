@@ -18,6 +18,7 @@ from typing import Any, List, NamedTuple, Optional, Protocol
 
 from streamlog import errors, records
 from streamlog.keys import encode_key
+from streamlog.source import SourceReader
 
 _READ_AHEAD = 1024
 _SCAN_CHUNK = 4096
@@ -45,6 +46,11 @@ class Feed(Protocol):
     """True once the stream has ended (no record will follow ``high()``)."""
     error: Optional[str]
     """Why the stream failed, or None."""
+    source: Any
+    """The stream's source reader when it records in this process (else None)."""
+
+    def info(self) -> Optional[dict]:
+        """The session's info (of a live source: once its ``open()`` returned)."""
 
     def high(self) -> int:
         """The newest published sequence number (-1: none yet)."""
@@ -85,15 +91,19 @@ class Entry(NamedTuple):
 class LiveFeed:
     """The stream a StreamBuffer of this process is recording into ``ring``
     (a :class:`~streamlog.ring.Ring`) and the databases ``db``, ``time_db``
-    of ``store``; the recorder sets ``committed`` after each commit."""
+    of ``store``, from ``source`` in ``session``; the recorder sets
+    ``committed`` after each commit and ``opened`` once the source is open."""
 
-    def __init__(self, ring, store, session_id, stream, db, time_db):
+    def __init__(self, ring, store, session_id, stream, db, time_db, *, source=None, session=None):
         self._ring = ring
         self.store = store
         self.session_id = session_id
         self.stream = stream
         self.db = db
         self.time_db = time_db
+        self.source = source
+        self.session = session
+        self.opened = threading.Event()  # set once the source's open() returned (or raised)
         self.committed = -1
         self.ended = False
         self.error = None
@@ -111,6 +121,11 @@ class LiveFeed:
     def refresh(self):
         """False: the ring and counters of this process are always current."""
         return False
+
+    def info(self):
+        """The session's info, once the source's open() has returned."""
+        self.opened.wait()
+        return self.session.info
 
     def ring_get(self, seq):
         return self._ring.get(seq)
@@ -182,8 +197,13 @@ class StoredFeed:
         self.time_db = self.store.time_db(stream)
         self.ended = False
         self.error = None
+        self.source = None
         self._high = -1
         self.refresh()
+
+    def info(self):
+        meta = self._catalog.get(self.session_id)
+        return None if meta is None else meta["info"]
 
     def refresh(self):
         """Read the session's counters and status again; True if they changed."""
@@ -239,21 +259,41 @@ class BufferReader:
     ``next`` and ``read`` wait for records; False: stream2py's behaviour,
     ``next`` returns None while nothing is new), ``skip_pruned`` (False: raise
     RecordsPruned when the next record was removed by retention; True: skip
-    ahead).  A reader may be used from one thread at a time; make one reader
-    per thread.
+    ahead), and stream2py's ``read_size`` (records per ``read()`` and per
+    ``next(reader)``; 1: one record, not a list), ``peek``, ``strict_n`` and
+    ``ignore_no_item_found``.  ``next(reader)`` returns None while nothing
+    is new for a non-blocking reader (as in stream2py), and iterating one
+    stops there.  A reader may be used from one thread at a time; make one
+    reader per thread.
     """
 
-    def __init__(self, feed: Feed, *, blocking=True, skip_pruned=False, timeout=None):
-        self._feed = feed
+    onclose = None  # called by close() (StreamSource counts its open readers so)
+
+    def __init__(self, feed: Feed, *, blocking=True, skip_pruned=False, timeout=None, read_size=1, peek=False,
+                 strict_n=False, ignore_no_item_found=False):
+        _check_count(read_size)
         self.blocking = blocking
         self.skip_pruned = skip_pruned
         self.timeout = timeout
+        self.read_size = read_size
+        self.peek = peek
+        self.strict_n = strict_n
+        self.ignore_no_item_found = ignore_no_item_found
+        self.rebind(feed)
+
+    def rebind(self, feed, after_key=None):
+        """Read ``feed`` (a stream's feed) from its first record, or from the
+        first with a key greater than ``after_key`` (what
+        ``StreamBuffer.attach_reader`` does with the reader's last key)."""
+        self._feed = feed
         self._layout = records.layout(feed.store.format_version)
         self._prefix = records.session_prefix(feed.session_id)
         self._session_end = records.after_session(feed.session_id)
         self._seq = -1
         self._key = None
         self._ahead = deque()
+        if after_key is not None:
+            self._seek_record_key(records.key_bounds(self._prefix, None, encode_key(after_key))[1])
 
     def __repr__(self):
         return (f"<streamlog.BufferReader session={self._feed.session_id} stream={self._feed.stream!r} "
@@ -262,22 +302,33 @@ class BufferReader:
     # -- sequential reading --------------------------------------------------
 
     def __iter__(self):
-        return self
+        return self if self.blocking else iter(self.next, None)  # a non-blocking one: until nothing is new
 
     def __next__(self):
+        if self.read_size != 1 or self.peek or self.strict_n:
+            record = self.read(ignore_no_item_found=True)
+            if record is None and self.is_stopped:
+                raise StopIteration
+            return record
         record = self.next()
-        if record is None:
+        if record is None and self.blocking:
             raise StopIteration
         return record
 
-    def next(self):
+    def next(self, n=None, *, peek=None, ignore_no_item_found=None, strict_n=None):
         """The record after the cursor (moves the cursor).
 
         Blocking readers wait for it and raise StopIteration once the stream
         has ended and everything was read (SourceFailed if it failed), or
         when the reader's ``timeout`` passes first; non-blocking readers
         return None while the stream runs with nothing new.
+
+        With any argument it is stream2py's ``next``: :meth:`read` (``n=1``:
+        one record, not a list).
         """
+        if n is not None or peek is not None or ignore_no_item_found is not None or strict_n is not None:
+            out = self.read(n or 1, peek=peek, ignore_no_item_found=ignore_no_item_found, strict_n=strict_n)
+            return out[0] if out is not None and (n or 1) == 1 else out
         ahead = self._ahead
         if ahead:
             entry = ahead.popleft()
@@ -294,17 +345,24 @@ class BufferReader:
         self._advance(entry)
         return entry[1]
 
-    def read(self, n=None, *, peek=False, blocking=None, timeout=None, ignore_no_item_found=False):
-        """One record (``n`` None) or a list of up to ``n`` records after the cursor.
+    def read(self, n=None, *, peek=None, blocking=None, timeout=None, ignore_no_item_found=None, strict_n=None):
+        """One record (``n`` None and the reader's ``read_size`` 1) or a list
+        of up to ``n`` (default ``read_size``) records after the cursor.
 
         Waits (if ``blocking``, default the reader's) up to ``timeout`` seconds
-        for the first record, then takes what is available without waiting.
-        Moves the cursor past what it returns unless ``peek``.  Nothing to
-        return raises NoItemFound (SourceFailed after a failed stream), or
-        returns None with ``ignore_no_item_found``.
+        for the first record, then takes what is available without waiting.  Moves the cursor past what
+        it returns unless ``peek``.  Nothing to return raises NoItemFound
+        (SourceFailed after a failed stream), or returns None with
+        ``ignore_no_item_found``; fewer than ``n`` available with ``strict_n``
+        raises NotEnoughItems (at once, without moving the cursor).  None for ``peek``, ``ignore_no_item_found`` and
+        ``strict_n`` takes the reader's default.
         """
         blocking = self.blocking if blocking is None else blocking
         timeout = self.timeout if timeout is None else timeout
+        peek = self.peek if peek is None else peek
+        ignore_no_item_found = self.ignore_no_item_found if ignore_no_item_found is None else ignore_no_item_found
+        if n is None and self.read_size != 1:
+            n = self.read_size
         _check_count(n)
         saved = (self._seq, self._key, list(self._ahead)) if peek else None
         entry = self._entry_after_cursor(blocking, timeout)
@@ -313,7 +371,10 @@ class BufferReader:
                 return None
             if entry is _END and self._feed.error:
                 raise self._feed.failure()
-            raise errors.NoItemFound(f"no record after the cursor in session {self._feed.session_id}")
+            raise errors.NoItemFound(f"no record after the cursor in session {self._feed.session_id} "
+                                     f"(ignore_no_item_found=True returns None instead)")
+        if n is not None and (self.strict_n if strict_n is None else strict_n):
+            self._check_available(n)
         self._advance(entry)
         if n is None:
             out = entry[1]
@@ -338,6 +399,12 @@ class BufferReader:
             self._seq, self._key, ahead = saved
             self._ahead = deque(ahead)
         return out
+
+    def _check_available(self, n):
+        """Raise NotEnoughItems unless ``n`` records follow the cursor."""
+        available = self._feed.high() - self._seq
+        if available < n:
+            raise errors.NotEnoughItems(f"only {available} record(s) after the cursor, not n={n} (strict_n=True)")
 
     def _advance(self, entry):
         """Move the cursor onto ``entry``, the one _entry_after_cursor returned."""
@@ -404,17 +471,43 @@ class BufferReader:
 
     # -- queries ---------------------------------------------------------------
 
-    def range(self, start=None, stop=None, *, step=None, peek=False, only_new_items=False,
-              ignore_no_item_found=False):
+    def range(self, start=None, stop=None, step=None, *, peek=None, only_new_items=False,
+              ignore_no_item_found=None, start_le=False, stop_ge=False, join=False):
         """Records with ``start <= key <= stop`` (both inclusive; None = open), in order.
 
         ``step`` keeps every step-th; ``only_new_items`` only those after the
-        cursor.  Moves the cursor to the last record returned unless ``peek``.
-        An empty result raises NoItemFound (None with ``ignore_no_item_found``).
+        cursor.  ``start_le`` widens ``start`` down to the nearest key at or
+        below it; ``stop_ge`` widens ``stop`` up to the nearest key at or
+        above it, and finds nothing while no such key exists yet.  ``join``
+        (implies ``start_le``; no ``step``) returns one item: the records
+        trimmed to ``[start, stop]`` with the source's ``slice_item`` and
+        joined with its ``join_items`` (JoinNotSupported, before reading
+        anything, when the source lacks them).  Moves the cursor to the last
+        record found unless ``peek``.  An empty result raises NoItemFound
+        (None with ``ignore_no_item_found``; None for ``peek`` and it take
+        the reader's defaults).
         """
+        peek = self.peek if peek is None else peek
+        ignore_no_item_found = self.ignore_no_item_found if ignore_no_item_found is None else ignore_no_item_found
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
             raise ValueError(f"step must be a positive int or None, not {step!r}")
-        bounds = self._key_bounds(start, stop, self._key if only_new_items else None)
+        if join:
+            if step is not None:
+                raise errors.ConfigurationError("range(join=True) does not take a step")
+            slice_item, join_items = self._joiners()
+            start_le = True
+        lo, hi, _ = self._key_bounds(start, stop, None)
+        if start_le and start is not None:
+            lo = self._key_at_or_before(records.key_bounds(self._prefix, None, encode_key(start))[1], lo)
+        if stop_ge and stop is not None:
+            hi = self._key_at_or_after(self._prefix + encode_key(stop))
+            if hi is None:
+                if ignore_no_item_found:
+                    return None
+                raise errors.NoItemFound(f"no record with key >= {stop!r} yet in session {self._feed.session_id} "
+                                         f"(stop_ge=True; ignore_no_item_found=True returns None instead)")
+        after = self._key if only_new_items and self._key is not None and self._key >= lo else None
+        bounds = lo, hi, after
         found = []
         last_key = None
         if step is not None and step > 1:
@@ -428,10 +521,46 @@ class BufferReader:
             if ignore_no_item_found:
                 return None
             raise errors.NoItemFound(f"no record with {_bounds_text(start, stop)} in session "
-                                     f"{self._feed.session_id}")
+                                     f"{self._feed.session_id} (ignore_no_item_found=True returns None instead)")
         if not peek:
             self._move_to_key(last_key)
+        if join:
+            found[0] = slice_item(found[0], start, None)
+            found[-1] = slice_item(found[-1], None, stop)
+            return join_items(found)
         return found
+
+    def _joiners(self):
+        """The source's ``(slice_item, join_items)``; JoinNotSupported unless it implements both."""
+        source = self._feed.source
+        methods = []
+        for name in ("slice_item", "join_items"):
+            method = getattr(source, name, None)
+            base = getattr(SourceReader, name)
+            if method is None or getattr(type(source), name, None) is base:
+                raise errors.JoinNotSupported(
+                    "range(join=True) needs the source reader to implement slice_item(item, start, stop) and "
+                    "join_items(items)" + ("" if source is not None else
+                                           "; a reader of a stored session has no source reader"))
+            methods.append(method)
+        return methods
+
+    def _key_at_or_before(self, bound, default):
+        """The lower record-key bound taking in every record with the greatest
+        key below record key ``bound`` (``default`` if there is none)."""
+        feed = self._feed
+        found = [entry for entry in feed.uncommitted() if entry[0] < bound][-1:]
+        if not found and feed.db is not None:
+            with feed.store.read() as txn:
+                found = self._layout.scan_reverse(txn, feed.db, self._prefix, bound, 1, decode=False)
+        return records.same_key_bounds(found[0][0])[0] if found else default
+
+    def _key_at_or_after(self, bound):
+        """The upper record-key bound taking in every record with the smallest
+        key at or above record key ``bound`` (None if there is none)."""
+        for entry in self._entries_from(bound, self._session_end, None, first_chunk=1):
+            return records.same_key_bounds(entry[0])[1]
+        return None
 
     def irange(self, start=None, stop=None):
         """Lazy :meth:`range`: yields records with ``start <= key <= stop`` in
@@ -439,22 +568,23 @@ class BufferReader:
         for batch, _ in self._scan(*self._key_bounds(start, stop, None), _RECORDS):
             yield from batch
 
-    def head(self, n=None, *, peek=False):
+    def head(self, n=None, *, peek=False, ignore_no_item_found=None):
         """The oldest record (or a list of the ``n`` oldest) of the stream.
 
         Moves the cursor to the last one returned unless ``peek``.  Raises
-        NoItemFound when the stream is empty.
+        NoItemFound when the stream is empty (None with ``ignore_no_item_found``).
         """
         _check_count(n)
         want = 1 if n is None else n
         found = list(islice(self._entries_from(*self._key_bounds(None, None, None), first_chunk=want), want))
-        return self._finish_pick(found, n, peek)
+        return self._finish_pick(found, n, peek, ignore_no_item_found)
 
-    def tail(self, n=None, *, peek=False):
+    def tail(self, n=None, *, peek=False, only_new_items=False, ignore_no_item_found=None):
         """The newest record (or a list of the ``n`` newest, oldest first).
 
-        Moves the cursor to the newest unless ``peek``.  Raises NoItemFound
-        when the stream is empty.
+        ``only_new_items``: only those after the cursor.  Moves the cursor to
+        the newest unless ``peek``.  Raises NoItemFound when there is none
+        (None with ``ignore_no_item_found``).
         """
         _check_count(n)
         want = 1 if n is None else n
@@ -465,11 +595,16 @@ class BufferReader:
             stop = found[0][0] if found else self._session_end
             with feed.store.read() as txn:
                 found = self._layout.scan_reverse(txn, feed.db, self._prefix, stop, limit) + found
-        return self._finish_pick(found, n, peek)
+        if only_new_items and self._key is not None:
+            found = [entry for entry in found if entry[0] > self._key]
+        return self._finish_pick(found, n, peek, ignore_no_item_found)
 
-    def _finish_pick(self, found, n, peek):
+    def _finish_pick(self, found, n, peek, ignore_no_item_found):
         if not found:
-            raise errors.NoItemFound(f"session {self._feed.session_id} stream {self._feed.stream!r} is empty")
+            if self.ignore_no_item_found if ignore_no_item_found is None else ignore_no_item_found:
+                return None
+            raise errors.NoItemFound(f"no such record in session {self._feed.session_id} stream "
+                                     f"{self._feed.stream!r} (ignore_no_item_found=True returns None instead)")
         if not peek:
             self._move_to_key(found[-1][0])
         return found[0][1] if n is None else [entry[1] for entry in found]
@@ -478,7 +613,9 @@ class BufferReader:
         """Place the cursor so that the next record read is the first with a
         key ``>= key`` (or the next new one if there is none yet).  Raises
         InvalidKey for what is not a key, None included."""
-        lo = self._prefix + encode_key(key)
+        self._seek_record_key(self._prefix + encode_key(key))
+
+    def _seek_record_key(self, lo):
         for entry in self._entries_from(lo, self._session_end, None, first_chunk=1):
             self._ahead.clear()
             self._seq = records.seq_of(entry[0]) - 1
@@ -492,6 +629,70 @@ class BufferReader:
                 self.tail()
             except errors.NoItemFound:
                 self._seq = newest
+
+    # -- stream2py's reader attributes --------------------------------------------
+
+    @property
+    def last_item(self):
+        """The record at the cursor (the last one read), None before the first
+        and after :meth:`seek`."""
+        entry = self._cursor_entry()
+        return None if entry is None else entry[1]
+
+    @property
+    def last_key(self):
+        """The key of :attr:`last_item` (None when it is None)."""
+        entry = self._cursor_entry()
+        return None if entry is None else records.key_of(entry[0])
+
+    def _cursor_entry(self):
+        if self._key is None or len(self._key) <= len(self._prefix):
+            return None
+        feed = self._feed
+        entry = feed.ring_get(self._seq)
+        if entry is not None and entry[0] == self._key:
+            return entry
+        if feed.db is None:
+            return None
+        with feed.store.read() as txn:
+            found = self._layout.scan(txn, feed.db, self._key, self._key, limit=1)
+        return found[0] if found else None
+
+    @property
+    def is_stopped(self):
+        """True once the stream has ended (stopped, finished or failed)."""
+        self._feed.refresh()
+        return self._feed.ended
+
+    @property
+    def source_reader_info(self):
+        """The session's info (the source's, as its ``open()`` left it)."""
+        return self._feed.info()
+
+    def is_same_buffer(self, other):
+        """True if ``other`` is a reader of the same class over the same stream of the same session."""
+        return type(self) is type(other) and (self._feed.store, self._feed.session_id, self._feed.stream) == (
+            other._feed.store, other._feed.session_id, other._feed.stream)
+
+    def set_sleep_time_on_iter_none(self, sleep_time_s=0.1):
+        """Kept for stream2py programs: iteration here wakes on each new
+        record instead of sleeping, so there is nothing to set."""
+
+    def open(self):
+        return self
+
+    def close(self):
+        """Call :attr:`onclose` if set (a StreamSource closes when its last reader does)."""
+        if self.onclose is not None:
+            self.onclose()
+
+    enter, exit = open, close
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
 
     @property
     def lag(self):

@@ -142,6 +142,13 @@ def key_bounds(prefix, start_encoded, stop_encoded):
     return lo, hi
 
 
+def same_key_bounds(record_key):
+    """Record-key bounds ``(lo, hi)`` of every record whose key equals that of
+    the record ``record_key``, in its session."""
+    head = record_key[:-SEQ.size]
+    return head, head + _ABOVE_ANY_SEQ
+
+
 def key_before(record_key, prefix):
     """A position just before the record ``record_key`` (of the session of
     ``prefix``): reading strictly after it starts with that record."""

@@ -8,7 +8,15 @@
   multi-channel test signal (seeded sines plus noise), no hardware needed.
 * :mod:`streamlog.sources.audio` -- microphone input (needs the ``audio``
   extra); :mod:`streamlog.sources.markers` -- event markers beside it.
+* :mod:`streamlog.sources.http` -- ``HTTPResponseReader``: the body of an
+  HTTP response, chunk by chunk (stream2py's one ready source).
 
 The modules are not imported here, so importing one never pulls in the
-optional dependencies of another.
+optional dependencies of another; ``http`` (standard library only) is, as
+``stream2py.sources`` imports it.
 """
+
+from streamlog.sources import http
+from streamlog.sources.http import HTTPResponseReader
+
+__all__ = ["HTTPResponseReader", "http"]
