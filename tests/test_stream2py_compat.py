@@ -366,7 +366,9 @@ def test_stream_source_opens_with_its_first_reader_and_closes_with_its_last(lib)
     reader2.close()
 
 
-def test_simply_mk_stream_buffer_without_auto_drop(lib):
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # stream2py's reader thread
+def test_simply_mk_stream_buffer_without_auto_drop(lib):  # ends by dying of the StopIteration of read_stream
+
     mk_stream_buffer = lib.simply.mk_stream_buffer
 
     counter = iter(range(10))
