@@ -350,12 +350,13 @@ class BufferReader:
         of up to ``n`` (default ``read_size``) records after the cursor.
 
         Waits (if ``blocking``, default the reader's) up to ``timeout`` seconds
-        for the first record, then takes what is available without waiting.  Moves the cursor past what
-        it returns unless ``peek``.  Nothing to return raises NoItemFound
-        (SourceFailed after a failed stream), or returns None with
-        ``ignore_no_item_found``; fewer than ``n`` available with ``strict_n``
-        raises NotEnoughItems (at once, without moving the cursor).  None for ``peek``, ``ignore_no_item_found`` and
-        ``strict_n`` takes the reader's default.
+        for the first record, then takes what is available without waiting.
+        Moves the cursor past what it returns unless ``peek``.  Nothing to
+        return raises NoItemFound (SourceFailed after a failed stream), or
+        returns None with ``ignore_no_item_found``; fewer than ``n``
+        available with ``strict_n`` raises NotEnoughItems (at once, without
+        moving the cursor).  ``peek``, ``ignore_no_item_found`` and
+        ``strict_n`` None take the reader's defaults.
         """
         blocking = self.blocking if blocking is None else blocking
         timeout = self.timeout if timeout is None else timeout
@@ -484,8 +485,8 @@ class BufferReader:
         joined with its ``join_items`` (JoinNotSupported, before reading
         anything, when the source lacks them).  Moves the cursor to the last
         record found unless ``peek``.  An empty result raises NoItemFound
-        (None with ``ignore_no_item_found``; None for ``peek`` and it take
-        the reader's defaults).
+        (None with ``ignore_no_item_found``).  ``peek`` and
+        ``ignore_no_item_found`` None take the reader's defaults.
         """
         peek = self.peek if peek is None else peek
         ignore_no_item_found = self.ignore_no_item_found if ignore_no_item_found is None else ignore_no_item_found
@@ -500,7 +501,7 @@ class BufferReader:
         if start_le and start is not None:
             lo = self._key_at_or_before(records.key_bounds(self._prefix, None, encode_key(start))[1], lo)
         if stop_ge and stop is not None:
-            hi = self._key_at_or_after(self._prefix + encode_key(stop))
+            hi = self._key_at_or_after(records.key_bounds(self._prefix, encode_key(stop), None)[0])
             if hi is None:
                 if ignore_no_item_found:
                     return None

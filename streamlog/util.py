@@ -36,8 +36,8 @@ class Timer:
         """``egress(seconds since start)``; ConfigurationError (a ValueError,
         as in stream2py) if the timer is not running."""
         if self.start_time is None:
-            raise errors.ConfigurationError("The timer is not running, so nothing has elapsed: call start() first, or use it "
-                             "as a context manager ('with Timer() as timer:')")
+            raise errors.ConfigurationError("The timer is not running, so nothing has elapsed: call start() first, "
+                                            "or use it as a context manager ('with Timer() as timer:')")
         return self.egress(perf_counter() - self.start_time)
 
     __enter__ = start
