@@ -165,16 +165,17 @@ class Log:
         itself after its commits; see :meth:`stats` for the totals."""
         return self.store.clear_stale_readers()
 
-    def verify(self):
+    def verify(self, *, crashed=True):
         """Check the whole log; return a list of problems (empty when healthy).
 
         Checks that records of every stream are in key order with dense
-        sequence numbers, that counters match, and that no session was left
-        ``live`` by a process that is gone.
+        sequence numbers, that counters match, and (unless ``crashed`` is
+        false: that is history, not damage) that no session was left ``live``
+        by a process that is gone.
         """
         problems = []
         for session in self.sessions():
-            if session.status == "crashed":
+            if crashed and session.status == "crashed":
                 problems.append(f"session {session.id} was left live by process {session.pid}, which is gone "
                                 f"(crashed; its records up to the crash are kept)")
             for stream in session.streams:
@@ -211,6 +212,22 @@ class Log:
                 if not step:
                     return removed
                 removed += step
+        finally:
+            self.end_writing()
+
+
+    def delete_session(self, session_id):
+        """Delete one session and all its records; return the records deleted.
+
+        Registers as a writer (sessions whose writers died are marked crashed
+        first); refuses (LogError) a session that is live, recorded by this
+        or another process.  Raises SessionNotFound.  Session ids are never
+        reused.
+        """
+        session = self.session(session_id)
+        self.begin_writing()
+        try:
+            return Pruner(self.catalog).delete_session(session.id)
         finally:
             self.end_writing()
 
@@ -335,7 +352,7 @@ class Session:
         that arrived ``since..until`` (epoch seconds; all bounds inclusive,
         None open), strictly after the entry ``after``; see
         :meth:`BufferReader.ientries`."""
-        key_types = self._counters(stream or self._main_stream())["key_types"]
+        key_types = self._counters(stream)["key_types"]
         return self.reader(stream).ientries(start, stop, since=since, until=until, after=after, key_types=key_types)
 
     def range_by_time(self, t0, t1, stream=None):

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from streamlog import records
+from streamlog import errors, records
 
 _PRUNE_BATCH = 2000
 _PRUNE_TARGET = 0.8
@@ -79,6 +79,20 @@ class Pruner:
     def _excess(self, txn, max_bytes):
         """Bytes in use over the pruning target of ``max_bytes`` (as seen in ``txn``)."""
         return self.store.pages_in_use(txn) * self.store.page_size - max_bytes * _PRUNE_TARGET
+
+    def delete_session(self, session_id):
+        """Delete session ``session_id`` with all its records, in write
+        transactions of at most a batch each; return the records deleted.
+        Raises LogError, deleting nothing more, while the session is live."""
+        removed = 0
+        while True:
+            meta = self.catalog.get(session_id)
+            if meta is None:
+                return removed
+            if meta["status"] == "live":
+                raise errors.LogError(f"session {session_id} of {self.store.path} is being recorded; stop its "
+                                      f"recorder first")
+            removed += self.store.write(lambda txn: self._delete_records(txn, session_id, None, whole=True))
 
     def _prune_sessions(self, keep):
         ids = self.catalog.ids()

@@ -462,6 +462,23 @@ class Store:
         finally:
             self._gate.leave()
 
+    def copy_to(self, directory, *, compact=False):
+        """Write a consistent copy of the environment (one read snapshot, taken
+        while the writer may go on) as ``directory/data.mdb``; ``directory``
+        must exist and be empty.  ``compact`` leaves out free pages (and
+        renumbers the rest), so the copy is as small as the data.  The copy
+        is made never world-writable.  Disk errors raise StorageError."""
+        self._check_usable()
+        self._gate.enter()
+        try:
+            self.env.copy(os.fspath(directory), compact=compact)
+        except lmdb.Error as exc:
+            raise _storage_error(self.path, exc) from exc
+        finally:
+            self._gate.leave()
+        copied = os.path.join(directory, DATA_FILE)
+        os.chmod(copied, stat.S_IMODE(os.stat(copied).st_mode) & FILE_MODE)
+
     def info(self):
         """LMDB's figures for the environment (``map_size``, ``last_pgno``, ...)."""
         self._check_usable()
@@ -656,6 +673,44 @@ class Store:
                 del _stores[self.path]
             self.closed = True
         self.env.close()
+
+
+# -- replacing the data file ---------------------------------------------------
+
+
+def replace_data_file(path, new_data_file):
+    """Rename ``new_data_file`` over the data file of the log at ``path``,
+    which no process (this one included) may have open; the caller holds
+    the log's writer lock.
+
+    LMDB processes hold a shared ``fcntl`` lock on ``lock.mdb`` while they
+    have the environment open; taking it exclusively proves none has.  The
+    lock file belongs to the old data file (it caches its transaction id),
+    so it is emptied and removed: a process that was about to open the log
+    gets a clean error (and the next open starts afresh) instead of reading
+    the new file through the old table.  Raises LogError when another
+    process has the log open.
+    """
+    lock_path = os.path.join(path, LMDB_LOCK_FILE)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
+                raise errors.LogError(f"log {path} is open in another process (a reader or follower); stop it "
+                                      f"first") from None
+            os.ftruncate(fd, 0)
+            os.unlink(lock_path)
+        os.replace(new_data_file, os.path.join(path, DATA_FILE))
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 # -- fork ---------------------------------------------------------------------

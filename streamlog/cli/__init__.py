@@ -2,7 +2,8 @@
 
 ``main`` is the click group (console script ``streamlog`` and
 ``python -m streamlog``); the subcommands live in :mod:`.query` (sessions,
-info, head, tail, range, export), :mod:`.admin` (prune, doctor, upgrade),
+info, head, tail, range, export), :mod:`.admin` (prune, doctor,
+upgrade, delete, backup, compact),
 :mod:`.recording` (the ``record`` group and what its commands share),
 :mod:`.record` (record lines/cmd/synth, demo, follow), :mod:`.audio`
 (record audio, devices), :mod:`.mirror` (mirror) and :mod:`.analysis`
@@ -12,7 +13,7 @@ info, head, tail, range, export), :mod:`.admin` (prune, doctor, upgrade),
 import click
 
 from streamlog import __version__
-from streamlog.cli.admin import doctor, prune, upgrade
+from streamlog.cli.admin import backup, compact, delete, doctor, prune, upgrade
 from streamlog.cli.analysis import plot
 from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
@@ -39,6 +40,6 @@ def main():
     """
 
 
-for _command in (record, follow, demo, sessions, info, head, tail, range_, export, plot, prune, doctor, upgrade,
-                 devices, mirror):
+from streamlog.cli.admin import backup, compact, delete, doctor, prune, upgrade
+from streamlog.cli.analysis import plot
     main.add_command(_command)

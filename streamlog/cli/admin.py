@@ -1,19 +1,26 @@
 """Maintenance commands: ``prune`` (apply retention now), ``doctor`` (health
-report) and ``upgrade`` (rewrite an old log in the current format)."""
+report), ``upgrade`` (rewrite an old log in the current format),
+``delete`` (one session), ``backup`` (a consistent copy) and ``compact``
+(give freed pages back); the work is in :mod:`streamlog.maintenance`
+and :class:`streamlog.Log`."""
 
 import json
 import os
 import signal
 import sys
 import tempfile
+import time
 
 import click
 
 from streamlog import errors
 from streamlog.log import Retention
-from streamlog.cli.common import SIZE, format_bytes, log_argument, open_log
+from streamlog.cli.common import AGE, SIZE, TIME, format_bytes, log_argument, open_log, utc_option
+from streamlog.maintenance import backup as backup_log
+from streamlog.maintenance import compact as compact_log
+from streamlog.maintenance import prune_plan
 
-__all__ = ["prune", "doctor", "upgrade"]
+__all__ = ["prune", "doctor", "upgrade", "delete", "backup", "compact"]
 
 
 # --------------------------------------------------------------------------
@@ -28,19 +35,38 @@ _LIMITS = (("max_bytes", "--max-bytes"), ("max_age_s", "--max-age"), ("max_sessi
 @click.option("--max-bytes", type=SIZE, metavar="SIZE",
               help="Keep the log's data within about this size (e.g. 500MB, 2GiB; at least 1MiB); "
                    "the oldest records go first.")
-@click.option("--max-age", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Remove records that arrived more than this many seconds ago.")
+@click.option("--max-age", type=AGE, metavar="AGE",
+              help="Remove records that arrived longer ago than AGE: 7d, 12h, 90m, 1h30m or seconds.")
+@click.option("--until", type=TIME, metavar="TIME",
+              help="Remove records that arrived before TIME (-7d, epoch seconds, ISO-8601).")
 @click.option("--keep-sessions", type=click.IntRange(min=1), metavar="N",
               help="Keep only the newest N sessions (a live session is never removed whole).")
-def prune(log, max_bytes, max_age, keep_sessions):
+@click.option("--dry-run", "-n", is_flag=True,
+              help="Print what would be removed and change nothing (prunes a temporary copy of the log, "
+                   "so it needs room for one in $TMPDIR).")
+@utc_option
+def prune(log, max_bytes, max_age, until, keep_sessions, dry_run, utc):
     """Remove old records from LOG now, within the given limits.
 
     Give at least one limit.  Needs the log's writer lock: it fails, naming
-    the process, while another process records into the log.
+    the process, while another process records into the log (--dry-run
+    works then too).  The file keeps its size (LMDB reuses the freed pages);
+    `streamlog compact` gives them back to the file system.
 
-    Example: streamlog prune ./mylog --max-bytes 1GiB --keep-sessions 10
+    \b
+    Examples:
+      streamlog prune ./mylog --max-bytes 1GiB --keep-sessions 10
+      streamlog prune ./mylog --max-age 7d --dry-run
     """
+    if until is not None:
+        if until >= time.time():
+            raise click.BadParameter("is not in the past: that would remove every record", param_hint="'--until'")
+        age = time.time() - until
+        max_age = age if max_age is None else min(max_age, age)
     retention = _retention_from_options(max_bytes=max_bytes, max_age_s=max_age, max_sessions=keep_sessions)
+    if dry_run:
+        _print_plan(log, prune_plan(log, retention))
+        return
     with open_log(log, readonly=False) as opened:
         before = {s.id: s.count for s in opened.sessions()}
         removed = opened.prune(retention)
@@ -60,11 +86,22 @@ def prune(log, max_bytes, max_age, keep_sessions):
                f"{format_bytes(stats['bytes_used'])} used of {format_bytes(stats['bytes_on_disk'])} on disk.")
 
 
+def _print_plan(log, plan):
+    """The --dry-run report of :func:`streamlog.maintenance.prune_plan`."""
+    if not plan["sessions"]:
+        click.echo(f"Nothing would be removed: {log} is within the limits.")
+        return
+    click.echo(f"Would remove {plan['removed']} record(s) from {log} (dry run: nothing was changed).")
+    for sid, (before, after) in plan["sessions"].items():
+        click.echo(f"  session {sid}: all {before} records (the whole session)" if after == 0 else
+                   f"  session {sid}: {before} -> {after} records")
+
+
 def _retention_from_options(**limits):
     """A Retention of the given limits; usage errors for none or a bad one."""
     given = {name: value for name, value in limits.items() if value is not None}
     if not given:
-        raise click.UsageError("give at least one limit: --max-bytes, --max-age or --keep-sessions")
+        raise click.UsageError("give at least one limit: --max-bytes, --max-age, --until or --keep-sessions")
     for name, option in _LIMITS:
         if name in given:
             try:
@@ -111,20 +148,28 @@ def upgrade(log):
 
 @click.command()
 @log_argument
+@click.option("--strict", is_flag=True,
+              help="Count crashed sessions as problems too (exit status 1), as doctor used to.")
 @click.pass_context
-def doctor(ctx, log):
+def doctor(ctx, log, strict):
     """Check LOG and report its health.
 
     Reads every record key to check key order, sequence numbers and
-    counters, and looks for sessions left live by a process that died.
-    Frees the reader slots of processes killed while reading (they keep the
-    log from reusing space) and names those processes.  Exits 0 when
-    healthy, 1 when a problem was found.  The checks run in a child
+    counters.  Frees the reader slots of processes killed while reading
+    (they keep the log from reusing space) and names those processes.
+    Problems that need action (damage) are listed apart from history: a
+    session that crashed or failed long ago is reported, not failed on.
+    Exits 0 when there is nothing to act on, 1 when a problem was found
+    (with --strict, a crashed session is one).  The checks run in a child
     process, so a damaged file that crashes LMDB is reported, not fatal.
 
-    Example: streamlog doctor ./mylog
+    \b
+    Examples:
+      streamlog doctor ./mylog
+      streamlog doctor ./mylog --strict || alert "the recorder of ./mylog crashed"
     """
-    stats, statuses, problems = _in_child(_findings, log)
+    stats, sessions, problems = _in_child(_findings, log)
+    statuses = [s["status"] for s in sessions]
     by_status = ", ".join(f"{statuses.count(status)} {status}"
                           for status in ("live", "closed", "failed", "crashed") if status in statuses)
     writers = stats["writer_pids"]
@@ -142,6 +187,17 @@ def doctor(ctx, log):
     ]
     for label, value in rows:
         click.echo(f"{label:<9} {value}")
+    crashed = [f"session {s['id']} was left live by process {s['pid']}, which is gone (crashed; its records up "
+               f"to the crash are kept)" for s in sessions if s["status"] == "crashed"]
+    failed = [f"session {s['id']} failed: {s['error'] or 'no error recorded'}"
+              for s in sessions if s["status"] == "failed"]
+    history = failed + ([] if strict else crashed)
+    if history:
+        click.echo(f"history ({len(history)}, nothing to do):")
+        for line in history:
+            click.echo(f"  - {line}")
+    if strict:
+        problems = problems + crashed
     if problems:
         click.echo(f"{len(problems)} problem(s):")
         for problem in problems:
@@ -151,10 +207,12 @@ def doctor(ctx, log):
 
 
 def _findings(log):
-    """What doctor reports: the log's stats, its session statuses and its problems."""
+    """What doctor reports: the log's stats, its sessions (id, status, pid,
+    error) and its problems (crashed sessions not counted)."""
     with open_log(log) as opened:
         opened.clear_stale_readers()
-        return opened.stats(), [s.status for s in opened.sessions()], opened.verify()
+        sessions = [{"id": s.id, "status": s.status, "pid": s.pid, "error": s.error} for s in opened.sessions()]
+        return opened.stats(), sessions, opened.verify(crashed=False)
 
 
 def _in_child(work, log):
@@ -218,3 +276,74 @@ def _describe_readers(stats):
     pids = stats["stale_reader_pids"]
     dead = f" of dead process(es) {', '.join(map(str, pids))}" if pids else ""
     return f"{held}; cleared {cleared} stale slot(s){dead}"
+
+
+# --------------------------------------------------------------------------
+# delete, backup, compact
+
+
+@click.command()
+@log_argument
+@click.option("--session", "-s", "session_id", type=int, required=True, metavar="ID",
+              help="The session to delete; negative counts from the end.")
+def delete(log, session_id):
+    """Delete one session of LOG with all its records.
+
+    Needs the log's writer lock (fails, naming the process, while another
+    process records).  Session ids are never reused.
+
+    \b
+    Example:
+      streamlog delete ./mylog -s 3
+    """
+    with open_log(log, readonly=False) as opened:
+        session_id = opened.session(session_id).id
+        removed = opened.delete_session(session_id)
+    click.echo(f"Deleted session {session_id} ({removed} record(s)) from {log}.")
+
+
+@click.command()
+@log_argument
+@click.argument("dest", type=click.Path(path_type=str))
+@click.option("--compact", "compacted", is_flag=True, help="Leave out free pages: the copy is as small as the data.")
+def backup(log, dest, compacted):
+    """Copy LOG to the new directory DEST: a consistent copy, also while the
+    log is being recorded (LMDB's own copy of one snapshot; the recorder
+    does not stop).  The copy is opened and verified before this returns.
+
+    A session that was live at that moment shows as crashed in the copy,
+    with every record committed before.  DEST must not exist (or be an
+    empty directory).  Exit status 1 when the copy does not verify.
+
+    \b
+    Examples:
+      streamlog backup ./mylog /backups/mylog-$(date +%F)
+      streamlog backup ./mylog ./small-copy --compact
+    """
+    done = backup_log(log, dest, compact=compacted)
+    click.echo(f"Copied {log} to {done['path']}: {done['sessions']} session(s), {done['records']} record(s), "
+               f"{format_bytes(done['bytes'])}{' (compacted)' if compacted else ''}.")
+    if done["problems"]:
+        click.echo(f"the copy does not verify ({len(done['problems'])} problem(s)):", err=True)
+        for problem in done["problems"]:
+            click.echo(f"  - {problem}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@log_argument
+def compact(log):
+    """Give the pages that pruning freed back to the file system.
+
+    LMDB reuses freed pages but never shrinks its file; this rewrites LOG
+    by copy-and-swap (a compacted copy beside it, renamed over data.mdb).
+    Refused while another process records into LOG or has it open
+    (stop them first, or make a compacted copy with `backup --compact`).
+
+    \b
+    Example:
+      streamlog prune ./mylog --max-bytes 5MiB && streamlog compact ./mylog
+    """
+    before, after = compact_log(log)
+    click.echo(f"Compacted {log}: {format_bytes(before)} -> {format_bytes(after)} "
+               f"({format_bytes(max(0, before - after))} given back).")
