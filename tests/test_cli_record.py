@@ -1,5 +1,6 @@
 """``streamlog record ...``, ``follow`` and ``demo`` through click's CliRunner."""
 
+import io
 import json
 import re
 import subprocess
@@ -284,3 +285,34 @@ def test_record_lists_its_sources():
         assert "  audio " not in listed
     else:
         assert "  audio " in listed
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_status_line_on_a_terminal_only(tmp_path):
+    from streamlog import StreamBuffer
+    from streamlog.cli.recording import StatusLine
+    from streamlog.sources.synth import SynthSource
+
+    with StreamBuffer(SynthSource(count=5, realtime=False), log=str(tmp_path / "s.streamlog")) as buf:
+        buf.wait(30)
+        terminal, pipe = Terminal(), io.StringIO()
+        shown, hidden = StatusLine(terminal), StatusLine(pipe)
+        for line in (shown, hidden):
+            line.update(buf, 2.0)
+            line.clear()
+    text = terminal.getvalue()
+    assert text.startswith("\r5 records  2.5/s  ") and text.rstrip(" ").endswith("\r") and " 2s" in text
+    assert pipe.getvalue() == ""
+    assert StatusLine(Terminal(), enabled=False).enabled is False  # --quiet
+
+
+def test_record_prints_no_status_line_into_a_pipe(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "streamlog", "record", "synth", str(tmp_path / "p.streamlog"),
+                             "--count", "20", "--rate", "2000", "--block", "100"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "\r" not in result.stdout
