@@ -127,8 +127,67 @@ def test_sessions_json(log):
     assert found[1]["status"] == "closed"
     assert (found[1]["first_key"], found[1]["last_key"]) == (0, 24)
     assert found[0]["info"] == {"source": "test", "path": "/dev/test"}
-    assert found[0]["streams"] == ["main"]
+    assert list(found[0]["streams"]) == ["main"]
     assert found[0]["duration_s"] >= 0 and found[0]["start_time"] <= found[0]["stop_time"]
+
+
+def test_one_session_shape_everywhere(log):
+    """sessions --json, --nl and info --json give the same object for a session."""
+    listed = json.loads(run("sessions", log, "--json").stdout)
+    lines = [json.loads(line) for line in run("sessions", log, "--nl").stdout.splitlines()]
+    shown = [json.loads(run("info", log, "-s", sid, "--json").stdout) for sid in log.ids]
+    for same in (lines, shown, [json.loads(run("info", log, sid, "--format", "json").stdout) for sid in log.ids]):
+        assert [{k: v for k, v in s.items() if k != "duration_s"} for s in same] == \
+            [{k: v for k, v in s.items() if k != "duration_s"} for s in listed]
+    assert listed[1]["streams"]["main"] == {"records": 25, "recorded": 25, "bytes": listed[1]["bytes"],
+                                            "first_key": 0, "last_key": 24, "key_types": "int", "error": None}
+    assert listed[1]["start"].startswith(dt.datetime.fromtimestamp(listed[1]["start_time"]).strftime("%Y-%m-%dT"))
+
+
+def test_sessions_and_info_csv(log):
+    rows = list(csv.DictReader(io.StringIO(run("sessions", log, "--csv").stdout)))
+    assert [int(r["id"]) for r in rows] == list(log.ids)
+    assert [int(r["records"]) for r in rows] == [10, 25] and rows[0]["streams"] == "main"
+    assert json.loads(rows[0]["info"]) == {"source": "test", "path": "/dev/test"}
+    [row] = csv.DictReader(io.StringIO(run("info", log, "-s", log.ids[0], "--csv").stdout))
+    assert row == rows[0] | {"duration_s": row["duration_s"]}
+    assert [r["id"] for r in csv.DictReader(io.StringIO(run("sessions", log, "-s", log.ids[1], "--csv").stdout))] \
+        == [str(log.ids[1])]
+
+
+def test_info_takes_the_session_as_an_option_or_an_argument(log):
+    by_option = run("info", log, "-s", log.ids[0])
+    assert by_option.exit_code == 0 and f"session     {log.ids[0]} (closed)" in by_option.stdout
+    assert run("info", log, log.ids[0]).stdout == by_option.stdout
+    both = run("info", log, log.ids[0], "-s", log.ids[1])
+    assert both.exit_code == 2 and "two sessions given" in both.stderr
+
+
+def test_keys_are_written_one_way(tmp_path):
+    path = tmp_path / "bytes"
+    record(path, [(bytes([i]), f"r{i}") for i in range(1, 4)])
+    listed = json.loads(run("sessions", path, "--json").stdout)[0]
+    assert (listed["first_key"], listed["last_key"]) == ("0x01", "0x03")
+    assert "0x01 .. 0x03" in run("sessions", path).stdout
+    assert "keys 0x01 .. 0x03" in run("info", path).stdout
+    assert [json.loads(x)[1] for x in run("range", path, "0x02", "0x03", "-f", "jsonl").stdout.splitlines()] == \
+        ["r2", "r3"]
+
+
+def test_time_keys_are_iso_in_sessions_and_info(tmp_path):
+    path = tmp_path / "times"
+    base_us = 1_796_151_120_000_000
+    record(path, [(base_us + i, "x") for i in range(3)], info={"key_kind": "timestamp_us"})
+    listed = json.loads(run("sessions", path, "--json", "--utc").stdout)[0]
+    assert (listed["first_key"], listed["last_key"]) == ("2026-12-01T18:52:00.000000Z",
+                                                         "2026-12-01T18:52:00.000002Z")
+    assert "2026-12-01T18:52:00.000000Z .. 2026-12-01T18:52:00.000002Z" in run("sessions", path, "--utc").stdout
+
+
+def test_custom_sources_are_described_by_their_info(tmp_path):
+    path = tmp_path / "custom"
+    record(path, [(1, "x")], info={"kind": "counter", "n": 1})
+    assert json.loads(run("sessions", path, "--json").stdout)[0]["source"] == "kind=counter n=1"
 
 
 def test_info_text_and_json(log):

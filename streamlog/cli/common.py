@@ -6,8 +6,8 @@
   reader that closes the pipe early (``| head``) ends the command quietly.
 * :func:`open_log`, :func:`pick_session` -- a log and a session named on the
   command line, with one-line errors when they are not there.
-* :func:`parse_key`, :func:`format_key` -- keys in the one notation of
-  :mod:`streamlog.notation`, typed as the session's key type.
+* :func:`parse_key` -- a key typed in the one notation of
+  :mod:`streamlog.notation`, read as the session's key type.
 * :func:`parse_size` / :data:`SIZE` -- byte sizes like ``10MB`` or ``1GiB``.
 * :class:`RecordWriter` -- records as text lines, JSON lines or CSV rows.
 """
@@ -360,9 +360,3 @@ def _format_value(value):
             return repr(data)
         return f"{data[:_BYTES_SHOWN]!r}... ({len(data)} bytes)"
     return repr(value)
-
-
-def format_key(key, info, *, utc=False):
-    """A key in the notation of :mod:`streamlog.notation` (ISO times for a
-    time-keyed session, ``-`` for None)."""
-    return notation.format_key(key, time_key=notation.is_time_keyed(info), utc=utc)

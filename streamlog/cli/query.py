@@ -1,102 +1,80 @@
 """Read-only commands: ``sessions``, ``info``, ``head``, ``tail``, ``range``, ``export``."""
 
 import contextlib
+import csv
 import json
 import sys
-import time
 
 import click
 
 from streamlog import errors
 from streamlog import export as export_formats
 from streamlog.cli.common import (
-    RecordWriter, format_bytes, format_duration, format_key, format_option, format_time, log_argument,
+    RecordWriter, format_bytes, format_duration, format_option, format_time, log_argument,
     TIME, open_log, parse_key, pick_session, session_option, sessions_option, stream_option,
     utc_option,
 )
+from streamlog.describe import FLAT_FIELDS, flat_summary, session_summary
+from streamlog.notation import describe_key_types
 from streamlog.query import Where, pick_fields, rows, select_sessions
-from streamlog.codec import to_jsonable
 
-__all__ = ["sessions", "info", "head", "tail", "range_", "export", "session_summary", "describe_source"]
-
-
-# --------------------------------------------------------------------------
-# describing sessions
-
-
-def session_summary(session):
-    """The session as a JSON-ready dict with stable field names.
-
-    ``records`` is the count stored now in the main stream, ``recorded`` the
-    count ever recorded (pruning lowers the first), ``duration_s`` runs to
-    now for a live session and is None when unknown (crashed), ``rate_hz`` is
-    ``recorded / duration_s``.
-    """
-    duration = _duration_of(session)
-    recorded = session.recorded
-    return {
-        "id": session.id,
-        "status": session.status,
-        "start_time": session.start_time,
-        "stop_time": session.stop_time,
-        "duration_s": duration,
-        "records": session.count,
-        "recorded": recorded,
-        "bytes": session.bytes,
-        "first_key": to_jsonable(session.first_key),
-        "last_key": to_jsonable(session.last_key),
-        "key_types": session.key_types,
-        "rate_hz": recorded / duration if duration else None,
-        "streams": session.streams,
-        "source": describe_source(session.info),
-        "pid": session.pid,
-        "host": session.host,
-        "error": session.error,
-        "info": to_jsonable(session.info),
-    }
-
-
-def _duration_of(session):
-    if session.start_time is None:
-        return None
-    if session.stop_time is not None:
-        return max(0.0, session.stop_time - session.start_time)
-    if session.status == "live":
-        return max(0.0, time.time() - session.start_time)
-    return None
-
-
-def describe_source(info):
-    """A short description of where a session's records came from, e.g.
-    ``lines /var/log/syslog`` or ``command ping -c 3 host``; ``-`` if unknown."""
-    info = info or {}
-    name = info.get("source")
-    if "argv" in info:
-        detail = " ".join(str(arg) for arg in info["argv"])
-    else:
-        detail = info.get("path") or info.get("device") or ""
-    text = " ".join(str(part) for part in (name, detail) if part)
-    return text or "-"
-
-
-def _key_span(first, last, info):
-    if first is None:
-        return "-"
-    return f"{format_key(first, info)} .. {format_key(last, info)}"
-
-
-def _shorten(text, width):
-    return text if len(text) <= width else text[:width - 3] + "..."
+__all__ = ["sessions", "info", "head", "tail", "range_", "export"]
 
 
 # --------------------------------------------------------------------------
 # sessions, info
 
 
+SUMMARY_FORMATS = ("text", "json", "nl", "csv")
+
+
+def summary_format_options(command):
+    """``--json``, ``--nl``, ``--csv`` (and ``-f/--format``) for the commands that describe sessions."""
+    options = [
+        click.option("--format", "-f", "fmt", type=click.Choice(SUMMARY_FORMATS), default="text", show_default=True,
+                     help="text: a table; json: one JSON document; nl: one JSON object per line; csv: a header "
+                          "row and one row per session."),
+        click.option("--json", "fmt", flag_value="json", help="Same as --format json."),
+        click.option("--nl", "fmt", flag_value="nl", help="Same as --format nl (JSON lines)."),
+        click.option("--csv", "fmt", flag_value="csv", help="Same as --format csv."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _write_summaries(summaries, fmt, *, single=False):
+    """The summaries (of :func:`streamlog.describe.session_summary`) as strict
+    JSON (NaN and infinities as null), JSON lines or CSV; ``single``: one
+    JSON object rather than a list."""
+    if fmt == "json":
+        document = export_formats.strict_jsonable(summaries[0] if single else summaries)
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False))
+    elif fmt == "nl":
+        for summary in summaries:
+            click.echo(json.dumps(export_formats.strict_jsonable(summary), ensure_ascii=False, allow_nan=False))
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=FLAT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(flat_summary(summary) for summary in summaries)
+
+
+def _key_span(first, last):
+    if first is None:
+        return "-"
+    return f"{first} .. {last}"
+
+
+def _shorten(text, width):
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 @click.command()
 @log_argument
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of session objects (for scripts).")
-def sessions(log, as_json):
+@sessions_option
+@summary_format_options
+@utc_option
+def sessions(log, session_spec, fmt, utc):
     """List the sessions of LOG, oldest first.
 
     Columns: id, status (live, closed, failed, crashed), start (local time),
@@ -104,17 +82,22 @@ def sessions(log, as_json):
     line under the table says why each failed or crashed session ended.
     For a redis:// URL, a line per consumer group gives its lag (records
     not yet delivered to it) and its pending (delivered, not acknowledged).
+    --json, --nl and --csv give every field (the same fields as `info`).
 
-    Example: streamlog sessions ./mylog --json
+    \b
+    Examples:
+      streamlog sessions ./mylog
+      streamlog sessions ./mylog --json | jq '.[] | select(.status == "crashed") | .id'
+      streamlog sessions ./mylog -s 3,5-7 --csv > sessions.csv
     """
     from streamlog.remote import RemoteLog
 
     with open_log(log) as opened:
         remote = isinstance(opened, RemoteLog)
-        summaries = [{**session_summary(s), **({"groups": s.groups()} if remote else {})}
-                     for s in opened.sessions()]
-    if as_json:
-        click.echo(json.dumps(export_formats.strict_jsonable(summaries), indent=2, allow_nan=False))
+        chosen = opened.sessions() if session_spec is None else select_sessions(opened, session_spec)
+        summaries = [{**session_summary(s, utc=utc), **({"groups": s.groups()} if remote else {})} for s in chosen]
+    if fmt != "text":
+        _write_summaries(summaries, fmt)
         return
     if not summaries:
         click.echo(f"{log}: no sessions")
@@ -124,8 +107,7 @@ def sessions(log, as_json):
     for s in summaries:
         table.append((
             str(s["id"]), s["status"], format_time(s["start_time"]), format_duration(s["duration_s"]),
-            str(s["records"]), format_bytes(s["bytes"]),
-            _shorten(_key_span(s["first_key"], s["last_key"], s["info"]), 48),
+            str(s["records"]), format_bytes(s["bytes"]), _key_span(s["first_key"], s["last_key"]),
             "-" if s["rate_hz"] is None else f"{s['rate_hz']:.1f}/s",
             _shorten(s["source"], 40),
         ))
@@ -151,34 +133,35 @@ def _echo_table(table, right_aligned):
 
 @click.command()
 @log_argument
-@click.argument("session_id", metavar="[SESSION]", type=int, required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
-def info(log, session_id, as_json):
+@click.argument("session_arg", metavar="[SESSION]", type=int, required=False)
+@session_option
+@summary_format_options
+@utc_option
+def info(log, session_arg, session_id, fmt, utc):
     """Show everything about one session of LOG (default: the last).
 
     Includes status, times, process, error, source info and every stream's
-    counters and key span.  Negative SESSION ids count from the end; write
-    them after `--`.
+    counters and key span.  The session is -s ID (as in every command) or,
+    as before, a SESSION argument; negative ids count from the end (write
+    an argument one after `--`).
 
-    Example: streamlog info ./mylog 3
+    \b
+    Examples:
+      streamlog info ./mylog -s 3
+      streamlog info ./mylog 3 --json
     """
+    if session_arg is not None and session_id is not None and session_arg != session_id:
+        raise click.UsageError(f"two sessions given: {session_arg} and -s {session_id}; give one")
     with open_log(log) as opened:
-        session = pick_session(opened, session_id)
-        summary = session_summary(session)
-        streams = {name: session.stream_info(name) for name in session.streams}
-        summary["durability"] = session.durability
-        summary["streams"] = {name: {
-            "records": s["count"], "recorded": s["recorded"], "bytes": s["bytes"],
-            "first_key": to_jsonable(s["first_key"]), "last_key": to_jsonable(s["last_key"]),
-            "key_types": s["key_types"], "error": s["error"],
-        } for name, s in streams.items()}
-    if as_json:
-        click.echo(json.dumps(export_formats.strict_jsonable(summary), indent=2, allow_nan=False))
+        session = pick_session(opened, session_id if session_id is not None else session_arg)
+        summary = session_summary(session, utc=utc)
+    if fmt != "text":
+        _write_summaries([summary], fmt, single=True)
         return
     lines = [
         ("session", f"{summary['id']} ({summary['status']})"),
-        ("started", format_time(summary["start_time"])),
-        ("stopped", format_time(summary["stop_time"])),
+        ("started", summary["start"] or "-"),
+        ("stopped", summary["stop"] or "-"),
         ("duration", format_duration(summary["duration_s"])),
         ("records", f"{summary['records']} stored, {summary['recorded']} recorded"),
         ("bytes", format_bytes(summary["bytes"])),
@@ -191,22 +174,13 @@ def info(log, session_id, as_json):
     for label, value in lines:
         click.echo(f"{label:<11} {value}")
     click.echo("streams:")
-    for name, s in streams.items():
-        click.echo(f"  {name}: {s['count']} records ({s['recorded']} recorded), {format_bytes(s['bytes'])}, "
-                   f"keys {_key_span(s['first_key'], s['last_key'], session.info)} "
-                   f"[{_describe_key_types(s['key_types'])}]"
+    for name, s in summary["streams"].items():
+        click.echo(f"  {name}: {s['records']} records ({s['recorded']} recorded), {format_bytes(s['bytes'])}, "
+                   f"keys {_key_span(s['first_key'], s['last_key'])} [{describe_key_types(s['key_types'])}]"
                    + (f", error: {s['error']}" if s["error"] else ""))
     click.echo("info:")
-    for name, value in (session.info or {}).items():
-        click.echo(f"  {name}: {json.dumps(to_jsonable(value), ensure_ascii=False)}")
-
-
-def _describe_key_types(key_types):
-    if key_types is None:
-        return "no records"
-    if isinstance(key_types, list):
-        return "(" + ", ".join(_describe_key_types(t) for t in key_types) + ")"
-    return key_types
+    for name, value in summary["info"].items():
+        click.echo(f"  {name}: {json.dumps(value, ensure_ascii=False)}")
 
 
 # --------------------------------------------------------------------------
