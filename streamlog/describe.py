@@ -72,10 +72,10 @@ FLAT_FIELDS = ("id", "status", "start", "stop", "duration_s", "records", "record
 def flat_summary(summary):
     """A :func:`session_summary` as one flat row (a dict over :data:`FLAT_FIELDS`):
     ``streams`` becomes the stream names separated by spaces, ``key_types``
-    and ``info`` their JSON text, keys their notation text."""
+    text such as ``(int, str)``, ``info`` its JSON text."""
     row = {name: summary[name] for name in FLAT_FIELDS}
     row["streams"] = " ".join(summary["streams"])
-    row["key_types"] = None if summary["key_types"] is None else json.dumps(summary["key_types"])
+    row["key_types"] = None if summary["key_types"] is None else notation.describe_key_types(summary["key_types"])
     row["info"] = json.dumps(summary["info"], ensure_ascii=False)
     return row
 

@@ -40,3 +40,10 @@ def test_every_help_has_an_example_of_that_command(path):
     help_text = result.stdout
     assert re.search(r"^\s*Examples?:", help_text, re.M), help_text
     assert f"streamlog {' '.join(path)}" in help_text.split("Example", 1)[1], help_text
+
+
+def test_docs_cli_md_is_the_commands_help_as_it_is_now():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "cli_reference.py"), "--check"],
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert result.returncode == 0, result.stderr + " (rerun: python tools/cli_reference.py)"
