@@ -97,6 +97,36 @@ class Gate(SourceReader):
         return data[0]
 
 
+LIVE_RECORDER = """
+import sys
+from streamlog import ReadBatch, SourceReader, StreamBuffer
+
+class FiftyThenIdle(SourceReader):
+    sleep_time_on_read_none_s = 0.005
+    def open(self):
+        self.sent = False
+    def read(self):
+        if self.sent:
+            return None
+        self.sent = True
+        return ReadBatch((i, "tick") for i in range(50))
+    def close(self):
+        pass
+    def key(self, data):
+        return data[0]
+
+with StreamBuffer(FiftyThenIdle(), log=sys.argv[1], commit_interval_s=0.001) as buf:
+    reader = buf.mk_reader()
+    for _ in range(50):
+        next(reader)
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+"""A script recording ``(i, "tick")`` for i = 0..49 into the log named by
+argv[1]; it prints "ready" once they are readable, then keeps the session
+live (an idle source) until its stdin closes or it is killed."""
+
+
 def run_python(code, *args, timeout=60, check=True, **kwargs):
     """Run ``code`` in a fresh interpreter with the package importable; return CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))

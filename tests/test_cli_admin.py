@@ -14,37 +14,9 @@ import streamlog
 from streamlog import Log, ReadBatch, SourceReader, StreamBuffer
 from streamlog.cli import main
 
+from helpers import LIVE_RECORDER
+
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(streamlog.__file__)))
-
-# Records 50 records into the log named by argv[1], prints "ready" once they
-# are readable, then keeps the session live (idle source) until stdin closes.
-RECORDER = """
-import sys
-from streamlog import ReadBatch, SourceReader, StreamBuffer
-
-class FiftyThenIdle(SourceReader):
-    def __init__(self):
-        self.sent = False
-    def open(self):
-        pass
-    def read(self):
-        if self.sent:
-            return None
-        self.sent = True
-        return ReadBatch((i, "tick") for i in range(50))
-    def close(self):
-        pass
-    def key(self, data):
-        return data[0]
-
-with StreamBuffer(FiftyThenIdle(), log=sys.argv[1], commit_interval_s=0.001) as buf:
-    reader = buf.mk_reader()
-    for _ in range(50):
-        next(reader)
-    print("ready", flush=True)
-    sys.stdin.read()
-"""
-
 
 class CountSource(SourceReader):
     """Records ``(i, "x" * width)`` for i in range(n), then ends."""
@@ -96,7 +68,7 @@ def recorder(tmp_path):
     """Start a subprocess recording into ``tmp_path/"live"``; yields the Popen once
     its 50 records are readable.  Ended (stdin closed) at teardown if alive."""
     script = tmp_path / "recorder.py"
-    script.write_text(RECORDER)
+    script.write_text(LIVE_RECORDER)
     env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "live")], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)

@@ -9,39 +9,11 @@ import time
 
 import pytest
 
-from helpers import load_tool
+from helpers import LIVE_RECORDER, load_tool
 
 STREAMLOG = [sys.executable, "-m", "streamlog"]
 DEADLINE_S = 60.0
 ChildLines = load_tool("crash_trials").ChildLines
-
-# Records (i, "tick") for i = 0..49 into argv[1], prints "ready" once they are committed, then keeps
-# the session live until it is killed.
-LIVE_RECORDER = """
-import sys
-from streamlog import ReadBatch, SourceReader, StreamBuffer
-
-class FiftyThenIdle(SourceReader):
-    sleep_time_on_read_none_s = 0.005
-    def open(self):
-        self.sent = False
-    def read(self):
-        if self.sent:
-            return None
-        self.sent = True
-        return ReadBatch((i, "tick") for i in range(50))
-    def close(self):
-        pass
-    def key(self, data):
-        return data[0]
-
-with StreamBuffer(FiftyThenIdle(), log=sys.argv[1], commit_interval_s=0.001) as buf:
-    while buf.committed < 50:
-        buf.wait(0.001)
-    print("ready", flush=True)
-    sys.stdin.read()
-"""
-
 
 def start(*args, **kwargs):
     return subprocess.Popen([*STREAMLOG, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -205,53 +205,36 @@ def parse_size(text):
     return int(float(number) * unit) if "." in number else int(number) * unit
 
 
-class _SizeType(click.ParamType):
-    name = "size"
+class _ParsedType(click.ParamType):
+    """A click parameter type converting text with ``parse(text, ctx)``; the
+    ``failure`` errors it raises become usage errors (exit status 2) with
+    their message; a value already converted (``done``) passes through."""
+
+    def __init__(self, name, parse, failure, done):
+        self.name = name
+        self._parse = parse
+        self._failure = failure
+        self._done = done
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int):
+        if isinstance(value, self._done):
             return value
         try:
-            return parse_size(value)
-        except click.BadParameter as exc:
-            self.fail(exc.message, param, ctx)
+            return self._parse(value, ctx)
+        except self._failure as exc:
+            self.fail(exc.message if isinstance(exc, click.ClickException) else str(exc), param, ctx)
 
 
-SIZE = _SizeType()
+SIZE = _ParsedType("size", lambda text, ctx: parse_size(text), click.BadParameter, int)
 """A click parameter type that converts with :func:`parse_size`."""
 
-
-class _TimeType(click.ParamType):
-    name = "time"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            return timespec.parse_time(value, utc=bool(ctx and ctx.params.get("utc")))
-        except errors.TimeFormatError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-TIME = _TimeType()
+TIME = _ParsedType("time", lambda text, ctx: timespec.parse_time(text, utc=bool(ctx and ctx.params.get("utc"))),
+                   errors.TimeFormatError, float)
 """A click parameter type: a time of :mod:`streamlog.timespec` -> epoch seconds.
 ISO times without an offset are UTC when the command has ``--utc`` (an
 eager option, so it is read first), local time otherwise."""
 
-
-class _AgeType(click.ParamType):
-    name = "age"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            return timespec.parse_age(value)
-        except errors.TimeFormatError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-AGE = _AgeType()
+AGE = _ParsedType("age", lambda text, ctx: timespec.parse_age(text), errors.TimeFormatError, float)
 """A click parameter type: an age such as ``7d`` or ``12h`` -> seconds."""
 
 
