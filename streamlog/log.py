@@ -355,6 +355,11 @@ class Session:
         key_types = self._counters(stream)["key_types"]
         return self.reader(stream).ientries(start, stop, since=since, until=until, after=after, key_types=key_types)
 
+    def tail_entries(self, n, stream=None):
+        """The ``n`` newest records as ``(key, arrival_us, record, seq)``
+        entries, oldest first; see :meth:`BufferReader.tail_entries`."""
+        return self.reader(stream).tail_entries(n, key_types=self._counters(stream)["key_types"])
+
     def range_by_time(self, t0, t1, stream=None):
         """Records that arrived at ``t0 <= time <= t1`` (epoch seconds), in order."""
         return self.reader(stream).range_by_time(t0, t1)

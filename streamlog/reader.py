@@ -737,6 +737,22 @@ class BufferReader:
         hi_us = None if until is None else round(until * 1e6)
         if lo_us is not None:
             lo = max(lo, self._time_index_start(lo_us))
+        return self._timed_entries(lo, hi, lo_us, hi_us, key_types)
+
+    def tail_entries(self, n, *, key_types=None):
+        """The ``n`` newest committed records as :class:`Entry` tuples, oldest
+        first (fewer when the stream holds fewer); see :meth:`ientries`."""
+        _check_count(n)
+        feed = self._feed
+        if feed.db is None:
+            return []
+        with feed.store.read() as txn:
+            newest = records.scan_reverse(txn, feed.db, self._prefix, self._session_end, n, decode=False)
+        if not newest:
+            return []
+        return list(islice(self._timed_entries(newest[0][0], self._session_end, None, None, key_types), n))
+
+    def _timed_entries(self, lo, hi, lo_us, hi_us, key_types):
         for record_key, arrival, record in self._entries_from(lo, hi, None, with_time=True):
             if hi_us is not None and arrival > hi_us:
                 return
