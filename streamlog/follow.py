@@ -11,7 +11,7 @@ last one into its exit status).
 import time
 from itertools import islice
 
-from streamlog import errors
+from streamlog import errors, notation
 from streamlog.query import Row
 from streamlog.reader import Entry
 from streamlog.remote import open_log
@@ -164,7 +164,8 @@ class Follower:
                     if not batch:
                         break
                     after = batch[-1]
-                    yield [Row(session.id, e.key, e.arrival_us, e.record) for e in batch]
+                    time_key = notation.is_time_keyed(session.info)
+                    yield [Row(session.id, e.key, e.arrival_us, e.record, time_key) for e in batch]
             if ended:
                 self.ended.append((session.id, session.status, session.error))
                 return

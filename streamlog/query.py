@@ -27,19 +27,43 @@ from streamlog.keys import encode_key
 __all__ = ["Row", "select_sessions", "Where", "pick_fields", "rows", "key_bounds"]
 
 
+LABELS = ("session", "key", "time")
+"""What can be shown beside a record, in this order (see :meth:`Row.labels`)."""
+
+
 @dataclass(frozen=True)
 class Row:
     """One record of a query: its session id, key, arrival time (integer
-    microseconds since the epoch; ``time`` in seconds) and the record."""
+    microseconds since the epoch; ``time`` in seconds), the record, and
+    whether the session's keys are times (``time_key``)."""
 
     session: int
     key: Any
     arrival_us: int
     record: Any
+    time_key: bool = False
 
     @property
     def time(self):
         return self.arrival_us / 1e6
+
+    def labels(self, which=LABELS, *, utc=False):
+        """``{"session": id, "key": ..., "time": ...}`` for the names in
+        ``which`` (in :data:`LABELS` order): the key in the notation of
+        :mod:`streamlog.notation` (a JSON number when it is one, ISO-8601
+        for time keys), the arrival time as ISO-8601 with microseconds
+        (local, or UTC with ``utc``)."""
+        out = {}
+        for name in LABELS:
+            if name not in which:
+                continue
+            if name == "session":
+                out[name] = self.session
+            elif name == "key":
+                out[name] = notation.jsonable_key(self.key, time_key=self.time_key, utc=utc)
+            else:
+                out[name] = timespec.format_time(self.time, utc=utc)
+        return out
 
 
 # --------------------------------------------------------------------------
@@ -233,6 +257,7 @@ def rows(sessions, *, stream=None, start=None, stop=None, since=None, until=None
 
 def _all_rows(sessions, bounds, stream, since, until, where):
     for session, (low, high) in zip(sessions, bounds):
+        time_key = notation.is_time_keyed(session.info)
         for entry in session.ientries(low, high, since=since, until=until, stream=stream):
             if all(condition(entry.record) for condition in where):
-                yield Row(session.id, entry.key, entry.arrival_us, entry.record)
+                yield Row(session.id, entry.key, entry.arrival_us, entry.record, time_key)
