@@ -77,14 +77,12 @@ def compact(path):
     """Rewrite the log at ``path`` without its free pages; return ``(bytes
     before, bytes after)`` of its data file.
 
-    Copy-and-swap: the log's writer lock is held throughout, a compacted
-    copy is written beside the log and renamed over ``data.mdb`` (a crash
-    leaves either the old file or the new one, never a mix; see
-    :func:`streamlog.store.replace_data_file`).  Refused with LogLocked
-    while another process records, and with LogError while any other
-    process has the log open (it would go on reading the old file).  A
-    reader that starts to open the log in the microseconds of the swap may
-    still see the old file until it opens the log again.
+    Copy-and-swap: a compacted copy is written beside the log and renamed
+    over ``data.mdb`` (a crash leaves either the old file or the new one,
+    never a mix; see :func:`streamlog.store.replace_data_file`).  Refused
+    with LogError while another process records into the log or has it
+    open at all (it would go on with the old file): nothing can write
+    between the copy and the swap.
     """
     log = Log(path, create=False)
     writing = False
@@ -93,6 +91,10 @@ def compact(path):
             raise errors.LogError(f"log {log.path} is open elsewhere in this process; close it before compacting")
         log.begin_writing()
         writing = True
+        others = sorted(pid for pid in log.store.live_writers().values() if pid != os.getpid())
+        if others:
+            raise errors.LogError(f"log {log.path} is being recorded by {', '.join(f'pid {p}' for p in others)}; "
+                                  f"compact needs the log to itself (or make a compacted copy with backup)")
         data_file = os.path.join(log.path, DATA_FILE)
         before = os.path.getsize(data_file)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(log.path)}.compact-",
@@ -117,15 +119,24 @@ def prune_plan(path, retention):
     session would go).
 
     Prunes a temporary copy of the log (in the system's temporary
-    directory: it needs free space for a copy of the log).
+    directory: it needs free space for a copy of the log).  In the copy no
+    session is live; a session live in the log is counted as the real prune
+    treats it, keeping at least its newest record (its other streams' newest
+    records are kept too, so the count may be a few records high).
+    Records are counted in the main stream of each session.
     """
     with Log(path, readonly=True, create=False) as log:
         before = {s.id: s.count for s in log.sessions()}
+        live = {s.id for s in log.sessions() if s.status == "live"}
     with tempfile.TemporaryDirectory(prefix="streamlog-dry-run-") as scratch:
         copy_dir = os.path.join(scratch, "copy.streamlog")
         backup(path, copy_dir, verify=False)
         with Log(copy_dir, create=False) as copy:
-            removed = copy.prune(retention)
+            copy.prune(retention)
             after = {s.id: s.count for s in copy.sessions()}
+    for sid in live & before.keys():  # in the copy nothing records them; the real prune keeps their newest record
+        if before[sid]:
+            after[sid] = max(after.get(sid, 0), 1)
+    removed = sum(count - after.get(sid, 0) for sid, count in before.items())
     changed = {sid: (count, after.get(sid, 0)) for sid, count in before.items() if after.get(sid, 0) != count}
     return {"removed": removed, "sessions": changed}

@@ -680,16 +680,17 @@ class Store:
 
 def replace_data_file(path, new_data_file):
     """Rename ``new_data_file`` over the data file of the log at ``path``,
-    which no process (this one included) may have open; the caller holds
-    the log's writer lock.
+    which no process (this one included) may have open.
 
     LMDB processes hold a shared ``fcntl`` lock on ``lock.mdb`` while they
-    have the environment open; taking it exclusively proves none has.  The
-    lock file belongs to the old data file (it caches its transaction id),
-    so it is emptied and removed: a process that was about to open the log
-    gets a clean error (and the next open starts afresh) instead of reading
-    the new file through the old table.  Raises LogError when another
-    process has the log open.
+    have the environment open (writers too); taking it exclusively proves
+    none has.  Holding it, the new file is renamed into place, then the lock
+    file, which belongs to the old data file (it caches its transaction id),
+    is emptied and removed: a process that opened it meanwhile waits for
+    the lock and then gets a clean error (its next open starts afresh)
+    instead of using the new file through the old table; a process that
+    opens the log after the removal makes a fresh lock file and sees the
+    new data file.  Raises LogError when another process has the log open.
     """
     lock_path = os.path.join(path, LMDB_LOCK_FILE)
     try:
@@ -703,11 +704,12 @@ def replace_data_file(path, new_data_file):
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EAGAIN):
                     raise
-                raise errors.LogError(f"log {path} is open in another process (a reader or follower); stop it "
-                                      f"first") from None
+                raise errors.LogError(f"log {path} is open in another process (a recorder, reader or follower); "
+                                      f"stop it first") from None
+        os.replace(new_data_file, os.path.join(path, DATA_FILE))
+        if fd is not None:
             os.ftruncate(fd, 0)
             os.unlink(lock_path)
-        os.replace(new_data_file, os.path.join(path, DATA_FILE))
     finally:
         if fd is not None:
             os.close(fd)

@@ -221,7 +221,11 @@ def test_prune_dry_run_prints_what_would_go_and_changes_nothing(log):
 def test_prune_dry_run_works_while_another_process_records(recorder, tmp_path):
     result = run("prune", tmp_path / "live", "--max-age", "1ms", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "Would remove 50 record(s)" in result.stdout
+    assert "Would remove 49 record(s)" in result.stdout and "session 1: 50 -> 1 records" in result.stdout
+    assert session_counts(tmp_path / "live") == [(1, 50)]
+    real = run("prune", tmp_path / "live", "--max-age", "1ms")  # what the dry run said, for real
+    assert real.exit_code == 0 and "Removed 49 record(s)" in real.stdout, real.output
+    assert session_counts(tmp_path / "live") == [(1, 1)]
     assert recorder.poll() is None
 
 
@@ -239,8 +243,8 @@ def test_delete_one_session(log):
     assert run("delete", log).exit_code == 2  # -s is required: nothing is deleted by default
 
 
-def test_delete_while_another_process_records_names_its_pid(recorder, tmp_path):
-    assert_one_line_error(run("delete", tmp_path / "live", "-s", 1), f"pid {recorder.pid}")
+def test_delete_of_a_session_being_recorded_is_refused(recorder, tmp_path):
+    assert_one_line_error(run("delete", tmp_path / "live", "-s", 1), "session 1", "is being recorded")
     assert session_counts(tmp_path / "live") == [(1, 50)]
 
 
@@ -289,7 +293,7 @@ def test_compact_gives_freed_pages_back(tmp_path):
 
 
 def test_compact_is_refused_while_a_recorder_is_live(recorder, tmp_path):
-    assert_one_line_error(run("compact", tmp_path / "live"), f"pid {recorder.pid}")
+    assert_one_line_error(run("compact", tmp_path / "live"), f"is being recorded by pid {recorder.pid}")
     assert session_counts(tmp_path / "live") == [(1, 50)]
 
 

@@ -48,9 +48,9 @@ _LIMITS = (("max_bytes", "--max-bytes"), ("max_age_s", "--max-age"), ("max_sessi
 def prune(log, max_bytes, max_age, until, keep_sessions, dry_run, utc):
     """Remove old records from LOG now, within the given limits.
 
-    Give at least one limit.  Needs the log's writer lock: it fails, naming
-    the process, while another process records into the log (--dry-run
-    works then too).  The file keeps its size (LMDB reuses the freed pages);
+    Give at least one limit.  Works while other processes record: a live
+    session keeps its newest record of each stream and is never removed
+    whole.  The file keeps its size (LMDB reuses the freed pages);
     `streamlog compact` gives them back to the file system.
 
     \b
@@ -289,8 +289,8 @@ def _describe_readers(stats):
 def delete(log, session_id):
     """Delete one session of LOG with all its records.
 
-    Needs the log's writer lock (fails, naming the process, while another
-    process records).  Session ids are never reused.
+    A live session (being recorded) is refused.  Session ids are never
+    reused.
 
     \b
     Example:
