@@ -115,28 +115,25 @@ def compact(path):
 def prune_plan(path, retention):
     """What ``Log(path).prune(retention)`` would remove now, without removing
     anything: ``{"removed": records, "sessions": {id: (records before,
-    records after)}}`` (after 0 and the id gone from the log: the whole
-    session would go).
+    records after)}, "live": ids}`` (after 0: the whole session would go).
 
     Prunes a temporary copy of the log (in the system's temporary
-    directory: it needs free space for a copy of the log).  In the copy no
-    session is live; a session live in the log is counted as the real prune
-    treats it, keeping at least its newest record (its other streams' newest
-    records are kept too, so the count may be a few records high).
-    Records are counted in the main stream of each session.
+    directory: it needs free space for a copy of the log).  Records are
+    counted in the main stream of each session.  In the copy nothing is
+    recording, so for a session being recorded (its id is in ``live``) the
+    figure is an upper bound: the real prune keeps the newest block of
+    records of each of its streams and never removes it whole.
     """
     with Log(path, readonly=True, create=False) as log:
-        before = {s.id: s.count for s in log.sessions()}
-        live = {s.id for s in log.sessions() if s.status == "live"}
+        sessions = log.sessions()
+        before = {s.id: s.count for s in sessions}
+        live = {s.id for s in sessions if s.status == "live"}
     with tempfile.TemporaryDirectory(prefix="streamlog-dry-run-") as scratch:
         copy_dir = os.path.join(scratch, "copy.streamlog")
         backup(path, copy_dir, verify=False)
         with Log(copy_dir, create=False) as copy:
             copy.prune(retention)
             after = {s.id: s.count for s in copy.sessions()}
-    for sid in live & before.keys():  # in the copy nothing records them; the real prune keeps their newest record
-        if before[sid]:
-            after[sid] = max(after.get(sid, 0), 1)
-    removed = sum(count - after.get(sid, 0) for sid, count in before.items())
     changed = {sid: (count, after.get(sid, 0)) for sid, count in before.items() if after.get(sid, 0) != count}
-    return {"removed": removed, "sessions": changed}
+    removed = sum(old - new for old, new in changed.values())
+    return {"removed": removed, "sessions": changed, "live": live & changed.keys()}

@@ -221,11 +221,12 @@ def test_prune_dry_run_prints_what_would_go_and_changes_nothing(log):
 def test_prune_dry_run_works_while_another_process_records(recorder, tmp_path):
     result = run("prune", tmp_path / "live", "--max-age", "1ms", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "Would remove 49 record(s)" in result.stdout and "session 1: 50 -> 1 records" in result.stdout
+    assert "Would remove at most 50 record(s)" in result.stdout
+    assert "session 1 (being recorded): at most 50 of 50 records" in result.stdout
     assert session_counts(tmp_path / "live") == [(1, 50)]
-    real = run("prune", tmp_path / "live", "--max-age", "1ms")  # what the dry run said, for real
-    assert real.exit_code == 0 and "Removed 49 record(s)" in real.stdout, real.output
-    assert session_counts(tmp_path / "live") == [(1, 1)]
+    real = run("prune", tmp_path / "live", "--max-age", "1ms")  # the live session keeps its newest block
+    assert real.exit_code == 0, real.output
+    assert session_counts(tmp_path / "live")[0][1] >= 1
     assert recorder.poll() is None
 
 

@@ -91,10 +91,16 @@ def _print_plan(log, plan):
     if not plan["sessions"]:
         click.echo(f"Nothing would be removed: {log} is within the limits.")
         return
-    click.echo(f"Would remove {plan['removed']} record(s) from {log} (dry run: nothing was changed).")
+    bound = "at most " if plan["live"] else ""
+    click.echo(f"Would remove {bound}{plan['removed']} record(s) from {log} (dry run: nothing was changed).")
     for sid, (before, after) in plan["sessions"].items():
-        click.echo(f"  session {sid}: all {before} records (the whole session)" if after == 0 else
-                   f"  session {sid}: {before} -> {after} records")
+        if sid in plan["live"]:
+            click.echo(f"  session {sid} (being recorded): at most {before - after} of {before} records (the "
+                       f"newest block of each stream stays)")
+        elif after == 0:
+            click.echo(f"  session {sid}: all {before} records (the whole session)")
+        else:
+            click.echo(f"  session {sid}: {before} -> {after} records")
 
 
 def _retention_from_options(**limits):
