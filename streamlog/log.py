@@ -215,7 +215,6 @@ class Log:
         finally:
             self.end_writing()
 
-
     def delete_session(self, session_id):
         """Delete one session and all its records; return the records deleted.
 

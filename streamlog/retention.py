@@ -92,7 +92,10 @@ class Pruner:
             if meta["status"] == "live":
                 raise errors.LogError(f"session {session_id} of {self.store.path} is being recorded; stop its "
                                       f"recorder first")
-            removed += self.store.write(lambda txn: self._delete_records(txn, session_id, None, whole=True))
+            step = self.store.write(lambda txn: self._delete_records(txn, session_id, None, whole=True))
+            if not step:  # nothing left to delete, yet the session is there: never loop on it
+                raise errors.LogError(f"session {session_id} of {self.store.path} could not be deleted")
+            removed += step
 
     def _prune_sessions(self, keep):
         ids = self.catalog.ids()
