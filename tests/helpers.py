@@ -116,15 +116,15 @@ class FiftyThenIdle(SourceReader):
         return data[0]
 
 with StreamBuffer(FiftyThenIdle(), log=sys.argv[1], commit_interval_s=0.001) as buf:
-    reader = buf.mk_reader()
-    for _ in range(50):
-        next(reader)
+    while buf.committed < 50:
+        buf.wait(0.001)
     print("ready", flush=True)
     sys.stdin.read()
 """
 """A script recording ``(i, "tick")`` for i = 0..49 into the log named by
-argv[1]; it prints "ready" once they are readable, then keeps the session
-live (an idle source) until its stdin closes or it is killed."""
+argv[1]; it prints "ready" once they are committed (readable from other
+processes), then keeps the session live (an idle source) until its stdin
+closes or it is killed."""
 
 
 def run_python(code, *args, timeout=60, check=True, **kwargs):
