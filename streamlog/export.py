@@ -72,11 +72,13 @@ from numpy.lib import format as npy_format
 from streamlog import errors
 from streamlog.codec import to_jsonable
 from streamlog.frames import is_audio, stream_name
+from streamlog.notation import is_time_keyed
+from streamlog.query import Row
 from streamlog.store import FILE_MODE, enclosing_log
 
 __all__ = [
-    "export", "export_wav", "planned_count", "write_records", "Selection", "Reread", "ExportFormat", "Written",
-    "ExportResult", "WavExport", "FORMATS", "register_format", "format_for", "json_line", "strict_jsonable",
+    "export", "export_wav", "planned_count", "write_records", "Selection", "Labelled", "Reread", "ExportFormat",
+    "Written", "ExportResult", "WavExport", "FORMATS", "register_format", "format_for", "json_line", "strict_jsonable",
     "LineWriter", "JsonlWriter", "CsvWriter", "csv_fields", "is_terminal",
 ]
 
@@ -159,24 +161,54 @@ def format_for(name=None, path=None):
 # what is exported
 
 
+class Labelled(NamedTuple):
+    """A record with labels written beside it (``streamlog.query.Row.labels``:
+    session, key, arrival time): in jsonl one object ``{**labels, "record":
+    record}``; in csv the label columns first, then the record's own (a
+    record field that has a label's name is written as ``record.NAME``); in
+    text the labels, then the record, separated by tabs."""
+
+    labels: dict
+    record: object
+
+
 class Selection:
     """The records of ``stream`` (None: the main stream) of a stored
-    ``session`` with ``start <= key <= stop`` (None: that end open).
+    ``session`` with ``start <= key <= stop`` that arrived at ``since <=
+    time <= until`` (epoch seconds; None: that end open).
 
-    Iterating reads them lazily, in bounded memory, from the start each time
-    (so a format may make two passes).  A session still recording may hold
-    more records on a second pass; formats that pass twice write only as
-    many as the first pass counted.
+    ``labels`` (names of :data:`streamlog.query.LABELS`) makes each record a
+    :class:`Labelled` one, its times local or UTC (``utc``).  Iterating
+    reads lazily, in bounded memory, from the start each time (so a format
+    may make two passes).  A session still recording may hold more records
+    on a second pass; formats that pass twice write only as many as the
+    first pass counted.
     """
 
-    def __init__(self, session, stream=None, start=None, stop=None):
+    def __init__(self, session, stream=None, start=None, stop=None, *, since=None, until=None, labels=(), utc=False):
         self.session = session
         self.stream = stream
         self.start = start
         self.stop = stop
+        self.since = since
+        self.until = until
+        self.labels = tuple(labels)
+        self.utc = utc
 
     def __iter__(self):
-        return iter(self.session.irange(self.start, self.stop, stream=self.stream))
+        if self.since is None and self.until is None and not self.labels:
+            return iter(self.session.irange(self.start, self.stop, stream=self.stream))
+        return self._entries()
+
+    def _entries(self):
+        time_key = is_time_keyed(self.session.info)
+        for entry in self.session.ientries(self.start, self.stop, since=self.since, until=self.until,
+                                           stream=self.stream):
+            if not self.labels:
+                yield entry.record
+                continue
+            row = Row(self.session.id, entry.key, entry.arrival_us, entry.record, time_key)
+            yield Labelled(row.labels(self.labels, utc=self.utc), entry.record)
 
 
 class Reread:
@@ -202,11 +234,14 @@ class ExportResult(NamedTuple):
     gaps: list
 
 
-def export(session, target, fmt=None, *, stream=None, start=None, stop=None, force=False, progress=None,
-           **options):
+def export(session, target, fmt=None, *, stream=None, start=None, stop=None, since=None, until=None, labels=(),
+           utc=False, force=False, progress=None, **options):
     """Write the records of ``stream`` of ``session`` with ``start <= key <=
     stop`` (wav: the time keys ``[start, stop)``) to ``target`` in the format
     ``fmt`` (a name of :data:`FORMATS`; None: from the suffix of ``target``).
+    ``since``/``until`` (epoch seconds, inclusive) select by arrival time and
+    ``labels`` (see :class:`Labelled`) add the session, key or arrival time
+    beside each record: jsonl and csv only.
 
     ``target`` is a path (written as the module docstring says; ``force``
     allows replacing a regular file) or a binary file object (written from
@@ -223,7 +258,10 @@ def export(session, target, fmt=None, *, stream=None, start=None, stop=None, for
     unknown = sorted(set(options) - set(fmt.options))
     if unknown:
         raise errors.ExportError(f"{', '.join(unknown)} does not apply to {fmt.name} exports")
-    selection = Selection(session, stream, start, stop)
+    if fmt.name not in ("jsonl", "csv") and (since is not None or until is not None or labels):
+        raise errors.ExportError(f"arrival times (since/until) and keys/times beside the records apply to jsonl "
+                                 f"and csv exports, not {fmt.name}")
+    selection = Selection(session, stream, start, stop, since=since, until=until, labels=labels, utc=utc)
     progress = progress or _ignore
     if not is_path:
         written = fmt.write(selection, target, seekable=_seekable(target), progress=progress, **options)
@@ -362,8 +400,12 @@ def json_line(record):
     """``record`` as one line of strict JSON (RFC 8259), via
     :func:`streamlog.codec.to_jsonable`: float NaN, Infinity and -Infinity,
     which JSON cannot hold, are written as ``null`` (as JavaScript's
-    ``JSON.stringify`` does)."""
-    value = to_jsonable(record)
+    ``JSON.stringify`` does).  A :class:`Labelled` record is one object of
+    its labels and ``"record"``."""
+    if isinstance(record, Labelled):
+        value = {**record.labels, "record": to_jsonable(record.record)}
+    else:
+        value = to_jsonable(record)
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False)
     except ValueError:  # a non-finite float somewhere
@@ -423,13 +465,31 @@ def _write_jsonl(records, out, *, seekable, progress):
 
 def _csv_items(record):
     """``(column name, value)`` pairs of a record: a dict's fields, a tuple's
-    items as ``value0, value1, ...``, anything else as ``value``."""
+    items as ``value0, value1, ...``, anything else as ``value``; a numpy
+    array spread over one column per element, named by its indexes
+    (``value1[0][1]``); a :class:`Labelled` record's labels first."""
+    if isinstance(record, Labelled):
+        own = _csv_items(record.record)
+        return list(record.labels.items()) + [(f"record.{name}" if name in record.labels else name, value)
+                                              for name, value in own]
     if isinstance(record, dict):
-        return [(name if type(name) is str else json.dumps(to_jsonable(name)), value)
-                for name, value in record.items()]
-    if isinstance(record, tuple):
-        return [(f"value{i}", value) for i, value in enumerate(record)]
-    return [("value", record)]
+        items = [(name if type(name) is str else json.dumps(to_jsonable(name)), value)
+                 for name, value in record.items()]
+    elif isinstance(record, tuple):
+        items = [(f"value{i}", value) for i, value in enumerate(record)]
+    else:
+        items = [("value", record)]
+    if not any(isinstance(value, np.ndarray) for _, value in items):
+        return items
+    return [spread for name, value in items for spread in _spread(name, value)]
+
+
+def _spread(name, value):
+    """``[(name, value)]``, or for an array of one or more dimensions one pair
+    per element, ``name[i][j]`` in C order."""
+    if not isinstance(value, np.ndarray) or value.ndim == 0:
+        return [(name, value.item() if isinstance(value, np.ndarray) else value)]
+    return [(name + "".join(f"[{i}]" for i in index), value[index].item()) for index in np.ndindex(value.shape)]
 
 
 def csv_fields(records):

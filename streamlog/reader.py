@@ -747,7 +747,7 @@ class BufferReader:
         if feed.db is None:
             return []
         with feed.store.read() as txn:
-            newest = records.scan_reverse(txn, feed.db, self._prefix, self._session_end, n, decode=False)
+            newest = self._layout.scan_reverse(txn, feed.db, self._prefix, self._session_end, n, decode=False)
         if not newest:
             return []
         return list(islice(self._timed_entries(newest[0][0], self._session_end, None, None, key_types), n))

@@ -1,18 +1,22 @@
 """Wall-clock and multi-session queries from the shell: --since/--until on any session, -s lists,
 --where, --fields, --step, --limit, and the library behind them (streamlog.query), on real logs."""
 
+import csv
+import io
 import json
 import queue
 import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from streamlog import Log, ReadBatch, StreamBuffer
 from streamlog.cli import main
 from streamlog.errors import QueryError, SessionNotFound
+from streamlog.export import Labelled, write_records
 from streamlog.query import Where, pick_fields, rows, select_sessions
-from streamlog.timespec import format_time
+from streamlog.timespec import format_time, parse_time
 
 from helpers import Gate
 
@@ -155,7 +159,7 @@ def test_where_on_dict_records(two):
 
 def test_where_on_tuple_items_and_every_session(two):
     result = run("range", two.path, "-s", "all", "--where", "1=line 2", "-f", "jsonl")
-    assert jsonl(result) == [[2, "line 2"]]
+    assert jsonl(result) == [{"session": 3, "record": [2, "line 2"]}]
 
 
 def test_fields(two):
@@ -194,3 +198,92 @@ def test_where_and_pick_fields_directly():
     assert pick_fields("text", ["a"]) == "text"
     with pytest.raises(QueryError):
         Where("=3")
+
+
+# -- keys and times beside the records ---------------------------------------------
+
+
+def test_keys_and_times_in_text_csv_and_jsonl(two):
+    text = run("range", two.path, "-s", "1", "10", "11", "--keys", "--times", "--utc").stdout.splitlines()
+    assert [line.split("\t")[0] for line in text] == ["10", "11"]
+    assert all(line.split("\t")[1].endswith("Z") and line.split("\t")[2].startswith("(1") for line in text)
+    arrival = parse_time(text[0].split("\t")[1])
+    assert arrival > two.middle  # the arrival time printed is the record's own
+    rows = list(csv.DictReader(io.StringIO(run("range", two.path, "-s", "1", "--limit", "2", "-k", "-t", "-f",
+                                               "csv").stdout)))
+    assert list(rows[0]) == ["key", "time", "value0", "value1"]
+    assert [r["key"] for r in rows] == ["0", "1"] and parse_time(rows[0]["time"]) < two.middle
+    lines = jsonl(run("range", two.path, "-s", "1", "--limit", "1", "-k", "-t", "-f", "jsonl"))
+    assert list(lines[0]) == ["key", "time", "record"] and lines[0]["record"] == [0, "early 0"]
+    assert jsonl(run("range", two.path, "-s", "1", "--limit", "1", "-f", "jsonl")) == [[0, "early 0"]]  # unchanged
+
+
+def test_several_sessions_get_a_session_column(two):
+    lines = jsonl(run("range", two.path, "-s", "1,3", "--where", "0<1", "-f", "jsonl"))
+    assert lines == [{"session": 1, "record": [0, "early 0"]}, {"session": 3, "record": [0, "line 0"]}]
+    text = run("range", two.path, "-s", "all", "--limit", "1", "-k").stdout
+    assert text == "1\t0\t(0, 'early 0')\n"
+
+
+def test_a_record_field_named_like_a_label_keeps_its_own_column(two):
+    rows = list(csv.DictReader(io.StringIO(run("range", two.path, "-s", "2", "--limit", "1", "-k", "-t",
+                                               "-f", "csv").stdout)))
+    assert rows[0]["key"] == "0" and rows[0]["t"] == "0"
+    assert list(rows[0]) == ["key", "time", "t", "channel", "rate", "meta"]
+    with_time_field = list(csv.DictReader(io.StringIO(run("range", two.path, "-s", "2", "--limit", "1", "-t",
+                                                          "--fields", "t,channel", "-f", "csv").stdout)))
+    assert list(with_time_field[0]) == ["time", "t", "channel"]
+
+
+def test_head_and_tail_with_keys_and_times(two):
+    head = run("head", two.path, "-s", "1", "-n", "2", "-k", "-t").stdout.splitlines()
+    tail = run("tail", two.path, "-s", "1", "-n", "2", "-k", "-t").stdout.splitlines()
+    assert [line.split("\t")[0] for line in head] == ["0", "1"]
+    assert [line.split("\t")[0] for line in tail] == ["18", "19"]
+    assert parse_time(head[0].split("\t")[1]) < two.middle < parse_time(tail[0].split("\t")[1])
+    assert run("tail", two.path, "-s", "1", "-n", "50", "-k").stdout.count("\n") == 20
+
+
+def test_time_keys_print_as_iso_beside_the_record(tmp_path):
+    path = str(tmp_path / "t.streamlog")
+    items = queue.Queue()
+    with StreamBuffer(Gate(items), log=path, info={"key_kind": "timestamp_us"}) as buf:
+        items.put(ReadBatch([(1_796_151_120_000_000, "a"), (1_796_151_120_500_000, "b")]))
+        items.put(StopIteration)
+        buf.wait(30)
+    lines = jsonl(run("range", path, "--keys", "--utc", "-f", "jsonl"))
+    assert [line["key"] for line in lines] == ["2026-12-01T18:52:00.000000Z", "2026-12-01T18:52:00.500000Z"]
+    back = run("range", path, lines[1]["key"], "-f", "jsonl")  # a printed key reads back as the same key
+    assert [r[1] for r in jsonl(back)] == ["b"]
+
+
+def test_export_with_since_keys_and_times(two, tmp_path):
+    out = tmp_path / "late.csv"
+    result = run("export", two.path, "-s", "1", "-o", out, "--since", repr(two.middle), "-k", "-t")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["key"] for r in rows] == [str(i) for i in range(10, 20)] and all(r["time"] for r in rows)
+    assert "Wrote 10 record(s)" in result.stderr
+    usage_error(run("export", two.path, "-s", "1", "-o", tmp_path / "x.npy", "--since", "-1h"),
+                "apply to jsonl and csv exports, not npy")
+
+
+def test_csv_spreads_fixed_shape_arrays_over_indexed_columns(tmp_path):
+    path = str(tmp_path / "a.streamlog")
+    items = queue.Queue()
+    with StreamBuffer(Gate(items), log=path) as buf:
+        items.put(ReadBatch([(i, np.arange(6, dtype=np.int16).reshape(2, 3) + i) for i in range(3)]))
+        items.put(StopIteration)
+        buf.wait(30)
+    rows = list(csv.DictReader(io.StringIO(run("range", path, "-f", "csv").stdout)))
+    assert list(rows[0]) == ["value0"] + [f"value1[{i}][{j}]" for i in range(2) for j in range(3)]
+    assert [int(rows[2][f"value1[1][{j}]"]) for j in range(3)] == [5, 6, 7]
+
+
+def test_labels_and_record_fields_of_one_name_stay_apart():
+    out = io.BytesIO()
+    write_records([Labelled({"key": 1, "time": "T"}, {"key": 9, "a": 2})], "csv", out)
+    assert out.getvalue().decode().splitlines() == ["key,time,record.key,a", "1,T,9,2"]
+    out = io.BytesIO()
+    write_records([Labelled({"key": 1}, {"key": 9})], "jsonl", out)
+    assert json.loads(out.getvalue()) == {"key": 1, "record": {"key": 9}}

@@ -235,9 +235,9 @@ def test_range_csv_inclusive_bounds(log):
     result = run("range", log, 5, 7, "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["value0", "value1"]
+    assert rows[0] == ["value0", "value1[0]", "value1[1]", "value1[2]", "value1[3]"]  # arrays spread over columns
     assert [int(r[0]) for r in rows[1:]] == [5, 6, 7]
-    assert json.loads(rows[1][1]) == [5.0, 6.0, 7.0, 8.0]
+    assert [float(x) for x in rows[1][1:]] == [5.0, 6.0, 7.0, 8.0]
 
 
 @pytest.mark.parametrize("fmt", ["text", "jsonl", "csv"])
@@ -337,7 +337,8 @@ def test_export_jsonl_and_csv_read_back(log, tmp_path):
     result = run("export", log, "-o", out, "--session", log.ids[0], "--start", 2, "--stop", 4)
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(out.open(newline="")))
-    assert rows[0] == ["value0", "value1"] and [r[0] for r in rows[1:]] == ["2", "3", "4"]
+    assert rows[0] == ["value0", "value1[0]", "value1[1]", "value1[2]", "value1[3]"]
+    assert [r[0] for r in rows[1:]] == ["2", "3", "4"]
 
 
 def test_export_npy_equals_recorded_arrays(log, tmp_path):

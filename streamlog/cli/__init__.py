@@ -40,6 +40,6 @@ def main():
     """
 
 
-from streamlog.cli.admin import backup, compact, delete, doctor, prune, upgrade
-from streamlog.cli.analysis import plot
+for _command in (record, follow, demo, sessions, info, head, tail, range_, export, plot, prune, doctor, upgrade,
+                 delete, backup, compact, devices, mirror):
     main.add_command(_command)

@@ -21,11 +21,11 @@ import click
 import numpy as np
 
 from streamlog import errors, notation, timespec
-from streamlog.export import CsvWriter, JsonlWriter, LineWriter, is_terminal
+from streamlog.export import CsvWriter, JsonlWriter, Labelled, LineWriter, is_terminal
 
 __all__ = [
     "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE", "TIME", "AGE",
-    "sessions_option", "utc_option",
+    "sessions_option", "utc_option", "label_options", "label_names",
     "RecordWriter", "RECORD_FORMATS", "format_bytes", "format_duration", "format_time",
     "log_argument", "session_option", "stream_option", "format_option",
 ]
@@ -117,6 +117,22 @@ utc_option = click.option("--utc", is_flag=True, is_eager=True,  # eager: TIME o
 stream_option = click.option(
     "--stream", default=None, metavar="NAME",
     help="Stream of the session to read.  [default: main]")
+
+def label_options(command):
+    """``--keys``/``-k`` and ``--times``/``-t``: show each record's key and
+    arrival time beside it (see :func:`label_names`)."""
+    command = click.option("--times", "-t", "show_times", is_flag=True,
+                           help="Show each record's arrival time (ISO-8601, µs; local, or UTC with --utc).")(command)
+    return click.option("--keys", "-k", "show_keys", is_flag=True,
+                        help="Show each record's key (in the key notation; ISO-8601 for time keys).")(command)
+
+
+def label_names(keys, times, several_sessions=False):
+    """The labels to show beside each record (names of
+    :data:`streamlog.query.LABELS`): the session when records of several
+    sessions are printed, the key and the arrival time when asked for."""
+    return tuple(name for name, wanted in (("session", several_sessions), ("key", keys), ("time", times)) if wanted)
+
 
 format_option = click.option(
     "--format", "-f", "fmt", type=click.Choice(RECORD_FORMATS), default="text", show_default=True,
@@ -320,7 +336,11 @@ _BYTES_SHOWN = 32
 
 
 def format_record_text(record):
-    """One readable line for ``record`` (see :class:`RecordWriter`)."""
+    """One readable line for ``record`` (see :class:`RecordWriter`); a
+    :class:`~streamlog.export.Labelled` record's labels come first, each
+    followed by a tab."""
+    if isinstance(record, Labelled):
+        return "".join(f"{value}\t" for value in record.labels.values()) + format_record_text(record.record)
     if isinstance(record, str):
         return record.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
     return _format_value(record)

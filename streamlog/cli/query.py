@@ -11,12 +11,12 @@ from streamlog import errors
 from streamlog import export as export_formats
 from streamlog.cli.common import (
     RecordWriter, format_bytes, format_duration, format_option, format_time, log_argument,
-    TIME, open_log, parse_key, pick_session, session_option, sessions_option, stream_option,
-    utc_option,
+    TIME, label_names, label_options, open_log, parse_key, pick_session, session_option, sessions_option,
+    stream_option, utc_option,
 )
 from streamlog.describe import FLAT_FIELDS, flat_summary, session_summary
-from streamlog.notation import describe_key_types
-from streamlog.query import Where, pick_fields, rows, select_sessions
+from streamlog.notation import describe_key_types, is_time_keyed
+from streamlog.query import Row, Where, pick_fields, rows, select_sessions
 
 __all__ = ["sessions", "info", "head", "tail", "range_", "export"]
 
@@ -196,17 +196,27 @@ _count_option = click.option("-n", "n", type=click.IntRange(min=1), default=10, 
 @_count_option
 @session_option
 @stream_option
+@label_options
+@utc_option
 @format_option
-def head(log, n, session_id, stream, fmt):
+def head(log, n, session_id, stream, show_keys, show_times, utc, fmt):
     """Print the first N records of a session of LOG (oldest first).
 
-    Prints nothing when the stream is empty.
+    Prints nothing when the stream is empty.  --keys and --times show each
+    record's key and arrival time beside it (as for `range`).
 
-    Example: streamlog head ./mylog -n 5 --format jsonl
+    \b
+    Examples:
+      streamlog head ./mylog -n 5 --format jsonl
+      streamlog head ./mylog -n 3 --keys --times
     """
+    labels = label_names(show_keys, show_times)
     with open_log(log) as opened:
         session = pick_session(opened, session_id)
-        _write_records(_pick(session.head, n, stream), fmt)
+        if not labels:
+            _write_records(_pick(session.head, n, stream), fmt)
+            return
+        _write_records(list(_records(rows([session], stream=stream, limit=n), labels=labels, utc=utc)), fmt)
 
 
 @click.command()
@@ -214,17 +224,29 @@ def head(log, n, session_id, stream, fmt):
 @_count_option
 @session_option
 @stream_option
+@label_options
+@utc_option
 @format_option
-def tail(log, n, session_id, stream, fmt):
+def tail(log, n, session_id, stream, show_keys, show_times, utc, fmt):
     """Print the last N records of a session of LOG (oldest first).
 
-    Prints nothing when the stream is empty.
+    Prints nothing when the stream is empty.  --keys and --times show each
+    record's key and arrival time beside it (as for `range`).
 
-    Example: streamlog tail ./mylog -n 20 --session 2
+    \b
+    Examples:
+      streamlog tail ./mylog -n 20 --session 2
+      streamlog tail ./mylog -n 1 --times --utc
     """
+    labels = label_names(show_keys, show_times)
     with open_log(log) as opened:
         session = pick_session(opened, session_id)
-        _write_records(_pick(session.tail, n, stream), fmt)
+        if not labels:
+            _write_records(_pick(session.tail, n, stream), fmt)
+            return
+        time_key = is_time_keyed(session.info)
+        found = [Row(session.id, e.key, e.arrival_us, e.record, time_key) for e in session.tail_entries(n, stream)]
+        _write_records(list(_records(found, labels=labels, utc=utc)), fmt)
 
 
 def _pick(method, n, stream):
@@ -249,9 +271,11 @@ def _pick(method, n, stream):
 @click.option("--fields", metavar="A,B", help="Print only these fields (dict keys or tuple indexes), in this order.")
 @click.option("--step", type=click.IntRange(min=1), metavar="N", help="Every N-th record only (after --where).")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N records.")
+@label_options
 @utc_option
 @format_option
-def range_(log, start, stop, session_spec, stream, since, until, conditions, fields, step, limit, utc, fmt):
+def range_(log, start, stop, session_spec, stream, since, until, conditions, fields, step, limit, show_keys,
+           show_times, utc, fmt):
     """Print the records with START <= key <= STOP (both inclusive) of one or
     more sessions.
 
@@ -264,29 +288,39 @@ def range_(log, start, stop, session_spec, stream, since, until, conditions, fie
     time range, --where, --step, --limit.  Reads lazily, so any range fits in
     memory (csv reads it twice: first for the fields of its header).
 
+    --keys and --times show each record's key and arrival time beside it
+    (text: tab-separated before the record; csv: columns key, time; jsonl:
+    an object {"key", "time", "record"} instead of the bare record, whose
+    shape stays the default); with several sessions a session column comes
+    first.
+
     \b
     Examples:
       streamlog range ./mylog 100 200 --format csv > part.csv
       streamlog range ./mylog --since -10m -s all --where channel=stderr
       streamlog range ./mylog -s 3,5-7 --since 2026-12-01T18:52 --until 2026-12-01T19:00 --limit 100
+      streamlog range ./mylog --keys --times --utc -f csv > with-times.csv
     """
     where = [Where(text) for text in conditions]
     picked = _field_list(fields)
     with open_log(log) as opened:
         chosen = select_sessions(opened, session_spec)
+        labels = label_names(show_keys, show_times, several_sessions=len(chosen) > 1)
 
         def selected():
             found = rows(chosen, stream=stream, start=start, stop=stop, since=since, until=until, where=where,
                          step=step, limit=limit, utc=utc)
-            return _records(found, picked)
+            return _records(found, picked, labels, utc)
 
         _write_records(export_formats.Reread(selected), fmt)
 
 
-def _records(found, picked):
-    """The records of the rows ``found``, cut to the fields ``picked`` (None: whole)."""
-    records = (row.record for row in found)
-    return records if picked is None else (pick_fields(r, picked) for r in records)
+def _records(found, picked=None, labels=(), utc=False):
+    """The records of the rows ``found``, cut to the fields ``picked`` (None:
+    whole), each with the ``labels`` beside it (see :func:`label_names`)."""
+    for row in found:
+        record = row.record if picked is None else pick_fields(row.record, picked)
+        yield export_formats.Labelled(row.labels(labels, utc=utc), record) if labels else record
 
 
 def _field_list(text):
@@ -332,8 +366,14 @@ def _write_records(records, fmt):
               help="Output format.  [default: from the suffix of --output]")
 @click.option("--allow-gaps", is_flag=True,
               help="wav only: fill frames missing from the recording with silence instead of failing.")
+@click.option("--since", type=TIME, metavar="TIME",
+              help="jsonl/csv: only records that arrived at or after TIME (-10m, epoch seconds, ISO-8601).")
+@click.option("--until", type=TIME, metavar="TIME", help="jsonl/csv: only records that arrived at or before TIME.")
+@label_options
+@utc_option
 @click.option("--force", is_flag=True, help="Replace FILE if it is an existing regular file.")
-def export(log, output, session_id, stream, start, stop, fmt, allow_gaps, force):
+def export(log, output, session_id, stream, start, stop, fmt, allow_gaps, since, until, show_keys, show_times, utc,
+           force):
     """Write a session's records (or a key range of them) to a file or to
     standard output.
 
@@ -346,7 +386,13 @@ def export(log, output, session_id, stream, start, stop, fmt, allow_gaps, force)
     --force; a FIFO or device is written into; a symbolic link is followed
     (the link stays); a path inside any log directory is refused.
 
-    Example: streamlog export ./mylog -o take3.npy --session 3 --start 1000
+    --since/--until (by arrival time) and --keys/--times (each record's key
+    and arrival time beside it, as for `range`) apply to jsonl and csv.
+
+    \b
+    Examples:
+      streamlog export ./mylog -o take3.npy --session 3 --start 1000
+      streamlog export ./mylog -o last-hour.csv --since -1h --keys --times
     """
     to_stdout = output == "-"
     if to_stdout and fmt is None:
@@ -358,6 +404,10 @@ def export(log, output, session_id, stream, start, stop, fmt, allow_gaps, force)
     if allow_gaps and "allow_gaps" not in chosen.options:
         raise click.BadParameter(f"only applies to wav exports, not {chosen.name}", param_hint="'--allow-gaps'")
     options = {"allow_gaps": allow_gaps} if "allow_gaps" in chosen.options else {}
+    labels = label_names(show_keys, show_times)
+    if chosen.name not in ("jsonl", "csv") and (since is not None or until is not None or labels):
+        raise click.UsageError(f"--since, --until, --keys and --times apply to jsonl and csv exports, not "
+                               f"{chosen.name}")
     with open_log(log) as opened:
         session = pick_session(opened, session_id)
         low = None if start is None else parse_key(start, session, stream, param_hint="'--start'")
@@ -368,7 +418,8 @@ def export(log, output, session_id, stream, start, stop, fmt, allow_gaps, force)
             sys.stdout.flush()
         with _progress_bar(length, f"Exporting session {session.id} to {output}") as progress:
             result = export_formats.export(session, target, chosen.name, stream=stream, start=low, stop=high,
-                                           force=force, progress=progress, **options)
+                                           since=since, until=until, labels=labels, utc=utc, force=force,
+                                           progress=progress, **options)
     click.echo(f"Wrote {result.count} {result.unit}(s) of session {session.id} to {output} ({result.format})",
                err=True)
 

@@ -17,9 +17,10 @@ import sys
 
 import click
 
-from streamlog.cli.common import (TIME, RecordWriter, format_option, log_argument, session_option, stream_option,
-                                  utc_option)
+from streamlog.cli.common import (TIME, RecordWriter, format_option, label_names, label_options, log_argument,
+                                  session_option, stream_option, utc_option)
 from streamlog.cli.recording import Recording, recording_command
+from streamlog.export import Labelled
 from streamlog.follow import ENDED_BY_UNTIL, Follower
 from streamlog.sources.command import CommandSource
 from streamlog.sources.lines import LineSource
@@ -114,10 +115,11 @@ FOLLOW_EXIT = {"closed": 0, ENDED_BY_UNTIL: 0, "failed": 3, "crashed": 4, "prune
               help="Wait for a session to start (and for LOG to be created) when none is being recorded.")
 @click.option("--all", "every", is_flag=True,
               help="When the session ends, go on with the next one, and so on (implies --wait).")
+@label_options
 @utc_option
 @format_option
 @click.pass_context
-def follow(ctx, log, session_id, stream, from_start, since, until, wait, every, utc, fmt):
+def follow(ctx, log, session_id, stream, from_start, since, until, wait, every, show_keys, show_times, utc, fmt):
     """Print the records of a session as they are committed, like tail -f,
     also while another process records it; exit when the session ends.
     Without --from-start or --since, begin after the newest record stored
@@ -127,20 +129,24 @@ def follow(ctx, log, session_id, stream, from_start, since, until, wait, every, 
     failed, 4 when it crashed (its recorder died), 5 when retention removed
     it; 1 for an error, 130 on Ctrl-C.  A session that is not being
     recorded has nothing new: follow says so and exits with its status.
-    While it waits (--wait, --all) it says so on stderr.
+    While it waits (--wait, --all) it says so on stderr.  --keys and --times
+    show each record's key and arrival time beside it (as for `range`);
+    with --all a session column comes first.
 
     \b
     Examples:
       streamlog follow data.streamlog --format jsonl | head -n 20
-      streamlog follow data.streamlog --wait --all      # every session to come
+      streamlog follow data.streamlog --wait --all --times   # every session to come
     """
     follower = Follower(log, session_id=session_id, stream=stream, from_start=from_start, since=since, wait=wait,
                         every=every, until=until, on_wait=lambda text: click.echo(text, err=True))
+    labels = label_names(show_keys, show_times, several_sessions=every)
     out = RecordWriter(fmt, sys.stdout)
     printed = 0
     try:
         for batch in follower.batches():
-            printed += out.write_all(row.record for row in batch)
+            printed += out.write_all(Labelled(row.labels(labels, utc=utc), row.record) if labels else row.record
+                                     for row in batch)
             out.flush()
     except KeyboardInterrupt:
         out.flush()
