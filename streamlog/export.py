@@ -241,7 +241,8 @@ def export(session, target, fmt=None, *, stream=None, start=None, stop=None, sin
     ``fmt`` (a name of :data:`FORMATS`; None: from the suffix of ``target``).
     ``since``/``until`` (epoch seconds, inclusive) select by arrival time and
     ``labels`` (see :class:`Labelled`) add the session, key or arrival time
-    beside each record: jsonl and csv only.
+    beside each record: jsonl and csv only (a format with ``since``/``until``
+    options of its own, png, gets them as those).
 
     ``target`` is a path (written as the module docstring says; ``force``
     allows replacing a regular file) or a binary file object (written from
@@ -258,6 +259,11 @@ def export(session, target, fmt=None, *, stream=None, start=None, stop=None, sin
     unknown = sorted(set(options) - set(fmt.options))
     if unknown:
         raise errors.ExportError(f"{', '.join(unknown)} does not apply to {fmt.name} exports")
+    for name, value in (("since", since), ("until", until)):
+        if name in fmt.options and value is not None:  # a format's own span (png: the picture's)
+            options[name] = value
+    if "since" in fmt.options or "until" in fmt.options:
+        since = until = None
     if fmt.name not in ("jsonl", "csv") and (since is not None or until is not None or labels):
         raise errors.ExportError(f"arrival times (since/until) and keys/times beside the records apply to jsonl "
                                  f"and csv exports, not {fmt.name}")
