@@ -21,6 +21,7 @@ __all__ = ["Follower", "ENDED_BY_UNTIL"]
 POLL_S = 0.005          # how often a followed session is checked for new records
 WAIT_POLL_S = 0.05      # how often the log is checked for a new session (or for being created)
 BATCH = 1000            # rows per yielded batch at most
+CREATION_GRACE_S = 5.0  # how long a log that appeared while waited for may look unfinished
 ENDED_BY_UNTIL = "until"
 """The status recorded in :attr:`Follower.ended` when ``until`` passed first."""
 
@@ -98,11 +99,20 @@ class Follower:
         """``(log, created)``: the log (None if ``until`` passed while waiting for
         it), and whether it was created while waited for."""
         told = False
+        finish_by = None
         while True:
             try:
                 return open_log(self.path), told
             except errors.LogNotFound:
                 if not self.wait:
+                    raise
+            except errors.NotALog:
+                # a log created this moment can look like LMDB without streamlog's format record yet:
+                # give its creator a moment (never longer), when it appeared while waited for
+                if not told:
+                    raise
+                finish_by = finish_by or time.monotonic() + CREATION_GRACE_S
+                if time.monotonic() > finish_by:
                     raise
             if not told:
                 self._tell(f"waiting for log {self.path} to be created")
