@@ -27,6 +27,7 @@ import click
 
 from streamlog import Retention, StreamBuffer
 from streamlog.cli.common import SIZE, format_bytes, format_duration, log_argument
+from streamlog.export import is_terminal
 from streamlog.notation import format_key, is_time_keyed
 
 __all__ = ["record", "recording_command", "recording_options", "Recording", "run_recording", "parse_info",
@@ -230,7 +231,7 @@ class StatusLine:
 
     def __init__(self, out, *, enabled=True):
         self.out = out
-        self.enabled = enabled and _isatty(out)
+        self.enabled = enabled and is_terminal(out)
         self._next = 0.0
         self._width = 0
 
@@ -256,13 +257,6 @@ class StatusLine:
             self.out.write("\r" + " " * self._width + "\r")
             self.out.flush()
             self._width = 0
-
-
-def _isatty(out):
-    try:
-        return out.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def summary_line(session):
