@@ -283,7 +283,10 @@ class StreamBuffer:
         self._has_pending.set()
         self._flusher.join()
         self.log.end_writing()
-        self.session.refresh()
+        try:
+            self.session.refresh()
+        except errors.SessionNotFound:
+            pass  # removed by another writer's retention once it ended: self.session keeps its final state
 
     def close(self):
         """Stop, then release the log; a temporary log is deleted."""
@@ -541,6 +544,9 @@ class StreamBuffer:
             error = self._error[0] if self._error else None
             try:
                 self.log.catalog.end_stream(self.session.id, self.stream, error=error, info=info)
+                self.session.refresh()  # the final state, before another writer's retention may remove it
+            except errors.SessionNotFound:
+                pass
             except errors.StreamlogError as exc:
                 self._fail(exc, "could not mark the session ended")
         self._feed.end(self._error)
