@@ -426,7 +426,8 @@ def test_cli_reads_a_redis_url_wherever_it_takes_a_log(tmp_path, redis_server):
     assert done.exit_code == 0, done.output
     remote = streamlog.RemoteLog(url)
     wait_until(lambda: remote.session_ids() == [1] and remote.session(1).status == "closed", "the mirrored session")
-    for command in (["head", "-n", "3"], ["tail", "-n", "2"], ["range", "3", "5"], ["follow", "--from-start"]):
+    for command in (["head", "-n", "3"], ["tail", "-n", "2"], ["range", "3", "5"], ["follow", "--from-start"],
+                    ["tail", "-n", "2", "--keys", "--times"], ["range", "3", "5", "--keys", "--times"]):
         local = runner.invoke(main, [command[0], str(path), *command[1:], "-f", "jsonl"])
         mirrored = runner.invoke(main, [command[0], url, *command[1:], "-f", "jsonl"])
         assert local.exit_code == mirrored.exit_code == 0, mirrored.output

@@ -1,5 +1,6 @@
 """Read-only commands: ``sessions``, ``info``, ``head``, ``tail``, ``range``, ``export``."""
 
+import collections
 import contextlib
 import csv
 import json
@@ -245,7 +246,13 @@ def tail(log, n, session_id, stream, show_keys, show_times, utc, fmt):
             _write_records(_pick(session.tail, n, stream), fmt)
             return
         time_key = is_time_keyed(session.info)
-        found = [Row(session.id, e.key, e.arrival_us, e.record, time_key) for e in session.tail_entries(n, stream)]
+        from streamlog.remote import RemoteLog
+
+        if isinstance(opened, RemoteLog):  # a redis:// URL: its reader has no tail_entries; read on, keep n
+            newest = collections.deque(session.ientries(stream=stream), maxlen=n)
+        else:
+            newest = session.tail_entries(n, stream)
+        found = [Row(session.id, e.key, e.arrival_us, e.record, time_key) for e in newest]
         _write_records(list(_records(found, labels=labels, utc=utc)), fmt)
 
 
