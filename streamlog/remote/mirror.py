@@ -136,8 +136,9 @@ class Mirror:
                         backoff = _BACKOFF_FIRST_S
                         down_since = None
                     now = time.monotonic()
-                    if now >= next_scan:
-                        self._scan(log, client)
+                    if now >= next_scan or self._asked_for_are_done():
+                        if not self._asked_for_are_done():
+                            self._scan(log, client)
                         next_scan = now + _RESCAN_S
                         if self.exit_when_done and not self._followers:
                             self._sender.drain()
@@ -173,6 +174,13 @@ class Mirror:
                 client.close()
             if log is not self._log_arg:
                 log.close()
+
+    def _asked_for_are_done(self):
+        """With ``session_ids`` and ``exit_when_done``: every stream followed is
+        confirmed mirrored, so there is nothing to look for (a child of a
+        recording exits at once, not at its next scan)."""
+        return (self.exit_when_done and self.session_ids is not None and not self._followers
+                and not self._finishing and self.session_ids <= {session_id for session_id, _ in self._done})
 
     def _any_live(self, log):
         return any(s.status == "live" for s in log.sessions()
