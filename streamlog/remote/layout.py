@@ -11,8 +11,9 @@ key                            type   holds
 ``sl:{RIG}:retired``           zset   ids removed by remote retention (never mirrored again)
 ``sl:{RIG:S}:meta``            hash   ``meta``: the session's metadata (record codec);
                                       per stream ``count:NAME``, ``bytes:NAME``
-                                      (records and encoded bytes held) and ``next:NAME``
-                                      (the local sequence number to mirror next)
+                                      (records and encoded bytes held), ``next:NAME``
+                                      (the local sequence number to mirror next) and
+                                      ``top:NAME`` (the last entry id counted)
 ``sl:{RIG:S}:s:NAME``          stream one entry per record of stream NAME (see below)
 ``sl:{RIG:S}:k:NAME``          zset   sparse key index: members ``encode_key(key) + u64be(seq)``,
                                       all score 0 (lexicographic order = key order)
@@ -29,7 +30,7 @@ part).  Records the local log pruned before they were mirrored leave one
 *gap marker* at id ``first-1`` with field ``gap`` = how many are missing.
 Ids are therefore strictly increasing and derived from the local log alone,
 so a retried ``XADD`` of an entry Redis already holds is refused (the
-exactly-once rule; see :data:`APPEND_SCRIPT`).
+exactly-once rule; see :data:`APPEND_SCRIPT` and :data:`ACCOUNT_SCRIPT`).
 """
 
 import struct
@@ -164,7 +165,7 @@ def member_seq(member):
 APPEND_SCRIPT = """
 local name = ARGV[1]
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[2]) end
-local added, dups, count, bytes = 0, 0, 0, 0
+local added, dups, count, bytes, last = 0, 0, 0, 0, nil
 if ARGV[4] ~= '' then
   local entries = cmsgpack.unpack(ARGV[4])
   local value = 5
@@ -179,6 +180,7 @@ if ARGV[4] ~= '' then
     end
     if ok then
       added = added + 1
+      last = e[1]
       count = count + e[2]
       bytes = bytes + e[3]
       if e[4] ~= '' then redis.call('ZADD', KEYS[3], 0, e[4]) end
@@ -190,8 +192,74 @@ if ARGV[4] ~= '' then
 end
 if count ~= 0 then redis.call('HINCRBY', KEYS[1], 'count:' .. name, count) end
 if bytes ~= 0 then redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, bytes) end
+if last then redis.call('HSET', KEYS[1], 'top:' .. name, last) end
 local nxt = tonumber(ARGV[3])
 local old = tonumber(redis.call('HGET', KEYS[1], 'next:' .. name) or '0')
 if nxt > old then redis.call('HSET', KEYS[1], 'next:' .. name, nxt) end
 return {added, dups}
+"""
+
+# Large records go as plain pipelined XADDs (a script argument costs Redis
+# as much again as the XADD: it is copied into a Lua string), followed in the
+# same pipeline by this script, which accounts for them.  XADD refuses ids at
+# or below the stream's top, so the entries of a batch that were refused are
+# a prefix of it: the script counts those above ``top:NAME``, the last id it
+# (or APPEND_SCRIPT) accounted for.
+#   KEYS: meta, stream, key index, time index
+#   ARGV: stream name, meta blob ("" = keep), next seq, then per entry:
+#         id, counts, bytes, key index member ("" = none), time score ("" = none)
+# Returns the number of entries accounted for.
+ACCOUNT_SCRIPT = """
+local name = ARGV[1]
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[2]) end
+local top = redis.call('HGET', KEYS[1], 'top:' .. name) or '0-0'
+local ts, tp = string.match(top, '^(%d+)-(%d+)$')
+ts, tp = tonumber(ts), tonumber(tp)
+local count, bytes, last, n = 0, 0, nil, 0
+for i = 4, #ARGV, 5 do
+  local s, p = string.match(ARGV[i], '^(%d+)-(%d+)$')
+  s, p = tonumber(s), tonumber(p)
+  if s > ts or (s == ts and p > tp) then
+    n = n + 1
+    last = ARGV[i]
+    count = count + tonumber(ARGV[i + 1])
+    bytes = bytes + tonumber(ARGV[i + 2])
+    if ARGV[i + 3] ~= '' then redis.call('ZADD', KEYS[3], 0, ARGV[i + 3]) end
+    if ARGV[i + 4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[i + 4], s) end
+  end
+end
+if count ~= 0 then redis.call('HINCRBY', KEYS[1], 'count:' .. name, count) end
+if bytes ~= 0 then redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, bytes) end
+if last then redis.call('HSET', KEYS[1], 'top:' .. name, last) end
+local nxt = tonumber(ARGV[3])
+local old = tonumber(redis.call('HGET', KEYS[1], 'next:' .. name) or '0')
+if nxt > old then redis.call('HSET', KEYS[1], 'next:' .. name, nxt) end
+return n
+"""
+
+# At every (re)connection, before the mirror asks where a stream ends: account
+# for entries above ``top:NAME`` (XADDs of a mirror killed before its
+# ACCOUNT_SCRIPT ran; at most the batches it had in flight).  Their index
+# members are not added (the indexes are sparse: a search starts a little
+# earlier).  KEYS: meta, stream; ARGV: stream name.  Returns records counted.
+RECONCILE_SCRIPT = """
+local name = ARGV[1]
+local top = redis.call('HGET', KEYS[1], 'top:' .. name) or '0-0'
+local entries = redis.call('XRANGE', KEYS[2], '(' .. top, '+')
+local count, bytes, last = 0, 0, nil
+for _, e in ipairs(entries) do
+  local f, r, p = e[2], nil, nil
+  for i = 1, #f, 2 do
+    if f[i] == 'r' then r = f[i + 1] elseif f[i] == 'p' then p = f[i + 1] end
+  end
+  if r then
+    bytes = bytes + #r
+    if (not p) or string.sub(p, 1, 2) == '1/' then count = count + 1 end
+  end
+  last = e[1]
+end
+if count ~= 0 then redis.call('HINCRBY', KEYS[1], 'count:' .. name, count) end
+if bytes ~= 0 then redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, bytes) end
+if last then redis.call('HSET', KEYS[1], 'top:' .. name, last) end
+return count
 """

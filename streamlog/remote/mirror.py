@@ -43,6 +43,7 @@ _META_EVERY_S = 1.0
 _RETENTION_EVERY_S = 1.0
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+LARGE_RECORD_BYTES = 1024  # batches of records this large on average go as plain XADDs (see layout.ACCOUNT_SCRIPT)
 _packb = msgpack.Packer(use_bin_type=False).pack  # Redis's Lua cmsgpack reads no bin types
 
 
@@ -127,7 +128,7 @@ class Mirror:
                     if client is None:
                         client = layout.connect(self.url, socket_timeout=self.socket_timeout)
                         remote = RemoteLog(self.url, name=self.name, client=client)
-                        self._sender.reset(client.register_script(layout.APPEND_SCRIPT))
+                        self._sender.reset(client)
                         client.sadd(layout.RIGS, self.name)
                         self._finishing.clear()  # what was not confirmed is mirrored again (refused if there)
                         for follower in self._followers.values():
@@ -148,6 +149,8 @@ class Mirror:
                                 remote.prune(max_age_s=self.max_age_s, max_sessions=self.max_sessions)
                             return
                     busy = self._pump_all(client)
+                    if self.exit_when_done and not self._followers:
+                        next_scan = now  # the last stream just finished: look (and exit) at once
                     if (self.max_age_s or self.max_sessions) and now >= next_retention:
                         remote.prune(max_age_s=self.max_age_s, max_sessions=self.max_sessions)
                         next_retention = now + _RETENTION_EVERY_S
@@ -265,8 +268,10 @@ class _StreamFollower:
         except errors.SessionNotFound:
             self.finished = True
             return
-        self.mirror._sender.drain()
-        self.mirror._sender.call_now(self.keys, [self.stream, self._meta_blob(session), 0, b""])
+        sender = self.mirror._sender
+        sender.drain()
+        sender.call_now(self.keys, [self.stream, self._meta_blob(session), 0, b""])
+        sender.reconcile(self.keys, self.stream)
         client.zadd(layout.sessions_key(self.mirror.name), {str(self.session_id): self.session_id})
         last = client.xrevrange(self.keys[1], "+", "-", count=1)
         resume_key = None
@@ -383,11 +388,23 @@ class _StreamFollower:
         self._avg_size = max(16, total // len(entries))
 
     def _flush(self, batch, next_seq, meta, size, on_done=None):
-        """Queue one script call: ``batch`` entries (each with its ``r`` value
-        last, sent as an argument of its own), then the stream's next sequence number."""
-        values = [entry.pop() for entry in batch if len(entry) == 7]
-        self.mirror._sender.put(self.keys, [self.stream, meta, next_seq, _packb(batch) if batch else b"", *values],
-                                size, on_done)
+        """Queue one call for ``batch`` (entries ``[id, counts, bytes, index
+        member, time score, fields]``, records with their ``r`` value after the
+        fields), then the stream's next sequence number: the append script for
+        small records, plain XADDs and the account script for large ones."""
+        records = sum(1 for entry in batch if len(entry) == 7)
+        if records and size >= LARGE_RECORD_BYTES * records:
+            xadds = []
+            account = [self.stream, meta, next_seq]
+            for entry in batch:
+                fields = entry[5] if len(entry) == 6 else [*entry[5][:-1], "r", entry[6]]
+                xadds.append((entry[0], dict(zip(fields[::2], fields[1::2]))))
+                account += entry[:5]
+            call = ("xadd", self.keys, (xadds, account))
+        else:
+            values = [entry.pop() for entry in batch if len(entry) == 7]
+            call = ("script", self.keys, [self.stream, meta, next_seq, _packb(batch) if batch else b"", *values])
+        self.mirror._sender.put(call, size, on_done)
 
     def _finish(self):
         """The local stream ended and everything is sent: write the final metadata."""
@@ -403,19 +420,19 @@ class _StreamFollower:
 
 
 class _Sender:
-    """Runs the mirror's script calls in order, in a thread of its own.
+    """Runs the mirror's calls in order, in a thread of its own.
 
     :meth:`put` blocks while the calls queued or running hold more than
     ``limit`` bytes (one call may be alone over it).  A failed call (Redis
     down) drops every queued call and is raised by the next :meth:`put` or
-    :meth:`drain`; the mirror then reconnects, asks Redis where each stream
-    ends (:meth:`reset`) and sends again from there.
+    :meth:`drain`; the mirror then reconnects (:meth:`reset`), asks Redis
+    where each stream ends and sends again from there.
     """
 
     def __init__(self, stats, limit):
         self.stats = stats
         self.limit = limit
-        self._script = None
+        self._client = None
         self._queue = deque()
         self._inflight = 0
         self._busy = False
@@ -425,21 +442,31 @@ class _Sender:
         self._thread = threading.Thread(target=self._run, name="streamlog-mirror-sender", daemon=True)
         self._thread.start()
 
-    def reset(self, script):
+    def reset(self, client):
+        """Use ``client`` (just connected) from now on; load the scripts."""
+        append = client.register_script(layout.APPEND_SCRIPT)
+        reconcile = client.register_script(layout.RECONCILE_SCRIPT)
+        account_sha = client.script_load(layout.ACCOUNT_SCRIPT)
         with self._cond:
-            self._script = script
+            self._client, self._append, self._reconcile, self._account_sha = client, append, reconcile, account_sha
             self._error = None
 
     def call_now(self, keys, args):
-        """Run one call in the calling thread (the queue must be drained)."""
-        return self._script(keys=keys, args=args)
+        """Run the append script in the calling thread (the queue must be drained)."""
+        return self._append(keys=keys, args=args)
 
-    def put(self, keys, args, size, on_done=None):
+    def reconcile(self, keys, stream):
+        """Account for entries a killed mirror added but did not account for
+        (see layout.RECONCILE_SCRIPT); in the calling thread, queue drained."""
+        return self._reconcile(keys=keys[:2], args=[stream])
+
+    def put(self, call, size, on_done=None):
+        """Queue ``call``: ``("script", keys, args)`` or ``("xadd", keys, (entries, account args))``."""
         with self._cond:
             while self._error is None and self._inflight and self._inflight + size > self.limit:
                 self._cond.wait()
             self._raise_error()
-            self._queue.append((keys, args, size, on_done))
+            self._queue.append((call, size, on_done))
             self._inflight += size
             self.stats["max_inflight_bytes_seen"] = max(self.stats["max_inflight_bytes_seen"], self._inflight)
             self._cond.notify_all()
@@ -462,6 +489,26 @@ class _Sender:
             self._cond.notify_all()
         self._thread.join()
 
+    def _execute(self, client, call):
+        """Run one call; return (entries added, duplicates refused)."""
+        kind, keys, payload = call
+        if kind == "script":
+            added, dups = self._append(keys=keys, args=payload, client=client)
+            return added, dups
+        entries, account = payload
+        pipe = client.pipeline(transaction=False)
+        for entry_id, fields in entries:
+            pipe.xadd(keys[1], fields, id=entry_id)
+        pipe.execute_command("EVALSHA", self._account_sha, len(keys), *keys, *account)
+        results = pipe.execute(raise_on_error=False)
+        dups = 0
+        for result in results:
+            if isinstance(result, Exception):
+                if "equal or smaller" not in str(result):
+                    raise result
+                dups += 1
+        return len(entries) - dups, dups
+
     def _run(self):
         stats = self.stats
         while True:
@@ -470,11 +517,11 @@ class _Sender:
                     self._cond.wait()
                 if self._closed:
                     return
-                keys, args, size, on_done = self._queue.popleft()
+                call, size, on_done = self._queue.popleft()
                 self._busy = True
-                script = self._script
+                client = self._client
             try:
-                added, dups = script(keys=keys, args=args)
+                added, dups = self._execute(client, call)
             except Exception as exc:  # raised in the mirror's thread by put() or drain()
                 with self._cond:
                     self._error = exc
