@@ -150,6 +150,18 @@ def member_seq(member):
     return SEQ.unpack(member[-SEQ.size:])[0]
 
 
+# The end of the append and account scripts: add what was counted (``count``,
+# ``bytes``, ``last`` = the last id counted) to the stream's counters, and
+# raise ``next:NAME`` to ARGV[3].
+_COUNTED = """
+if count ~= 0 then redis.call('HINCRBY', KEYS[1], 'count:' .. name, count) end
+if bytes ~= 0 then redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, bytes) end
+if last then redis.call('HSET', KEYS[1], 'top:' .. name, last) end
+local nxt = tonumber(ARGV[3])
+local old = tonumber(redis.call('HGET', KEYS[1], 'next:' .. name) or '0')
+if nxt > old then redis.call('HSET', KEYS[1], 'next:' .. name, nxt) end
+"""
+
 # One call per batch of one stream: append entries whose id is above the
 # stream's top (a retried entry is refused by XADD and counted as a
 # duplicate, not added twice), add the index members and counters of what
@@ -190,12 +202,7 @@ if ARGV[4] ~= '' then
     end
   end
 end
-if count ~= 0 then redis.call('HINCRBY', KEYS[1], 'count:' .. name, count) end
-if bytes ~= 0 then redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, bytes) end
-if last then redis.call('HSET', KEYS[1], 'top:' .. name, last) end
-local nxt = tonumber(ARGV[3])
-local old = tonumber(redis.call('HGET', KEYS[1], 'next:' .. name) or '0')
-if nxt > old then redis.call('HSET', KEYS[1], 'next:' .. name, nxt) end
+""" + _COUNTED + """
 return {added, dups}
 """
 
@@ -228,12 +235,7 @@ for i = 4, #ARGV, 5 do
     if ARGV[i + 4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[i + 4], s) end
   end
 end
-if count ~= 0 then redis.call('HINCRBY', KEYS[1], 'count:' .. name, count) end
-if bytes ~= 0 then redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, bytes) end
-if last then redis.call('HSET', KEYS[1], 'top:' .. name, last) end
-local nxt = tonumber(ARGV[3])
-local old = tonumber(redis.call('HGET', KEYS[1], 'next:' .. name) or '0')
-if nxt > old then redis.call('HSET', KEYS[1], 'next:' .. name, nxt) end
+""" + _COUNTED + """
 return n
 """
 
