@@ -1,13 +1,17 @@
 """The recorder: a :class:`StreamBuffer` reads a source in a thread and keeps
 its records in a RAM ring mirrored to the log.
 
-One recorder thread calls the source, encodes each record, publishes it in
-the ring (readers see it at once) and commits the log in groups: when
+One recorder thread calls the source, encodes each record and publishes it
+in the ring (readers see it at once).  The log is committed in groups: when
 ``commit_records`` records are pending or the oldest pending record is
-``commit_interval_s`` old.  A small flusher thread makes the same commit when
-the source blocks in ``read()`` while records are pending, so a commit is
-never later than the interval.  The ring only drops records that are already
-committed, so a reader that falls behind it continues from disk.
+``commit_interval_s`` old, the recorder hands the pending records to a
+committer thread, which writes them in one transaction (and its fsync) while
+the recorder reads on.  One group is written at a time; the committer also
+commits by itself when the source blocks in ``read()`` with records pending,
+so a commit is never later than the interval.  At most ``commit_records``
+records are uncommitted at any time (the recorder waits for the committer
+beyond that); the ring holds that many beyond ``maxlen`` and only drops
+committed ones, so a reader that falls behind it continues from disk.
 """
 
 import shutil
@@ -137,7 +141,7 @@ class StreamBuffer:
         self._owns_log = False
         self._temp_dir = None
         self._thread = None
-        self._flusher = None
+        self._committer = None
         self._started = False
         self._stopped = False
 
@@ -213,16 +217,21 @@ class StreamBuffer:
         self._write_lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._ended = threading.Event()
-        self._has_pending = threading.Event()
+        self._commit_cond = threading.Condition(threading.Lock())
+        self._in_flight = None  # the batch the committer writes now
+        self._wait_us = self.commit_interval_s * 1e6 * 0.9  # how long records wait before their commit starts
+        self._failed_batch = None  # a batch whose write failed, restored by _finish
+        self._closing = False
         self._error = None
         self._retention_due = 0.0
         max_bytes = self.retention.max_bytes if self.retention is not None else None
         self._commit_bytes = max_bytes // 32 if max_bytes else 64 << 20
         self._thread = threading.Thread(target=self._record, name=f"streamlog-recorder-{self.session.id}",
                                         daemon=True)
-        self._flusher = threading.Thread(target=self._flush_when_idle, name="streamlog-flusher", daemon=True)
+        self._committer = threading.Thread(target=self._commit_in_background, name="streamlog-committer",
+                                           daemon=True)
+        self._committer.start()
         self._thread.start()
-        self._flusher.start()
         if self._mirror_url is not None:
             from streamlog.remote.mirror import SessionMirror
 
@@ -280,8 +289,7 @@ class StreamBuffer:
         self._stopped = True
         self._stop_requested.set()
         self._thread.join()
-        self._has_pending.set()
-        self._flusher.join()
+        self._committer.join()
         self.log.end_writing()
         try:
             self.session.refresh()
@@ -419,12 +427,10 @@ class StreamBuffer:
         ``until_none``) the first None; return True at the end of the stream."""
         read = source.read
         key_of = source.key
-        interval_us = self.commit_interval_s * 1e6
         writer = self._writer
         add = writer.add
         publish_all = self._ring.extend
         feed = self._feed
-        has_pending = self._has_pending
         stop_requested = self._stop_requested
         sleep_on_none = self._sleep_on_none
         window_full = self.source_buffer.is_full if not self.auto_drop and self.maxlen is not None else None
@@ -451,20 +457,105 @@ class StreamBuffer:
                     add(data if type(data) is ReadBatch else (data,), key_of, entries)
                 finally:
                     publish_all(entries)
-                if not has_pending.is_set():
-                    has_pending.set()
                 if feed.waiters and not feed.notified:
                     feed.notify()
-                if writer.pending >= self.commit_records or writer.pending_bytes >= self._commit_bytes or (
-                        writer.last_arrival_us - writer.oldest_pending_arrival_us) >= interval_us:
-                    self._commit()
+                if self._full() or (writer.last_arrival_us - writer.oldest_pending_arrival_us) >= self._wait_us:
+                    self._hand_off()
         return False
 
-    def _commit(self):
-        """Commit pending records (hold ``_write_lock``), then apply retention
-        in small batches, removing up to about twice what was just added."""
-        added = self._writer.commit()
-        self._feed.committed = self._writer.committed_seq
+    def _full(self):
+        """Whether the records not yet committed (pending, or being written)
+        reach a commit's size, in records or bytes."""
+        return (self._writer.unwritten >= self.commit_records
+                or self._writer.unwritten_bytes >= self._commit_bytes)
+
+    def _due(self):
+        """Whether the pending records should be committed now: they reach a
+        commit's size, or the oldest has waited long enough that its commit
+        (as long as the last one took) ends within the commit interval."""
+        oldest = self._writer.oldest_pending_arrival_us
+        return oldest is not None and (self._full() or time.time_ns() // 1000 - oldest >= self._wait_us)
+
+    def _hand_off(self):
+        """Give the pending records to the committer if they are due (hold ``_write_lock``).
+
+        While it still writes the previous group, the records stay pending;
+        only when the uncommitted ones reach a commit's size does this wait
+        for it, so no more records than that are ever uncommitted (the ring
+        holds them beyond ``maxlen``).
+        """
+        with self._commit_cond:
+            while self._in_flight is not None:
+                if not self._full() or self._closing:
+                    return
+                self._commit_cond.wait()
+            if not self._closing and self._due():
+                self._in_flight = self._writer.prepare()
+                self._commit_cond.notify_all()
+
+    def _commit_if_due(self):
+        with self._write_lock:
+            self._hand_off()
+
+    def _commit_in_background(self):
+        """The committer thread: write each group handed off, and commit by
+        itself records left pending a commit interval while the source blocks
+        in read(); then apply retention.  Ends when the recorder finishes (it
+        makes the last commit) or a write fails (the session fails)."""
+        interval_us = self.commit_interval_s * 1e6
+        cond = self._commit_cond
+        writer = self._writer
+        while True:
+            with cond:
+                while self._in_flight is None and not self._closing:
+                    oldest = writer.oldest_pending_arrival_us
+                    wait_us = interval_us if oldest is None else oldest + self._wait_us - time.time_ns() // 1000
+                    if wait_us <= 0:
+                        break
+                    cond.wait(wait_us / 1e6)
+                if self._closing and self._in_flight is None:
+                    return
+                batch = self._in_flight
+            if batch is None:  # records waited a commit interval: take them
+                if not self._write_lock.acquire(blocking=False):
+                    # the recorder is adding (and may wait, holding the lock, for a group it hands off now)
+                    with cond:
+                        if self._in_flight is None and not self._closing:
+                            cond.wait(self.commit_interval_s / 10)
+                    continue
+                try:
+                    with cond:
+                        batch = self._in_flight = self._in_flight or writer.prepare()
+                finally:
+                    self._write_lock.release()
+                if batch is None:
+                    continue
+            started = time.monotonic()
+            try:
+                added = writer.write(batch)
+            except errors.StreamlogError as exc:
+                with cond:
+                    self._failed_batch, self._in_flight = batch, None
+                    cond.notify_all()
+                self._fail(exc)
+                self._stop_requested.set()
+                return
+            self._feed.committed = writer.committed_seq
+            self._wait_us = max(0.0, interval_us - (time.monotonic() - started) * 1e6)
+            try:
+                self._apply_retention(added)
+            except errors.StreamlogError as exc:
+                self._fail(exc)
+                self._stop_requested.set()
+            with cond:
+                self._in_flight = None
+                cond.notify_all()
+            if self._error is not None and self._stop_requested.is_set():
+                return
+
+    def _apply_retention(self, added):
+        """After a commit of ``added`` records: prune in small batches, up to
+        about twice what was added."""
         if self.retention is not None and self.retention.is_limited:
             now = time.monotonic()
             if now >= self._retention_due or added:
@@ -476,40 +567,6 @@ class StreamBuffer:
                         break
                     removed += step
                 self._retention_due = now + 0.05
-
-    def _commit_if_due(self):
-        with self._write_lock:
-            oldest = self._writer.oldest_pending_arrival_us
-            if oldest is not None and time.time_ns() // 1000 - oldest >= self.commit_interval_s * 1e6:
-                self._commit()
-
-    def _flush_when_idle(self):
-        """Commit records left pending while the source blocks in read()."""
-        interval = self.commit_interval_s
-        while True:
-            self._has_pending.wait()
-            if self._ended.is_set():
-                return
-            self._ended.wait(interval)
-            if self._ended.is_set():
-                return
-            oldest = self._writer.oldest_pending_arrival_us
-            if oldest is not None and time.time_ns() // 1000 - oldest < interval * 1e6 * 0.9:
-                continue  # the recorder thread commits in time by itself
-            try:
-                with self._write_lock:
-                    if self._error is None:
-                        oldest = self._writer.oldest_pending_arrival_us
-                        if oldest is not None and time.time_ns() // 1000 - oldest >= interval * 1e6 * 0.9:
-                            self._commit()
-                    if not self._writer.pending:
-                        self._has_pending.clear()
-                if self._ended.is_set():  # _finish may have set _has_pending before the clear above
-                    return
-            except errors.StreamlogError as exc:
-                self._fail(exc)
-                self._stop_requested.set()
-                return
 
     def _fail(self, exc, context=None):
         """Keep the first failure: its message (after ``context``) and the
@@ -536,9 +593,17 @@ class StreamBuffer:
                     self._fail(failure)
             if info_failure is None:
                 info = {**source_info, **self._user_info}
+        with self._commit_cond:
+            self._closing = True
+            self._commit_cond.notify_all()
+        self._committer.join()  # it writes the group in flight first
         with self._write_lock:
+            if self._failed_batch is not None:
+                self._writer.restore(self._failed_batch)
             try:
-                self._commit()
+                added = self._writer.commit()
+                self._feed.committed = self._writer.committed_seq
+                self._apply_retention(added)
             except errors.StreamlogError as exc:
                 self._fail(exc, "final commit failed; the records after the last commit are lost")
             error = self._error[0] if self._error else None
@@ -551,7 +616,6 @@ class StreamBuffer:
                 self._fail(exc, "could not mark the session ended")
         self._feed.end(self._error)
         self._ended.set()
-        self._has_pending.set()
 
 
 class SourceBuffer:

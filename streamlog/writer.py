@@ -15,6 +15,7 @@ meaningful one, so mixing them is refused rather than silently sorted.
 """
 
 from time import time_ns
+from typing import NamedTuple
 
 from streamlog import errors, records
 from streamlog.codec import encode_record
@@ -65,7 +66,9 @@ class StreamWriter:
         self._payloads = []  # their encodings
         self._arrivals = []  # their arrival times (µs)
         self._pending_bytes = 0
+        self._in_flight_bytes = 0  # of the batch prepared and not yet written
         self.next_seq = 0
+        self.prepared_seq = -1
         self.committed_seq = -1
         self.last_encoded_key = None
         self.last_key = None
@@ -76,18 +79,19 @@ class StreamWriter:
         self.last_arrival_us = 0
 
     @property
-    def pending(self):
-        """How many records await :meth:`commit`."""
+    def unwritten(self):
+        """How many records are not yet committed (pending or being written)."""
         return self.next_seq - 1 - self.committed_seq
 
     @property
-    def pending_bytes(self):
-        """Encoded bytes of the records awaiting :meth:`commit`."""
-        return self._pending_bytes
+    def unwritten_bytes(self):
+        """Encoded bytes of the records not yet committed."""
+        return self._pending_bytes + self._in_flight_bytes
 
     @property
     def oldest_pending_arrival_us(self):
-        return self._arrivals[0] if self._arrivals else None
+        arrivals = self._arrivals  # one read: the committer thread asks while the recorder swaps it
+        return arrivals[0] if arrivals else None
 
     def _check_key(self, key, encoded, last, previous_key):
         """The slow path of the key checks, for the first key, a key below
@@ -179,30 +183,73 @@ class StreamWriter:
                 self.last_key = previous_key
                 self.last_arrival_us = now
 
+    def prepare(self):
+        """Take the pending records out as one :class:`Batch` for :meth:`write`
+        (None when none are pending); records added from now on are not in it."""
+        if not self._keys:
+            return None
+        batch = Batch(self.prepared_seq + 1, self._keys, self._payloads, self._arrivals, self._pending_bytes)
+        self.prepared_seq += len(self._keys)
+        self._keys, self._payloads, self._arrivals = [], [], []
+        self._pending_bytes = 0
+        self._in_flight_bytes = batch.size
+        return batch
+
+    def write(self, batch):
+        """Write ``batch`` (from :meth:`prepare`) in one transaction; return how
+        many records it held.  Batches are written one at a time in the order
+        prepared, from any thread (while another thread goes on adding).
+
+        Raises StorageError when the disk refuses; :meth:`restore` then puts
+        the batch back, so a later commit can retry it.
+        """
+        layout = self._layout
+        entries = layout.encode_commit(self._prefix, batch.first_seq, batch.keys, batch.payloads, batch.arrivals,
+                                       self._page_size)
+        first_key = records.record_key(self._prefix, batch.keys[0], batch.first_seq)
+        count = len(batch.keys)
+
+        def work(txn):
+            layout.append_commit(txn, self.db, self.time_db, self.session_id, entries, first_key, batch.arrivals[0])
+            self.catalog.add_counts(txn, self.session_id, self.stream, count, batch.size, self.key_types)
+
+        self.store.write(work)
+        self._in_flight_bytes = 0
+        self.committed_seq = batch.first_seq + count - 1
+        return count
+
+    def restore(self, batch):
+        """Put back ``batch``, the last one prepared, whose :meth:`write` failed,
+        in front of the records pending now (hold off :meth:`add` meanwhile)."""
+        self._keys[:0] = batch.keys
+        self._payloads[:0] = batch.payloads
+        self._arrivals[:0] = batch.arrivals
+        self._pending_bytes += batch.size
+        self._in_flight_bytes = 0
+        self.prepared_seq = batch.first_seq - 1
+
     def commit(self):
-        """Write the pending records in one transaction; return how many.
+        """Write the pending records in one transaction now; return how many.
 
         Raises StorageError when the disk refuses; the pending records are
         then kept, so a later commit can retry them.
         """
-        if not self._keys:
+        batch = self.prepare()
+        if batch is None:
             return 0
-        keys, payloads, arrivals = self._keys, self._payloads, self._arrivals
-        count = len(keys)
-        first_seq = self.committed_seq + 1
-        size = self._pending_bytes
-        layout = self._layout
-        entries = layout.encode_commit(self._prefix, first_seq, keys, payloads, arrivals, self._page_size)
-        first_key = records.record_key(self._prefix, keys[0], first_seq)
+        try:
+            return self.write(batch)
+        except BaseException:
+            self.restore(batch)
+            raise
 
-        def work(txn):
-            layout.append_commit(txn, self.db, self.time_db, self.session_id, entries, first_key, arrivals[0])
-            self.catalog.add_counts(txn, self.session_id, self.stream, count, size, self.key_types)
 
-        self.store.write(work)
-        self._keys = []
-        self._payloads = []
-        self._arrivals = []
-        self._pending_bytes = 0
-        self.committed_seq = first_seq + count - 1
-        return count
+class Batch(NamedTuple):
+    """Records taken out for one commit: ``first_seq`` and, one per record,
+    encoded keys, encodings and arrival times (µs); ``size``: bytes of the encodings."""
+
+    first_seq: int
+    keys: list
+    payloads: list
+    arrivals: list
+    size: int
