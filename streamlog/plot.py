@@ -147,11 +147,16 @@ def _span(session, names, start, stop):
     default the session's span widened to what its time-keyed streams hold
     (an audio clock may run past the host's stop time)."""
     lo = session.start_time
-    hi = session.stop_time if session.stop_time is not None else time.time()
+    hi = session.stop_time
+    if hi is None:  # live: up to now; crashed before it could say when: up to its last record
+        hi = time.time() if session.status == "live" else max(
+            (t for t in map(lambda name: _last_arrival(session, name), names) if t is not None), default=lo)
     for name in names:
         first, last = _data_span(session, name)
         if first is not None:
             lo, hi = min(lo, first), max(hi, last)
+    if session.status in ("crashed", "failed"):
+        hi += (hi - lo) * 0.05  # room to show where the records end
     t0 = lo if start is None else float(start)
     t1 = hi if stop is None else float(stop)
     if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
@@ -159,6 +164,17 @@ def _span(session, names, start, stop):
             raise ValueError(f"plot needs start < stop, got start={start!r}, stop={stop!r}")
         t1 = t0 + 1.0
     return t0, t1
+
+
+def _last_arrival(session, stream):
+    """Epoch seconds at which the newest record of ``stream`` arrived, or None."""
+    last_key = session.stream_info(stream)["last_key"]
+    if last_key is None:
+        return None
+    newest = None
+    for entry in session.ientries(start=last_key, stream=stream):
+        newest = entry.arrival_us / 1e6
+    return newest
 
 
 def _data_span(session, stream):
@@ -274,7 +290,8 @@ def _add_chunk(session, panel, chunk, get, rate, t0, t1, bins, origin):
         room = MAX_EVENT_LABELS - len(panel.labels)
         panel.labels += [(t, _short(v if isinstance(v, str) else repr(v), 28)) for t, v in zip(wall[:room], values)]
         return
-    times, data = _points(panel, values, wall, rate)
+    arrivals = panel.clock is None and not frames.is_time_keyed(session, panel.stream)
+    times, data = _points(panel, values, wall, rate, ends_at=arrivals)
     if data is None:
         panel.ticks.append(wall)
         return
@@ -306,15 +323,18 @@ def _is_number(value):
     return isinstance(value, (numbers.Real, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
-def _points(panel, values, wall, rate):
-    """``(times, values 2-D float)`` of a chunk, or (None, None) if it does not fit the panel."""
+def _points(panel, values, wall, rate, ends_at=False):
+    """``(times, values 2-D float)`` of a chunk, or (None, None) if it does
+    not fit the panel.  A block of samples starts at its record's time, or,
+    with ``ends_at`` (the time is the block's arrival), ends there: a block
+    is read once its last sample is in."""
     columns = panel.columns
     first = values[0]
     try:
         if isinstance(first, np.ndarray) and first.ndim >= 1 and rate is not None:
             lengths = np.array([len(v) for v in values])
             data = np.concatenate([v.reshape(len(v), -1)[:, :len(columns)] for v in values]).astype(np.float64)
-            starts = np.repeat(wall, lengths)
+            starts = np.repeat(wall - lengths / rate if ends_at else wall, lengths)
             within = np.arange(len(data)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
             return starts + within / rate, data
         if isinstance(first, dict):
@@ -445,7 +465,7 @@ def _draw_end(axes, session, panels, t1):
         ax.axvspan(last, end + (end - last), color=_GAP_COLOR, alpha=0.15, hatch="//", linewidth=0)
         ax.axvline(last, color=_GAP_COLOR, linewidth=1.2)
     axes[0].text(last, 0.5, f"{text} ", transform=axes[0].get_xaxis_transform(), ha="right", va="center",
-                 color=_GAP_COLOR, fontsize=9, fontweight="bold")
+                 color=_GAP_COLOR, fontsize=9, fontweight="bold", bbox=_LABEL_BOX)
 
 
 def _records(n):

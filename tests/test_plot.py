@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+import streamlog
 from streamlog import ReadBatch, SourceReader, StreamBuffer
 from streamlog.sources.markers import markers_beside
 from streamlog.sources.synth import SynthSource
@@ -167,3 +168,30 @@ def test_a_failed_session_is_shaded_from_its_last_record(lab_log, tmp_path):
     figure = session.plot(tmp_path / "failed.png")
     (values, _), = panels(figure)
     assert any(t.get_text().startswith("failed: read() failed: OSError: sensor unplugged") for t in values.texts)
+
+
+KILLED_AFTER_RECORDING = """
+import os, signal, sys
+import streamlog
+from streamlog.sources.synth import SynthSource
+
+with streamlog.StreamBuffer(SynthSource(rate_hz=1000, channels=1, block=50, count=None, realtime=False),
+                            log=sys.argv[1]) as buf:
+    while buf.committed < 200:
+        buf.wait(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)   # a crash: the session stays live on disk
+"""
+
+
+def test_a_crashed_session_is_shaded_from_its_last_record(tmp_path):
+    from helpers import run_python
+
+    path = tmp_path / "crashed.log"
+    assert run_python(KILLED_AFTER_RECORDING, path, check=False, timeout=DEADLINE_S).returncode == -9
+    with streamlog.Log(path, readonly=True) as log:
+        session = log.session(-1)
+        assert session.status == "crashed" and session.count >= 200
+        figure = session.plot(tmp_path / "crashed.png")
+    (values, _), = panels(figure)
+    assert "crashed: records end here " in [t.get_text() for t in values.texts]
+    assert ink(tmp_path / "crashed.png", figure, values) > 0.02
