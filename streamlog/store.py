@@ -184,6 +184,7 @@ class Store:
         self._gate = _TransactionGate()
         self._dbs = {}
         self._dbs_lock = threading.Lock()
+        self._write_txn_lock = threading.Lock()
         self._writer_lock_fd = None
         self.writer_token = None
         self._writer_users = 0
@@ -296,7 +297,9 @@ class Store:
     def db(self, name, *, create=False):
         """The handle of named database ``name`` (bytes), or None if it does not exist.
 
-        Must not be called with ``create=True`` inside a write transaction.
+        Opening one that is not open yet takes this process's write lock
+        (:meth:`write`), so it waits for a commit in flight; it must not be
+        called inside a transaction of the calling thread.
         """
         handle = self._dbs.get(name)
         if handle is not None:
@@ -310,26 +313,42 @@ class Store:
             raise RuntimeError(f"database {name!r} must be opened before the write transaction (open_all_dbs)")
         with self._dbs_lock:
             handle = self._dbs.get(name)
-            if handle is not None:
-                return handle
-            self._gate.enter()
+            if handle is None:
+                handle = self._open_db(name, create=create and not self.readonly)
+                if handle is not None:
+                    self._dbs[name] = handle
+            return handle
+
+    def _open_db(self, name, *, create):
+        """Open ``name`` in a transaction of this store's own, never in one py-lmdb begins by itself.
+
+        ``env.open_db`` without ``txn=`` begins a write transaction of its own,
+        and py-lmdb 3.0.0 waits for LMDB's write lock there while holding the
+        GIL: if another thread of this process is inside a write transaction
+        (which needs the GIL to finish), both wait for ever.  Here the handle is
+        opened inside :meth:`write`, which takes the store's write lock first
+        (waiting for a Python lock releases the GIL), or, in an environment
+        opened read-only, inside a read transaction that is committed (LMDB
+        drops a handle opened in a transaction that aborts).
+        """
+        def open_in(txn):
             try:
-                handle = self.env.open_db(name, create=create and not self.readonly)
+                return self.env.open_db(name, txn=txn, create=create)
             except lmdb.NotFoundError:
                 return None
             except lmdb.MapFullError:
-                handle = None
+                raise  # write() grows the map and opens again
             except lmdb.IncompatibleError as exc:
                 raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log") from exc
             except lmdb.Error as exc:
                 raise (_storage_error if create else _read_error)(self.path, exc) from exc
-            finally:
-                self._gate.leave()
-            if handle is None:
-                self._grow()
-                return self.db(name, create=create)
-            self._dbs[name] = handle
-            return handle
+
+        if not self.readonly:
+            return self.write(open_in)
+        with self.read() as txn:
+            handle = open_in(txn)
+            txn.commit()
+        return handle
 
     @property
     def meta_db(self):
@@ -414,6 +433,10 @@ class Store:
     def write(self, work):
         """Run ``work(txn)`` in a write transaction and commit; return its result.
 
+        Write transactions of this process run one at a time, in the order
+        their threads take the store's write lock (a Python lock, so a thread
+        waiting for another's commit never holds the GIL while it waits).
+
         The map grows and ``work`` reruns when LMDB runs out of map space, so
         ``work`` must have no side effects outside the transaction.  Disk
         errors raise StorageError; the transaction is then rolled back.
@@ -422,32 +445,33 @@ class Store:
             raise errors.LogError(f"log {self.path} is open read-only")
         self._check_usable()
         while True:
-            self._gate.enter()
-            try:
+            with self._write_txn_lock:  # see _open_db: no thread of this process waits in LMDB
+                self._gate.enter()
                 try:
-                    txn = self.env.begin(write=True)
-                except lmdb.MapResizedError:
-                    txn = None
-                if txn is not None:
-                    self._writing_thread = threading.get_ident()
                     try:
-                        result = work(txn)
-                        txn.commit()
-                    except lmdb.MapFullError:
-                        txn.abort()
-                    except lmdb.Error as exc:
-                        txn.abort()
-                        raise _storage_error(self.path, exc) from exc
-                    except BaseException:
-                        txn.abort()
-                        raise
-                    else:
-                        self._clear_stale_readers_when_due()
-                        return result
-                    finally:
-                        self._writing_thread = None
-            finally:
-                self._gate.leave()
+                        txn = self.env.begin(write=True)
+                    except lmdb.MapResizedError:
+                        txn = None
+                    if txn is not None:
+                        self._writing_thread = threading.get_ident()
+                        try:
+                            result = work(txn)
+                            txn.commit()
+                        except lmdb.MapFullError:
+                            txn.abort()
+                        except lmdb.Error as exc:
+                            txn.abort()
+                            raise _storage_error(self.path, exc) from exc
+                        except BaseException:
+                            txn.abort()
+                            raise
+                        else:
+                            self._clear_stale_readers_when_due()
+                            return result
+                        finally:
+                            self._writing_thread = None
+                finally:
+                    self._gate.leave()
             if txn is None:
                 self._adopt_map_size()
             else:

@@ -10,7 +10,7 @@ import pytest
 
 import streamlog
 from streamlog import ReadBatch, StreamBuffer, errors, mk_stream_buffer
-from helpers import Counter, Gate
+from helpers import Counter, Gate, run_python
 
 
 def log_path(tmp_path):
@@ -353,3 +353,43 @@ def test_durability_follows_the_log_unless_it_conflicts(tmp_path):
         reader_side = streamlog.Log(log_path(tmp_path))  # a plain open shares the store as it is
         assert reader_side.durability == "off"
         reader_side.close()
+
+
+def test_a_second_stream_started_while_the_first_commits_never_hangs(tmp_path):
+    # py-lmdb 3.0.0's env.open_db() without txn= waits for LMDB's write lock holding the GIL, so
+    # opening the markers' databases while the recorder thread was inside a commit hung both threads
+    # (caught within the first few tries).  A hang dumps both stacks and fails instead of blocking.
+    code = """
+        import faulthandler, os, sys, time
+        from streamlog import ReadBatch, SourceReader, StreamBuffer
+        from streamlog.sources.markers import markers_beside
+        faulthandler.dump_traceback_later(float(sys.argv[3]), exit=True)
+
+        class FlatOut(SourceReader):
+            def open(self): self.i = 0
+            def read(self):
+                batch = ReadBatch((self.i + j, b"x" * 64) for j in range(50))
+                self.i += 50
+                return batch
+            def close(self): pass
+            def key(self, data): return data[0]
+            @property
+            def info(self): return {"source": "flat-out"}
+
+        for trial in range(int(sys.argv[2])):
+            log = os.path.join(sys.argv[1], f"t{trial}.streamlog")
+            with StreamBuffer(FlatOut(), maxlen=10_000, log=log) as buf:
+                deadline = time.monotonic() + 30
+                while buf.committed == 0 and time.monotonic() < deadline:
+                    time.sleep(0.0005)
+                with markers_beside(buf) as markers:
+                    markers.mark(f"trial {trial}")
+            print(trial, flush=True)
+    """
+    trials = 40
+    result = run_python(code, tmp_path, trials, 60, timeout=120, check=False)
+    assert result.returncode == 0, f"hung or failed after {len(result.stdout.split())} trials:\n{result.stderr}"
+    assert result.stdout.split() == [str(t) for t in range(trials)]
+    for trial in range(trials):
+        session = streamlog.Log(str(tmp_path / f"t{trial}.streamlog")).session(-1)
+        assert session.range(stream="markers")[0][1] == f"trial {trial}"
