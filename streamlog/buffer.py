@@ -49,8 +49,11 @@ class StreamBuffer:
       when there is no such live session, StreamNameTaken when it already
       has a stream named ``stream``.  The session stays ``live`` until its
       last stream ends.
-    * ``info``: a dict stored with the session over ``source_reader.info``
-      (which is read again when the session stops).
+    * ``labels``: your own description of a new session (subject, site,
+      run, ...), a dict stored as :attr:`Session.labels`, apart from the
+      source's own :attr:`Session.info` (``source_reader.info``, read again
+      when the session stops), so no label can change how the records are
+      decoded.  A buffer joining ``session=`` cannot add labels.
     * ``retention``: a :class:`Retention` applied while recording.
     * ``durability``: ``"full"`` (fsync each group commit; a power cut loses
       at most the last commit interval), ``"normal"`` (a power cut may undo the
@@ -81,7 +84,7 @@ class StreamBuffer:
     """
 
     def __init__(self, source_reader, *, maxlen=10_000, log=None, stream=DEFAULT_STREAM, session=None,
-                 info=None, retention=None, durability=None, commit_interval_s=0.005, commit_records=10_000,
+                 labels=None, retention=None, durability=None, commit_interval_s=0.005, commit_records=10_000,
                  max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mirror=None, mirror_in="process",
                  sleep_time_on_read_none_s=None, auto_drop=True):
         if not isinstance(source_reader, SourceReader) and not isinstance(source_reader, Source):
@@ -94,8 +97,10 @@ class StreamBuffer:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
         if not isinstance(stream, str) or not stream or len(stream.encode()) > 200:
             raise ValueError(f"stream must be a non-empty name, not {stream!r}")
-        if info is not None and not isinstance(info, dict):
-            raise TypeError(f"info must be a dict, not {type(info).__name__}")
+        if labels is not None and not isinstance(labels, dict):
+            raise TypeError(f"labels must be a dict, not {type(labels).__name__}")
+        if labels and session is not None:
+            raise ValueError("labels= describe a new session; a buffer joining session= cannot add them")
         if retention is not None and not isinstance(retention, Retention):
             raise TypeError(f"retention must be a streamlog.Retention, not {type(retention).__name__}")
         if not commit_interval_s > 0:
@@ -133,7 +138,7 @@ class StreamBuffer:
         self._mirror_in = mirror_in
         self._mirror = None
         self._join_session = session
-        self._user_info = dict(info or {})
+        self._labels = dict(labels or {})
         self._info_failure = None
         self.log = None
         self._log_open = False
@@ -267,8 +272,7 @@ class StreamBuffer:
             self.session = self.log.session(joined)
             return
         source_info, self._info_failure = _source_info(self.source_reader)
-        info = {**source_info, **self._user_info}
-        session_id = self.log.catalog.create_session(self.stream, info, self.durability)
+        session_id = self.log.catalog.create_session(self.stream, source_info, self._labels, self.durability)
         self.session = self.log.session(session_id)
 
     def wait(self, timeout=None):
@@ -347,8 +351,9 @@ class StreamBuffer:
 
     @property
     def source_reader_info(self):
-        """The session's info (the source's ``info`` after its ``open()``, with
-        ``info=`` over it); None before :meth:`start`.  Waits for ``open()``."""
+        """The session's info (the source's ``info`` after its ``open()``; the
+        ``labels=`` are apart, in ``session.labels``); None before :meth:`start`.
+        Waits for ``open()``."""
         if self._thread is None:
             return None
         self._feed.opened.wait()
@@ -410,10 +415,9 @@ class StreamBuffer:
             self._info_failure = self._info_failure or failure
             return
         self._info_failure = None  # an info that needed the open source reads fine now
-        info = {**source_info, **self._user_info}
-        if info != self.session.info:
+        if source_info != self.session.info:
             with self._write_lock:
-                self.log.catalog.set_info(self.session.id, info)
+                self.log.catalog.set_info(self.session.id, source_info)
             self.session.refresh()
 
     def _read_until_done(self, source):
@@ -592,7 +596,7 @@ class StreamBuffer:
                 if failure is not None:
                     self._fail(failure)
             if info_failure is None:
-                info = {**source_info, **self._user_info}
+                info = source_info
         with self._commit_cond:
             self._closing = True
             self._commit_cond.notify_all()

@@ -93,7 +93,7 @@ class Catalog:
         """Remove session ``session_id`` from the catalog (its records must be gone)."""
         txn.delete(records.session_prefix(session_id), db=self.store.sessions_db)
 
-    def create_session(self, stream, info, durability):
+    def create_session(self, stream, info, labels, durability):
         """Add a live session recording ``stream`` for this process (which
         holds the writer lock); return its id (never one used before)."""
         writer = self._writer_token()
@@ -103,7 +103,7 @@ class Catalog:
             self.put_last_issued_id(txn, session_id)
             self.put(txn, {
                 "id": session_id, "status": "live", "start_time": time.time(), "stop_time": None,
-                "info": info, "error": None, "pid": os.getpid(), "host": socket.gethostname(),
+                "info": info, "labels": labels, "error": None, "pid": os.getpid(), "host": socket.gethostname(),
                 "durability": durability, "streams": {stream: _new_stream(writer)},
             })
             return session_id

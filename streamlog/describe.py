@@ -60,23 +60,26 @@ def session_summary(session, *, utc=False):
         "durability": session.durability,
         "error": session.error,
         "info": to_jsonable(session.info),
+        "labels": to_jsonable(session.labels),
         "streams": streams,
     }
 
 
 FLAT_FIELDS = ("id", "status", "start", "stop", "duration_s", "records", "recorded", "bytes", "first_key",
-               "last_key", "key_types", "rate_hz", "source", "pid", "host", "durability", "error", "streams", "info")
+               "last_key", "key_types", "rate_hz", "source", "pid", "host", "durability", "error", "streams", "info",
+               "labels")
 """The columns of :func:`flat_summary`, in order."""
 
 
 def flat_summary(summary):
     """A :func:`session_summary` as one flat row (a dict over :data:`FLAT_FIELDS`):
     ``streams`` becomes the stream names separated by spaces, ``key_types``
-    text such as ``(int, str)``, ``info`` its JSON text."""
+    text such as ``(int, str)``, ``info`` and ``labels`` their JSON text."""
     row = {name: summary[name] for name in FLAT_FIELDS}
     row["streams"] = " ".join(summary["streams"])
     row["key_types"] = None if summary["key_types"] is None else notation.describe_key_types(summary["key_types"])
     row["info"] = json.dumps(summary["info"], ensure_ascii=False)
+    row["labels"] = json.dumps(summary["labels"], ensure_ascii=False)
     return row
 
 

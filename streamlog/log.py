@@ -259,7 +259,10 @@ class Session:
         return self
 
     id = property(lambda self: self._meta["id"])
-    info = property(lambda self: self._meta["info"])
+    info = property(lambda self: self._meta["info"], doc="The source's own description (``SourceReader.info``).")
+    labels = property(lambda self: self._meta.get("labels", {}), doc=(
+        "The labels the recording was given (``StreamBuffer(labels=)``, ``record --info``); ``{}`` in logs "
+        "written before labels had a field of their own, whose ``info`` holds the labels too."))
     error = property(lambda self: self._meta["error"])
     start_time = property(lambda self: self._meta["start_time"])
     stop_time = property(lambda self: self._meta["stop_time"])

@@ -335,8 +335,40 @@ def test_cli_record_audio_records_exact_frames(alsa_file_input, tmp_path):
     assert "closed" in result.stdout and "5000 frames" in result.stdout
     with Log(log_path, readonly=True) as log:
         session = log.session(-1)
-        assert session.info["subject"] == "S1" and session.info["channels"] == 2
+        assert session.labels == {"subject": "S1"} and session.info["channels"] == 2
         assert np.array_equal(AudioSession(session).to_numpy(), signal)
+
+
+def test_cli_info_labels_cannot_change_how_the_audio_is_decoded(alsa_file_input, tmp_path):
+    # --info channels=2 on a mono input used to overwrite the source's own info: the export then
+    # wrote a 2-channel WAV of half the frames; rate=8000 broke it and source=mine renamed the source
+    import json
+    import subprocess
+    import sys
+
+    signal = ramp(3000, 1)
+    infile = alsa_file_input(signal)
+    log_path, wav_path = tmp_path / "take.streamlog", tmp_path / "take.wav"
+    streamlog_cli = [sys.executable, "-m", "streamlog"]
+    recorded = subprocess.run([*streamlog_cli, "record", "audio", log_path, "--rate", "16000", "--channels", "1",
+                               "--frames-per-buffer", "250", "--frames", "3000", "--info", "channels=2",
+                               "--info", "rate=8000", "--info", "source=mine", "--info", "subject=S01"],
+                              capture_output=True, text=True, timeout=DEADLINE_S)
+    assert recorded.returncode == 0, recorded.stderr
+    exported = subprocess.run([*streamlog_cli, "export", log_path, "-o", wav_path], capture_output=True, text=True,
+                              timeout=DEADLINE_S)
+    assert exported.returncode == 0, exported.stderr
+    assert "Wrote 3000 frame(s)" in exported.stdout + exported.stderr
+    with wave.open(str(wav_path), "rb") as wav:
+        assert (wav.getnchannels(), wav.getframerate(), wav.getnframes()) == (1, 16000, 3000)
+        assert wav.readframes(3000) == infile.read_bytes()
+    [summary] = json.loads(subprocess.run([*streamlog_cli, "sessions", log_path, "--json"], capture_output=True,
+                                          text=True, timeout=DEADLINE_S, check=True).stdout)
+    assert summary["source"].startswith("pyaudio") and summary["info"]["channels"] == 1
+    assert summary["labels"] == {"channels": "2", "rate": "8000", "source": "mine", "subject": "S01"}
+    shown = subprocess.run([*streamlog_cli, "info", log_path], capture_output=True, text=True, timeout=DEADLINE_S,
+                           check=True).stdout
+    assert shown.split("labels:\n")[1].splitlines()[:2] == ['  channels: "2"', '  rate: "8000"']
 
 
 def test_cli_record_audio_with_markers_from_stdin(alsa_file_input, tmp_path):

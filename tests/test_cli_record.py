@@ -31,14 +31,14 @@ def summary_of(result):
 def stored_session(log_path, session_id=-1):
     with Log(str(log_path), readonly=True, create=False) as log:
         session = log.session(session_id)
-        return {"status": session.status, "count": session.count, "info": session.info,
+        return {"status": session.status, "count": session.count, "info": session.info, "labels": session.labels,
                 "first": session.first_key, "last": session.last_key,
                 "records": session.range()}
 
 
 # -- record synth / lines / cmd -----------------------------------------------
 
-def test_record_synth_count_prints_summary_and_stores_info(tmp_path):
+def test_record_synth_count_prints_summary_and_stores_info_and_labels(tmp_path):
     log = tmp_path / "s.streamlog"
     result = invoke("record", "synth", log, "--count", 7, "--block", 10, "--fast",
                     "--info", "site=lab", "--info", "note=a=b")
@@ -48,7 +48,7 @@ def test_record_synth_count_prints_summary_and_stores_info(tmp_path):
     assert "keys 0 .. 6" in result.stdout
     stored = stored_session(log)
     assert stored["status"] == "closed" and stored["count"] == 7
-    assert stored["info"]["site"] == "lab" and stored["info"]["note"] == "a=b"
+    assert stored["labels"] == {"site": "lab", "note": "a=b"}
     assert stored["info"]["source"] == "synth" and stored["info"]["block"] == 10
     assert [i for i, _ in stored["records"]] == list(range(7))
 
@@ -266,7 +266,7 @@ def test_demo_records_and_queries(tmp_path):
                     "streamlog follow", "streamlog export"):
         assert command in result.stdout
     stored = stored_session(tmp_path / "demo.streamlog")
-    assert stored["status"] == "closed" and stored["info"]["purpose"] == "demo"
+    assert stored["status"] == "closed" and stored["labels"]["purpose"] == "demo"
 
 
 @pytest.mark.parametrize("command", [["record"], ["record", "lines"], ["record", "cmd"], ["record", "synth"],

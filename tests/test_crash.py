@@ -107,7 +107,7 @@ KILLED_BEFORE_FIRST_COMMIT = """
 import os, signal, sys, streamlog
 log = streamlog.Log(sys.argv[1])
 log.begin_writing()
-log.catalog.create_session("main", {}, "full")
+log.catalog.create_session("main", {}, {}, "full")
 os.kill(os.getpid(), signal.SIGKILL)
 """
 

@@ -144,7 +144,7 @@ def test_no_path_stored_in_a_log_is_ever_opened_by_the_cli(tmp_path):
     planted = tmp_path / "planted.txt"
     planted.write_text("x")
     with StreamBuffer(WavFileSourceReader(source_file), log=str(log),
-                      info={"file": str(planted), "config": str(planted)}) as buf:
+                      labels={"file": str(planted), "config": str(planted)}) as buf:
         assert buf.wait(30)
     assert str(source_file) in json.dumps(streamlog.Log(log, readonly=True).session(-1).info)
     out = tmp_path / "out.wav"

@@ -12,6 +12,7 @@ import pytest
 
 import streamlog
 from streamlog import Retention, StreamBuffer, errors
+from streamlog.codec import decode_record, encode_record
 from helpers import REPO, Counter, run_python, start_python
 
 RECORDER = """
@@ -323,3 +324,21 @@ def test_disk_full_fails_the_session_clearly_and_keeps_what_was_committed(tiny_d
                             timeout=60, cwd=REPO)
     assert doctor.returncode == 0 and "healthy" in doctor.stdout, doctor.stdout + doctor.stderr
     assert f"{len(stored)}" in doctor.stdout
+
+
+def test_sessions_written_before_labels_had_their_own_field_still_read(tmp_path):
+    path = str(tmp_path / "old.streamlog")
+    with StreamBuffer(Counter(3), log=path, labels={"subject": "S01"}) as buf:
+        assert buf.wait(30)
+    env = lmdb.open(path, max_dbs=8)  # rewrite the entry as a log of the first format-1 releases holds it
+    sessions = env.open_db(b"sessions", create=False)
+    with env.begin(write=True) as txn:
+        key, raw = next(iter(txn.cursor(sessions)))
+        meta = decode_record(raw)
+        assert meta.pop("labels") == {"subject": "S01"}
+        meta["info"]["subject"] = "S01"  # labels were merged into the source's info then
+        txn.put(key, encode_record(meta), db=sessions)
+    env.close()
+    session = streamlog.Log(path, readonly=True).session(-1)
+    assert session.labels == {} and session.info == {"kind": "counter", "n": 3, "subject": "S01"}
+    assert session.range() == [(i, b"payload") for i in range(1, 4)]

@@ -342,11 +342,13 @@ def test_buffer_records_a_followed_file_live(tmp_path):
 
 def test_buffer_stores_the_exit_status_of_a_command(tmp_path):
     log = tmp_path / "cmd.streamlog"
-    buf = StreamBuffer(CommandSource([sys.executable, "-c", PRINTER]), log=str(log), info={"run": 1}).start()
+    buf = StreamBuffer(CommandSource([sys.executable, "-c", PRINTER]), log=str(log), labels={"run": 1}).start()
     assert buf.wait(DEADLINE_S)  # ends by itself once the command exits
     buf.close()
     status, info, records = stored(log)
-    assert status == "closed" and info["exit_status"] == 3 and info["run"] == 1
+    assert status == "closed" and info["exit_status"] == 3 and "run" not in info
+    with Log(str(log), readonly=True) as opened:
+        assert opened.session(-1).labels == {"run": 1}
     assert sorted(line for _, _, line in records) == ["err 1", "no newline", "out 1", "out 2"]
 
 

@@ -141,7 +141,7 @@ def _echo_table(table, right_aligned):
 def info(log, session_arg, session_id, fmt, utc):
     """Show everything about one session of LOG (default: the last).
 
-    Includes status, times, process, error, source info and every stream's
+    Includes status, times, process, error, source info, labels and every stream's
     counters and key span.  The session is -s ID (as in every command) or,
     as before, a SESSION argument; negative ids count from the end (write
     an argument one after `--`).
@@ -179,9 +179,10 @@ def info(log, session_arg, session_id, fmt, utc):
         click.echo(f"  {name}: {s['records']} records ({s['recorded']} recorded), {format_bytes(s['bytes'])}, "
                    f"keys {_key_span(s['first_key'], s['last_key'])} [{describe_key_types(s['key_types'])}]"
                    + (f", error: {s['error']}" if s["error"] else ""))
-    click.echo("info:")
-    for name, value in summary["info"].items():
-        click.echo(f"  {name}: {json.dumps(value, ensure_ascii=False)}")
+    for title in ("info", "labels"):
+        click.echo(f"{title}:")
+        for name, value in summary[title].items():
+            click.echo(f"  {name}: {json.dumps(value, ensure_ascii=False)}")
 
 
 # --------------------------------------------------------------------------

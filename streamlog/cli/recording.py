@@ -69,7 +69,7 @@ def recording_options(command):
                      callback=_at_least_one_byte,
                      help="A larger record ends the session as failed (every record before it is kept)."),
         click.option("--info", "info_pairs", multiple=True, metavar="KEY=VALUE",
-                     help="Store KEY=VALUE with the session (repeatable)."),
+                     help="Label the session KEY=VALUE (repeatable); kept apart from the source's own info."),
         click.option("--quiet", "-q", is_flag=True,
                      help="Print neither the start notice, the status line nor the summary."),
         click.option("--mirror", "mirror_url", metavar="URL", callback=_redis_url_naming_a_rig,
@@ -172,10 +172,10 @@ def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sess
     the recording's ``exit_status`` when the source ended by itself.
     """
     recipe = source if isinstance(source, Recording) else Recording(source)
-    info = parse_info(info_pairs)
+    labels = parse_info(info_pairs)
     retention = make_retention(max_bytes, max_age, max_sessions)
     buffer = StreamBuffer(recipe.source, log=os.fspath(log), maxlen=maxlen, retention=retention,
-                          durability=durability, info=info, max_record_bytes=max_record_bytes, mirror=mirror_url)
+                          durability=durability, labels=labels, max_record_bytes=max_record_bytes, mirror=mirror_url)
     status_line = StatusLine(sys.stderr, enabled=not quiet)
     with stop_requested_on_signals() as stop:
         buffer.start()
