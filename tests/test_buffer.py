@@ -87,6 +87,30 @@ def test_blocking_next_wakes_on_new_record_and_nonblocking_returns_none(tmp_path
             polling.next()
 
 
+def test_builtin_next_and_for_on_a_nonblocking_reader_agree_with_its_next_method(tmp_path):
+    # next(reader) used to raise StopIteration while the stream was live with nothing new, so a
+    # for loop over a non-blocking reader ended early and silently
+    items = queue.Queue()
+    with StreamBuffer(Gate(items), log=log_path(tmp_path)) as buf:
+        polling = buf.mk_reader(blocking=False)
+        assert next(polling) is None and polling.next() is None
+        items.put((1, "a"))
+        deadline = time.monotonic() + 10
+        while (record := next(polling)) is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert record == (1, "a")
+        items.put((2, "b"))
+        items.put((3, "c"))
+        while polling.lag < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert list(polling) == [(2, "b"), (3, "c")]  # what there is now; stops once nothing is new
+        assert next(polling) is None  # the stream is still live
+        items.put(StopIteration)
+        assert buf.wait(10)
+        with pytest.raises(StopIteration):
+            next(polling)
+
+
 def test_read_peek_and_lists(tmp_path):
     with StreamBuffer(Counter(50), log=log_path(tmp_path)) as buf:
         buf.wait(10)

@@ -13,6 +13,7 @@ newest records, and a running buffer with records not yet committed and
 records arriving between the reads.
 """
 
+import itertools
 import math
 import os
 import queue
@@ -310,8 +311,8 @@ def check_readers_against_models(cases, operations, recording=None):
 def _call(reader, name, arguments):
     if name == "irange":
         return list(reader.irange(**arguments))
-    if name == "iterate":
-        return list(reader)
+    if name == "iterate":  # a non-blocking reader's loop yields None while nothing is new: stop there
+        return list(itertools.takewhile(lambda record: record is not None, reader))
     return getattr(reader, name)(**arguments)
 
 
