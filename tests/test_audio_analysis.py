@@ -1,6 +1,7 @@
 """Stored recordings read back at sample precision: numpy, WAV export,
 markers joined to audio, gaps, time-range queries, bytes on disk."""
 
+import math
 import threading
 import wave
 from fractions import Fraction
@@ -24,9 +25,12 @@ def wav_frames(path):
 
 
 def first_frame_at_or_after(t_us, origin_us):
-    """Independent reference: the first frame p with origin + p / RATE seconds >= t."""
-    import math
-    return math.ceil(Fraction(t_us - origin_us, 1_000_000) * RATE)
+    """Independent reference: the first frame p whose timestamp, origin + p / RATE seconds rounded to
+    the nearest µs (halves up), is >= t (at 8 kHz every frame's time is a whole µs)."""
+    p = 0 if t_us <= origin_us else (t_us - origin_us) * RATE // 1_000_000 - 1
+    while math.floor(origin_us + Fraction(p * 1_000_000, RATE) + Fraction(1, 2)) < t_us:
+        p += 1
+    return p
 
 
 @pytest.mark.parametrize("channels", [1, 2])
@@ -110,6 +114,29 @@ def test_to_numpy_trims_at_sample_precision(wav_session, start_us, stop_us):
     assert audio.frame_count(start_us / 1e6, stop_us / 1e6) == hi - lo
     clip = audio.clip(start_us / 1e6, stop_us / 1e6)
     assert clip.t_us == ORIGIN_US + round(lo * 1_000_000 / RATE) and clip.gaps == []
+
+
+def test_a_start_equal_to_a_records_key_gives_that_records_first_frame(tmp_path, lab_log):
+    # at 44.1 kHz a key is its first frame's time rounded to the microsecond, often up: the span
+    # used to start at the first frame whose exact time is >= the key, one frame late
+    rate, fpb = 44_100, 1024
+    signal = ramp(fpb * 12, 1)
+    with wave.open(str(tmp_path / "in.wav"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(signal.tobytes())
+    session = record(WavFileSourceReader(tmp_path / "in.wav", frames_per_buffer=fpb, start_time=1_700_000_000.0),
+                     lab_log)
+    audio = AudioSession(session)
+    keys = [t_us for t_us, _, _, _ in session.range()]
+    assert len(keys) == 12
+    rounded_up = [k for i, k in enumerate(keys) if k - ORIGIN_US > Fraction(i * fpb * 1_000_000, rate)]
+    assert rounded_up  # the case that went wrong is among them
+    for i, (key, next_key) in enumerate(zip(keys, keys[1:])):
+        assert np.array_equal(audio.to_numpy(start=key / 1e6, stop=next_key / 1e6), signal[i * fpb:(i + 1) * fpb])
+        assert audio.clip(start=key / 1e6).t_us == key
+    assert np.array_equal(audio.to_numpy(start=keys[-1] / 1e6), signal[-fpb:])
 
 
 def test_wav_export_of_a_time_span(wav_session, tmp_path):

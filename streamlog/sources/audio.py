@@ -123,8 +123,10 @@ class AudioTimeline:
         return (2 * (t_us - self.origin_us) * self.rate + 1_000_000) // 2_000_000
 
     def first_position_at_or_after(self, t_us):
-        """The first frame whose exact time ``origin_us + p * 1e6 / rate`` is >= ``t_us``."""
-        return -((self.origin_us - t_us) * self.rate // 1_000_000)
+        """The first frame whose timestamp :meth:`time_us` is >= ``t_us``, so a
+        record's key gives that record's first frame (the frame's exact time
+        may lie up to half a microsecond before its timestamp)."""
+        return -(-(2 * (t_us - self.origin_us) - 1) * self.rate // 2_000_000)
 
 
 def _check_positive_int(name, value):
