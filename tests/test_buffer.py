@@ -417,3 +417,28 @@ def test_a_second_stream_started_while_the_first_commits_never_hangs(tmp_path):
     for trial in range(trials):
         session = streamlog.Log(str(tmp_path / f"t{trial}.streamlog")).session(-1)
         assert session.range(stream="markers")[0][1] == f"trial {trial}"
+
+
+class NoneFirst(Gate):
+    """A Gate whose first read returns None, with ``sleep_time_on_read_none_s`` as given."""
+
+    def __init__(self, items, sleep_time_on_read_none_s):
+        super().__init__(items)
+        self.sleep_time_on_read_none_s = sleep_time_on_read_none_s
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        return None if self.reads == 1 else super().read()
+
+
+def test_sleep_time_on_read_none_of_none_means_the_default(tmp_path):
+    # the recorder used to wait(None) after the first None read: it stalled until stop()
+    items = queue.Queue()
+    with StreamBuffer(NoneFirst(items, None), log=log_path(tmp_path)) as buf:
+        reader = buf.mk_reader()
+        items.put((1, "a"))
+        assert reader.read(timeout=10, ignore_no_item_found=True) == (1, "a")
+        items.put(StopIteration)
+        assert buf.wait(10)
+    assert streamlog.Log(log_path(tmp_path)).session(-1).status == "closed"
