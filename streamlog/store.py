@@ -70,6 +70,7 @@ _SYNC_FLAGS = {
 DURABILITY_MODES = tuple(_SYNC_FLAGS)
 
 _stores = {}
+_retired = set()  # stores of logs deleted from their path, still held by the objects that opened them
 _stores_lock = threading.Lock()
 
 
@@ -81,12 +82,18 @@ def open_store(path, *, create=True, durability=None):
     the directory is writable (``Log(readonly=True)`` only forbids writing);
     ``durability`` None accepts whatever the store has (``"full"`` if new).
     In a child process after ``fork()`` this opens a store of the child's own.
+    A log deleted (and perhaps made again) at ``path`` since its store opened
+    gets a new store; the old one stays with the objects that hold it.
     """
     if durability is not None and durability not in _SYNC_FLAGS:
         raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
     real = os.path.realpath(os.fspath(path))
     with _stores_lock:
         store = _stores.get(real)
+        if store is not None and not store.still_at_path():
+            del _stores[real]
+            _retired.add(store)
+            store = None
         if store is not None and durability is not None and store.durability != durability:
             raise errors.LogError(f"log {path} is already open in this process with durability "
                                   f"{store.durability!r}; close it before writing with {durability!r}")
@@ -220,6 +227,7 @@ class Store:
             if not readonly:
                 self.db(_SESSIONS_DB, create=True)
             self.open_all_dbs()
+            self._identity = _file_identity(path, data_file)
         except lmdb.Error as exc:
             self.env.close()
             raise _read_error(path, exc) from exc
@@ -228,6 +236,11 @@ class Store:
             raise
 
     # -- opening -------------------------------------------------------------
+
+    def still_at_path(self):
+        """Whether the log this store opened is still the one at its path (not
+        deleted, nor deleted and made again)."""
+        return _file_identity(self.path, os.path.join(self.path, DATA_FILE)) == self._identity
 
     def _check_path(self, may_create):
         """Refuse what is not a log (NotALog, LogNotFound, LogAccessDenied)
@@ -695,6 +708,7 @@ class Store:
                 return
             if _stores.get(self.path) is self:
                 del _stores[self.path]
+            _retired.discard(self)
             self.closed = True
         self.env.close()
 
@@ -749,14 +763,18 @@ def replace_data_file(path, new_data_file):
 # transactions (max_spare_txns) are off for the same reason.
 
 
+def _open_stores():
+    return [*_stores.values(), *_retired]
+
+
 def _quiesce_before_fork():
     _stores_lock.acquire()
-    for store in _stores.values():
+    for store in _open_stores():
         store._gate.block()
 
 
 def _resume_in_parent():
-    for store in _stores.values():
+    for store in _open_stores():
         store._gate.unblock()
     _stores_lock.release()
 
@@ -766,14 +784,15 @@ def _drop_inherited_stores():
     LogError), their environments close without touching the parent's LMDB
     state, their copy of the writer lock is closed (the ``flock`` stays the
     parent's alone), and a fresh registry lets the child open logs anew."""
-    global _stores, _stores_lock
-    for store in _stores.values():
+    global _stores, _retired, _stores_lock
+    for store in _open_stores():
         store.inherited = True
         store.env.close()
         if store._writer_lock_fd is not None:
             os.close(store._writer_lock_fd)
             store._writer_lock_fd = None
     _stores = {}
+    _retired = set()
     _stores_lock = threading.Lock()
 
 
@@ -784,6 +803,14 @@ os.register_at_fork(before=_quiesce_before_fork, after_in_parent=_resume_in_pare
 def _pages(txn, handles):
     stats = [txn.stat()] + [txn.stat(handle) for handle in handles]
     return sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"] for st in stats)
+
+
+def _file_identity(path, data_file):
+    """``(device, inode)`` of the directory ``path`` and of its ``data.mdb``; None if either is gone."""
+    try:
+        return [(st.st_dev, st.st_ino) for st in (os.stat(path), os.stat(data_file))]
+    except OSError:
+        return None
 
 
 def _is_our_db_name(name):

@@ -342,3 +342,37 @@ def test_sessions_written_before_labels_had_their_own_field_still_read(tmp_path)
     session = streamlog.Log(path, readonly=True).session(-1)
     assert session.labels == {} and session.info == {"kind": "counter", "n": 3, "subject": "S01"}
     assert session.range() == [(i, b"payload") for i in range(1, 4)]
+
+
+def test_a_log_deleted_and_recorded_again_while_an_old_log_object_lives(tmp_path):
+    # the process-wide store of the deleted log was reused: recording raised a bare
+    # FileNotFoundError for writer.lock
+    import shutil
+
+    path = str(tmp_path / "rec.streamlog")
+    with StreamBuffer(Counter(5), log=path) as buf:
+        assert buf.wait(30)
+    old_log = streamlog.Log(path)
+    old_session = old_log.session(-1)
+    shutil.rmtree(path)
+    with StreamBuffer(Counter(3, payload=b"again"), log=path) as buf:
+        assert buf.wait(30)
+    with streamlog.Log(path, readonly=True) as log:
+        [session] = log.sessions()
+        assert (session.id, session.status, session.range()) == (1, "closed", [(i, b"again") for i in range(1, 4)])
+    assert old_session.count == 5 and old_log.session(-1).count == 5  # the old objects keep what they opened
+    pid = os.fork()  # a child refuses the old log's store too, and opens the new log afresh
+    if pid == 0:
+        try:
+            try:
+                old_log.session(-1)
+            except errors.LogError:
+                with streamlog.Log(path, readonly=True) as log:
+                    os._exit(0 if log.session(-1).count == 3 else 1)
+            os._exit(3)
+        finally:
+            os._exit(2)
+    assert os.waitpid(pid, 0)[1] == 0
+    old_log.close()
+    with streamlog.Log(path) as log:  # and closing them leaves the new log's store alone
+        assert log.session(-1).range() == [(i, b"again") for i in range(1, 4)]
