@@ -3,6 +3,7 @@ follow and query the same log while it runs."""
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -103,3 +104,57 @@ def test_console_script(tmp_path):
     assert summary.startswith("session 1 closed: 5 records")
     tail = run("tail", log, "-n", 2, "--format", "jsonl", command=[script])
     assert [json.loads(line)[0] for line in tail.splitlines()] == [3, 4]
+
+
+def recorded_lines(log):
+    return [tuple(json.loads(line)) for line in run("range", log, "--format", "jsonl").splitlines()]
+
+
+def test_record_lines_from_a_fifo(tmp_path, processes):
+    # only regular files were accepted: a FIFO, a terminal, /dev/null or <(...) said "no such file"
+    fifo, log = tmp_path / "instrument.fifo", tmp_path / "fifo.streamlog"
+    os.mkfifo(fifo)
+    recorder = start("record", "lines", log, fifo)
+    processes.append(recorder)
+    deadline = time.monotonic() + DEADLINE_S
+    while True:  # a FIFO opens for writing once its reader has it open
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:  # ENXIO: no reader yet
+            assert time.monotonic() < deadline and recorder.poll() is None, recorder.stderr.read()
+            time.sleep(0.01)
+    os.write(writer, b"first\nsecond\nno newline")
+    os.close(writer)
+    assert recorder.wait(DEADLINE_S) == 0, recorder.stderr.read()  # the writer closed: end of input
+    assert recorded_lines(log) == [(1, "first"), (2, "second"), (3, "no newline")]
+
+
+def test_record_lines_from_a_terminal_until_it_hangs_up(tmp_path, processes):
+    master, slave = os.openpty()
+    log = tmp_path / "tty.streamlog"
+    try:
+        recorder = start("record", "lines", log, os.ttyname(slave))
+        processes.append(recorder)
+        os.write(master, b"reading 1\nreading 2\n")
+        deadline = time.monotonic() + DEADLINE_S
+        while not os.path.exists(log / "data.mdb") or sessions_json(log)[0]["records"] < 2:
+            assert time.monotonic() < deadline and recorder.poll() is None, "the lines never arrived"
+            time.sleep(0.01)
+    finally:
+        os.close(slave)
+        os.close(master)  # hangs the terminal up: the end of its input
+    assert recorder.wait(DEADLINE_S) == 0, recorder.stderr.read()
+    assert recorded_lines(log) == [(1, "reading 1"), (2, "reading 2")]
+
+
+def test_record_lines_from_dev_null_and_process_substitution(tmp_path):
+    run("record", "lines", tmp_path / "null.streamlog", "/dev/null")
+    assert sessions_json(tmp_path / "null.streamlog")[0]["records"] == 0
+    script = f"{shlex.join(STREAMLOG)} record lines {shlex.quote(str(tmp_path / 'seq.streamlog'))} <(seq 3)"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=DEADLINE_S)
+    assert result.returncode == 0, result.stderr
+    assert recorded_lines(tmp_path / "seq.streamlog") == [(1, "1"), (2, "2"), (3, "3")]
+    missing = subprocess.run([*STREAMLOG, "record", "lines", tmp_path / "x.streamlog", tmp_path / "nope"],
+                             capture_output=True, text=True, timeout=DEADLINE_S)
+    assert missing.returncode != 0 and "no such file" in missing.stderr

@@ -33,18 +33,21 @@ from streamlog.store import DIR_MODE
 
 @recording_command(
     "lines", "Record the lines of a file or stdin.",
-    "Record the lines of FILE (or stdin: -) as (line_number, line), keyed by line number.",
+    "Record the lines of FILE (or stdin: -) as (line_number, line), keyed by line number.  FILE may be any "
+    "readable file: a FIFO, a terminal or serial port (/dev/ttyUSB0), a pipe such as <(cmd); --follow "
+    "follows a regular file across truncation and rotation.",
     "tail -n0 -F /var/log/syslog | streamlog record lines syslog.streamlog -")
 @click.argument("file", default="-", metavar="[FILE|-]")
 @click.option("--follow", is_flag=True, help="Keep following FILE as it grows, like tail -f.")
 def record_lines(file, follow):
-    """The LineSource of FILE; a missing FILE is an error before anything is recorded."""
+    """The LineSource of FILE; a missing, unreadable FILE or a directory is an error before anything is recorded."""
     if file == "-":
         if follow:
             raise click.BadParameter("--follow needs a FILE; stdin is read until it ends", param_hint="'--follow'")
         return LineSource(sys.stdin)
-    if not os.path.isfile(file):
-        reason = "is a directory" if os.path.isdir(file) else "no such file"
+    if os.path.isdir(file) or not os.path.exists(file) or not os.access(file, os.R_OK):
+        reason = ("is a directory" if os.path.isdir(file) else "no such file" if not os.path.exists(file)
+                  else "permission denied")
         raise click.FileError(file, hint=reason)
     return LineSource(file, follow=follow)
 

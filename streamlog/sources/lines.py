@@ -1,9 +1,11 @@
 """``LineSource``: the lines of a text file or stream as records."""
 
 import codecs
+import errno
 import logging
 import os
 import select
+import stat
 import time
 
 from streamlog.source import ReadBatch, SourceReader
@@ -23,15 +25,21 @@ class LineSource(SourceReader):
     default ``"replace"``: they become U+FFFD).
 
     ``path_or_stream`` is a path, or an open stream such as ``sys.stdin``.
-    A stream with a file descriptor is read from the descriptor, without
-    blocking (the recorder can stop while a pipe is silent) and past the
-    stream's own buffer, so hand it over unread; one without a descriptor
-    (``io.StringIO``) is read with ``readline()``.
+    A path may name any readable file: a regular file, or a FIFO, a
+    terminal or serial port (``/dev/ttyUSB0``, ``/dev/pts/3``), a character
+    device such as ``/dev/null``, or a pipe (``/dev/fd/63`` from a shell's
+    ``<(...)``).  A stream with a file descriptor, and a path that is not a
+    regular file, are read from the descriptor without blocking (the
+    recorder can stop while a pipe is silent; a FIFO waits for its first
+    writer, as ``cat`` does) and past a stream's own buffer, so hand it over
+    unread; their input ends at end of file, or when a terminal hangs up.  A
+    stream without a descriptor (``io.StringIO``) is read with ``readline()``.
 
     Without ``follow`` the session ends (``read()`` raises ``StopIteration``)
     at end of file; a last line without a newline is still a line.
 
-    With ``follow=True`` (paths only) the file is read from its start and then
+    With ``follow=True`` (paths only; a path that is not a regular file is
+    read to its end as without it) a regular file is read from its start and then
     followed like ``tail -f``: ``read()`` returns ``None`` while nothing new
     has been written (the recorder polls every ``poll_s`` seconds), and a
     partial last line is held back until its newline arrives.  When the file
@@ -67,10 +75,11 @@ class LineSource(SourceReader):
         self.sleep_time_on_read_none_s = poll_s
         self.encoding = encoding
         self.errors = errors
-        self._file = None        # binary file object (path mode)
-        self._fd = None          # descriptor read with os.read (stream mode)
+        self._file = None        # binary file object (a regular file's path)
+        self._fd = None          # descriptor read with os.read (a stream, or a path that is not a regular file)
+        self._owns_fd = False    # the descriptor was opened here, from a path
         self._decoder = None
-        self._pending = ""       # decoded text after the last newline
+        self._partial = []       # decoded text after the last newline, in pieces
         self._seen = b""         # follow mode: the last bytes read, to notice a rewritten file
         self._line_number = 0
         self._restarts = []
@@ -90,19 +99,15 @@ class LineSource(SourceReader):
         ``StopIteration`` at the end of the input."""
         if self._done:
             raise StopIteration
-        if self.follow:
+        if self._file is not None and self.follow:
             return self._read_followed()
-        if self._is_path:
-            text, at_eof = self._read_file()
-        elif self._fd is not None:
-            text, at_eof = self._read_fd()
-        else:
-            text, at_eof = self._read_textio()
+        read_more = self._read_file if self._file is not None else (
+            self._read_fd if self._fd is not None else self._read_textio)
+        text, at_eof = read_more()
         lines = self._split(text)
         if at_eof:
-            if self._pending:
-                lines.append(self._number(self._pending))
-                self._pending = ""
+            if self._partial:
+                lines.append(self._number(self._take_partial()))
             if not lines:
                 self._done = True
                 raise StopIteration
@@ -112,6 +117,8 @@ class LineSource(SourceReader):
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._owns_fd and self._fd is not None:
+            os.close(self._fd)
         self._fd = None
 
     def key(self, data):
@@ -132,12 +139,19 @@ class LineSource(SourceReader):
 
     # -- reading ---------------------------------------------------------
     def _open_path(self):
+        """A regular file as a file object (seekable, followed); anything
+        else readable as a non-blocking descriptor."""
         try:
-            self._file = open(self.path, "rb")
+            mode = os.stat(self.path).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(f"is a directory, not a text file: {self.path}")
+            if stat.S_ISREG(mode):
+                self._file = open(self.path, "rb")
+            else:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+                self._owns_fd = True
         except FileNotFoundError:
             raise FileNotFoundError(f"no such file: {self.path}") from None
-        except IsADirectoryError:
-            raise IsADirectoryError(f"is a directory, not a text file: {self.path}") from None
 
     def _read_file(self):
         data = self._file.read(CHUNK_BYTES)
@@ -154,10 +168,19 @@ class LineSource(SourceReader):
         return ReadBatch(lines) if lines else None
 
     def _read_fd(self):
+        """``(text, at_eof)`` from the descriptor: ``("", False)`` when nothing
+        is waiting; a terminal that hung up (EIO) is the end of its input."""
         ready, _, _ = select.select([self._fd], [], [], 0)
         if not ready:
             return "", False
-        data = os.read(self._fd, CHUNK_BYTES)
+        try:
+            data = os.read(self._fd, CHUNK_BYTES)
+        except BlockingIOError:
+            return "", False
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            data = b""
         return self._decoder.decode(data, final=not data), not data
 
     def _read_textio(self):
@@ -168,12 +191,24 @@ class LineSource(SourceReader):
 
     def _split(self, text):
         """Append ``text`` to the pending partial line; return the records of
-        every line that is now complete."""
-        if not text:
+        every line that is now complete.  A long partial line is kept in
+        pieces and joined once, when its newline comes."""
+        if "\n" not in text:
+            if text:
+                self._partial.append(text)
             return []
-        parts = (self._pending + text).split("\n")
-        self._pending = parts.pop()
+        parts = text.split("\n")
+        parts[0] = self._take_partial() + parts[0]
+        last = parts.pop()
+        if last:
+            self._partial.append(last)
         return [self._number(p) for p in parts]
+
+    def _take_partial(self):
+        """The pending partial line as one string; there is none afterwards."""
+        text = "".join(self._partial)
+        self._partial = []
+        return text
 
     def _number(self, line):
         """The next record: ``line`` (newline already split off, a trailing
@@ -215,10 +250,9 @@ class LineSource(SourceReader):
         """Start over on new content: return the records of what the old
         content held after its last complete line (``rest``, the held-back
         partial line), note the restart in ``info`` and log a warning."""
-        lines = (self._pending + self._decoder.decode(rest, final=True)).split("\n")
+        lines = (self._take_partial() + self._decoder.decode(rest, final=True)).split("\n")
         if not lines[-1]:
             lines.pop()
-        self._pending = ""
         self._seen = b""
         flushed = [self._number(line) for line in lines]
         self._decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
