@@ -5,6 +5,7 @@ import io
 import os
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -372,3 +373,51 @@ def test_buffer_stores_synth_blocks_that_regenerate_from_the_session_info(tmp_pa
     assert status == "closed" and [i for i, _ in records] == list(range(50))
     params = {k: info[k] for k in ("rate_hz", "channels", "block", "seed")}
     assert all(np.array_equal(block, synth_block(i, **params)) for i, block in records)
+
+
+def reads_until_the_end(source, limit=1_000):
+    """Call ``source.read()`` until StopIteration; return (records, how many calls returned None)."""
+    got, nones = [], 0
+    for _ in range(limit):
+        try:
+            batch = source.read()
+        except StopIteration:
+            return got, nones
+        if batch is None:
+            nones += 1
+        else:
+            got.extend(batch)
+    raise AssertionError(f"no end after {limit} reads")
+
+
+def test_a_16mb_line_is_read_without_a_single_wait(tmp_path):
+    # a line longer than one 64 KiB chunk made read() return None once per chunk: the recorder
+    # slept 50 ms for each, 16 s for a 16 MB line
+    long_line = "x" * (16 << 20)
+    path = tmp_path / "long.txt"
+    path.write_text(f"short\n{long_line}")  # the last line has no newline
+    source = LineSource(path)
+    source.open()
+    assert reads_until_the_end(source) == ([(1, "short"), (2, long_line)], 0)
+    source.close()
+    path.write_text(f"{long_line}\nnext\n")
+    followed = LineSource(path, follow=True)
+    followed.open()
+    assert followed.read() == [(1, long_line), (2, "next")]  # one call, while the file has more
+    assert followed.read() is None  # nothing new
+    followed.close()
+
+
+def test_a_16mb_line_through_a_pipe_is_one_record(tmp_path):
+    long_line = "y" * (16 << 20)
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write_end, f"{long_line}\nlast\n".encode()),
+                                              os.close(write_end)))
+    with open(read_end, "rb", buffering=0) as stream:
+        buf = StreamBuffer(LineSource(stream), log=str(tmp_path / "pipe.streamlog")).start()
+        writer.start()
+        assert buf.wait(DEADLINE_S)
+        writer.join(DEADLINE_S)
+        records = buf.mk_reader().read(10)
+        buf.close()
+    assert [len(line) for _, line in records] == [16 << 20, 4] and records[0] == (1, long_line)

@@ -35,6 +35,10 @@ class LineSource(SourceReader):
     unread; their input ends at end of file, or when a terminal hangs up.  A
     stream without a descriptor (``io.StringIO``) is read with ``readline()``.
 
+    Each :meth:`read` takes everything available up to the first complete
+    lines, however long the line: it never returns None while data is
+    waiting (a 16 MB line is read in one call).
+
     Without ``follow`` the session ends (``read()`` raises ``StopIteration``)
     at end of file; a last line without a newline is still a line.
 
@@ -103,14 +107,19 @@ class LineSource(SourceReader):
             return self._read_followed()
         read_more = self._read_file if self._file is not None else (
             self._read_fd if self._fd is not None else self._read_textio)
-        text, at_eof = read_more()
-        lines = self._split(text)
-        if at_eof:
-            if self._partial:
-                lines.append(self._number(self._take_partial()))
-            if not lines:
-                self._done = True
-                raise StopIteration
+        lines = []
+        while not lines:  # data without a newline yet: read on, never wait while more is there
+            text, at_eof = read_more()
+            lines = self._split(text)
+            if at_eof:
+                if self._partial:
+                    lines.append(self._number(self._take_partial()))
+                if not lines:
+                    self._done = True
+                    raise StopIteration
+                break
+            if not text:
+                break
         return ReadBatch(lines) if lines else None
 
     def close(self):
@@ -161,8 +170,11 @@ class LineSource(SourceReader):
 
     def _read_followed(self):
         lines = self._restart_if_truncated()
-        text, at_eof = self._read_file()
-        lines += self._split(text)
+        while True:  # read on while the file has more and no line is complete
+            text, at_eof = self._read_file()
+            lines += self._split(text)
+            if lines or at_eof:
+                break
         if not lines and at_eof:
             lines = self._restart_if_rotated()
         return ReadBatch(lines) if lines else None
