@@ -322,7 +322,7 @@ def session_metadata(session, stream):
     """What a table's schema metadata says about the stream it holds (JSON-able)."""
     return to_jsonable({
         "session": session.id, "status": session.status, "start_time": session.start_time,
-        "stop_time": session.stop_time, "info": session.info, "error": session.error,
+        "stop_time": session.stop_time, "info": session.info, "labels": session.labels, "error": session.error,
         "stream": stream, "streams": session.streams, "key_types": session.stream_info(stream)["key_types"],
     })
 

@@ -479,7 +479,8 @@ def _title(session, whole, t0, t1, start, stop):
     if start is not None or stop is not None:
         head += (f" · showing {_clock_label(t0 - session.start_time, t1 - t0)} to "
                  f"{_clock_label(t1 - session.start_time, t1 - t0)}")
-    info = ", ".join(f"{k}={_short(v, 30)}" for k, v in (session.info or {}).items()
+    described = [*(session.labels or {}).items(), *(session.info or {}).items()]  # the user's labels first
+    info = ", ".join(f"{k}={_short(v, 30)}" for k, v in described
                      if not isinstance(v, (dict, list)) and len(repr(v)) <= 40 and k not in _UNTITLED)
     return head + ("\n" + textwrap.fill(info, 160, max_lines=2, placeholder=" …") if info else "")
 

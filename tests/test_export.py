@@ -334,14 +334,14 @@ def test_jsonl_is_strict_json_nan_and_infinities_are_null(tmp_path, command):
 
 def test_sessions_and_info_json_are_strict_json(tmp_path):
     path = tmp_path / "nan.streamlog"
-    with StreamBuffer(Replay(NON_FINITE), log=str(path), info={"offset": float("nan"), "max": float("inf")}) as buf:
+    with StreamBuffer(Replay(NON_FINITE), log=str(path), labels={"offset": float("nan"), "max": float("inf")}) as buf:
         assert buf.wait(30)
     for args in (["sessions", path, "--json"], ["info", path, "--json"]):
         result = cli(*args)
         assert result.returncode == 0, result.stderr
         document = strict_json(result.stdout.decode())
         summary = document[0] if isinstance(document, list) else document
-        assert summary["info"] == {"offset": None, "max": None}
+        assert summary["labels"] == {"offset": None, "max": None}
 
 
 # -- a reader that closes the pipe early ------------------------------------------------

@@ -128,7 +128,7 @@ class HeldSynth(SynthSource):
 def test_picture_of_a_multi_stream_session_has_a_panel_with_ink_per_stream(lab_log, tmp_path):
     release = threading.Event()
     with StreamBuffer(HeldSynth(release, rate_hz=4000, channels=2, block=100, count=40),
-                      log=lab_log, info={"subject": "S01"}) as synth:
+                      log=lab_log, labels={"subject": "S01"}) as synth:
         for source, name in ((Climate(), "climate"), (Lines(), "log")):
             with StreamBuffer(source, log=lab_log, session=synth.session, stream=name) as other:
                 assert other.wait(DEADLINE_S)

@@ -73,8 +73,8 @@ REPLAY = "ReplaySource, speed 1, records at 1 kHz"
 class Records(SourceReader):
     """``count`` records made by ``make(i)``, handed over in ReadBatches of 1,000."""
 
-    def __init__(self, count, make):
-        self.count, self.make = count, make
+    def __init__(self, count, make, info=None):
+        self.count, self.make, self._info = count, make, info or {}
 
     def open(self):
         self.i = 0
@@ -95,18 +95,18 @@ class Records(SourceReader):
 
     @property
     def info(self):
-        return {"source": "bench"}
+        return {"source": "bench", **self._info}
 
 
 def record(path, count, make, info=None):
     """Record ``count`` records made by ``make(i)`` into a new log at ``path``;
     return the log (open) and its session."""
-    return record_source(path, Records(count, make), info)
+    return record_source(path, Records(count, make, info))
 
 
-def record_source(path, source, info=None):
+def record_source(path, source):
     """Record ``source`` to its end into a new log at ``path``; return the log (open) and its session."""
-    with StreamBuffer(source, log=path, durability="off", info=info) as buf:
+    with StreamBuffer(source, log=path, durability="off") as buf:
         buf.wait(600)
     log = streamlog.Log(path, readonly=True)
     return log, log.session(-1)

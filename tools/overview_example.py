@@ -107,7 +107,7 @@ def main(out):
         audio_source = WavFileSourceReader(wav_path, frames_per_buffer=1024, realtime=True, start_time=time.time())
         lines = [(1.0, "calibration done"), (3.5, "block 1"), (10.5, "block 2"), (18.0, "block 3"),
                  (24.5, "block 4"), (29.0, "saving")]
-        with StreamBuffer(audio_source, log=log_path, info={"subject": "S01", "task": "tones"}) as audio:
+        with StreamBuffer(audio_source, log=log_path, labels={"subject": "S01", "task": "tones"}) as audio:
             with StreamBuffer(Climate(stop), log=audio.log, session=audio.session, stream="climate"), \
                     StreamBuffer(LogLines(lines), log=audio.log, session=audio.session, stream="log"), \
                     markers_beside(audio) as markers:
