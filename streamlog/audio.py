@@ -15,10 +15,11 @@ Times are epoch seconds (int or float); a time span ``[start, stop)``
 holds the frames whose timestamp (``origin + position / rate`` rounded to
 the nearest microsecond, as in the records' keys) is at or after ``start``
 and before ``stop``, so a record's key as ``start`` gives that record's
-first frame; None is the recording's first frame or the end of its last.  Frames missing from the recording (overflow gaps,
-records lost to a crash or pruned) are never papered over: reading across
-them raises AudioGapError unless ``allow_gaps=True``, which fills them with
-silence and lists them as :class:`Gap` entries.
+first frame; None is the recording's first frame or the end of its last.
+Frames missing from the recording (overflow gaps, records lost to a crash
+or pruned) are never papered over: reading across them raises
+AudioGapError unless ``allow_gaps=True``, which fills them with silence and
+lists them as :class:`Gap` entries.
 """
 
 import math

@@ -257,8 +257,8 @@ class _StreamFollower:
             streams[name] = {"recorded": info["recorded"], "key_types": info["key_types"], "error": info["error"]}
         return encode_record({
             "id": session.id, "status": session.status if final else "live", "start_time": session.start_time,
-            "stop_time": session.stop_time, "info": session.info, "labels": session.labels, "error": session.error, "pid": session.pid,
-            "host": session.host, "durability": session.durability, "streams": streams,
+            "stop_time": session.stop_time, "info": session.info, "labels": session.labels, "error": session.error,
+            "pid": session.pid, "host": session.host, "durability": session.durability, "streams": streams,
         })
 
     def sync(self, client):
