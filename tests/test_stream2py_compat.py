@@ -555,11 +555,13 @@ def test_session_info_is_what_open_left_in_the_source_info(tmp_path):
             return {"rate": self.rate}
 
     path = tmp_path / "rec.streamlog"
-    with streamlog.StreamBuffer(Device(), log=path, info={"subject": "S01"}) as buf:
-        assert buf.source_reader_info == {"rate": 48_000, "subject": "S01"}
-        assert buf.mk_reader().source_reader_info == {"rate": 48_000, "subject": "S01"}
+    with streamlog.StreamBuffer(Device(), log=path, labels={"subject": "S01"}) as buf:
+        assert buf.source_reader_info == {"rate": 48_000}  # the labels are kept apart
+        assert buf.mk_reader().source_reader_info == {"rate": 48_000}
         with streamlog.Log(path, readonly=True) as log:  # stored while the session is live
-            assert log.session(-1).status == "live" and log.session(-1).info == {"rate": 48_000, "subject": "S01"}
+            session = log.session(-1)
+            assert session.status == "live" and session.info == {"rate": 48_000}
+            assert session.labels == {"subject": "S01"}
 
 
 def test_errors_name_the_difference_and_the_switch(tmp_path):
