@@ -244,10 +244,16 @@ def test_head_and_tail_with_keys_and_times(two):
     assert run("tail", two.path, "-s", "1", "-n", "50", "-k").stdout.count("\n") == 20
 
 
+class TimeKeyedGate(Gate):
+    """A Gate whose info says its keys are times (µs since the epoch)."""
+
+    info = {"key_kind": "timestamp_us"}
+
+
 def test_time_keys_print_as_iso_beside_the_record(tmp_path):
     path = str(tmp_path / "t.streamlog")
     items = queue.Queue()
-    with StreamBuffer(Gate(items), log=path, info={"key_kind": "timestamp_us"}) as buf:
+    with StreamBuffer(TimeKeyedGate(items), log=path) as buf:
         items.put(ReadBatch([(1_796_151_120_000_000, "a"), (1_796_151_120_500_000, "b")]))
         items.put(StopIteration)
         buf.wait(30)
