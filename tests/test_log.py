@@ -308,7 +308,10 @@ def test_disk_full_fails_the_session_clearly_and_keeps_what_was_committed(tiny_d
     path = str(tiny_disk / "rec.streamlog")
     with StreamBuffer(Counter(10**6, payload=b"d" * 1000), log=path, maxlen=100) as buf:
         reader = buf.mk_reader()
-        buf.wait(120)
+        committed_seen = 0  # the most records the buffer said were committed before it failed
+        deadline = time.monotonic() + 120
+        while not buf.wait(0.005) and time.monotonic() < deadline:
+            committed_seen = max(committed_seen, buf.committed)
         got = []
         with pytest.raises(errors.SourceFailed, match="the disk is full"):
             for r in reader:
@@ -318,7 +321,8 @@ def test_disk_full_fails_the_session_clearly_and_keeps_what_was_committed(tiny_d
     assert session.status == "failed"
     assert "the disk is full" in session.error
     stored = [r[0] for r in session.irange()]
-    assert stored == list(range(1, len(stored) + 1)) and len(stored) > 1000
+    # every record counted as committed survives; the group whose commit hit the full disk does not
+    assert stored == list(range(1, len(stored) + 1)) and len(stored) >= max(committed_seen, 1)
     assert streamlog.Log(path, readonly=True).verify() == []
     doctor = subprocess.run([sys.executable, "-m", "streamlog", "doctor", path], capture_output=True, text=True,
                             timeout=60, cwd=REPO)
