@@ -15,6 +15,7 @@ README's "Coming from stream2py").
 from streamlog import buffer_reader, errors, exceptions, protocols, source_reader, stream_buffer, stream_source, util
 from streamlog.buffer import StreamBuffer, mk_stream_buffer
 from streamlog.log import Log, Retention, Session
+from streamlog.marks import mark
 from streamlog.reader import BufferReader
 from streamlog.remote import Mirror, RemoteLog
 from streamlog.source import QuickSourceReader, ReadBatch, Source, SourceReader
@@ -25,6 +26,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BufferReader", "Log", "Mirror", "QuickSourceReader", "ReadBatch", "RemoteLog", "Retention", "Session",
-    "Source", "SourceReader", "StreamBuffer", "StreamSource", "Timer", "buffer_reader", "errors", "exceptions",
+    "Source", "SourceReader", "StreamBuffer", "StreamSource", "Timer", "buffer_reader", "errors", "exceptions", "mark",
     "mk_stream_buffer", "protocols", "source_reader", "stream_buffer", "stream_source", "util", "__version__",
 ]

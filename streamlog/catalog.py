@@ -15,7 +15,10 @@ writer token (see :meth:`~streamlog.store.Store.acquire_writer`), and has a
 status of its own.  A session is ``live`` while any of its streams is; when
 the last one ends the session takes the worst of its streams' outcomes:
 ``crashed`` (a writer died) wins over ``failed`` (a source failed), which
-wins over ``closed``.  ``pid`` is the process that created the session.
+wins over ``closed``.  A *shared* stream (``"shared": True``, no writer;
+``streamlog mark`` appends to one, each append one write transaction of a
+short-lived writer) is live while the session is and never keeps it live.
+``pid`` is the process that created the session.
 ``meta[b"last_session_id"]`` holds ``u32be`` of the last id issued, so ids
 are never reused.  A :class:`Catalog` reads and changes these entries for
 the writers, the readers, retention and :class:`~streamlog.Log`.
@@ -213,7 +216,7 @@ class Catalog:
         crashed (liveness must be read inside the write transaction, so a
         writer joining meanwhile is seen); return how many."""
         dead = [c for c in meta["streams"].values()
-                if c.get("status", "live") == "live" and c.get("writer") not in alive]
+                if c.get("status", "live") == "live" and not c.get("shared") and c.get("writer") not in alive]
         for counters in dead:
             counters["status"] = "crashed"
         return len(dead)
@@ -221,8 +224,11 @@ class Catalog:
     def _end_if_done(self, txn, meta, stop_time):
         """End ``meta``'s session when none of its streams is live: its status
         from its streams, ``stop_time`` (None: its newest record's arrival)."""
-        if any(c.get("status", "live") == "live" for c in meta["streams"].values()):
+        if any(c.get("status", "live") == "live" and not c.get("shared") for c in meta["streams"].values()):
             return
+        for counters in meta["streams"].values():
+            if counters.get("shared"):
+                counters["status"] = "closed"
         outcomes = {c["status"] for c in meta["streams"].values()}
         meta["status"] = next((o for o in _OUTCOMES if o in outcomes), "closed")
         meta["stop_time"] = self._last_arrival(txn, meta) if stop_time is None else stop_time
@@ -245,6 +251,31 @@ class Catalog:
                 newest = arrival if newest is None else max(newest, arrival)
         return None if newest is None else newest / 1e6
 
+    def stream_live(self, meta, stream):
+        """Whether ``stream`` of session ``meta`` is being written now (its
+        writer's lock is held; a shared stream: another stream is live)."""
+        counters = meta["streams"].get(stream)
+        if counters is None or meta["status"] != "live" or counters.get("status", "live") != "live":
+            return False
+        if counters.get("shared"):
+            return any(self.stream_live(meta, name) for name, other in meta["streams"].items()
+                       if not other.get("shared"))
+        return self.store.writer_alive(counters.get("writer"))
+
+    def shared_stream(self, txn, meta, stream):
+        """The counters of shared stream ``stream`` of live session ``meta``
+        (added to ``meta`` if missing; the caller puts ``meta``).  Raises
+        SessionNotFound when the session is not live any more and
+        StreamNameTaken when a writer owns a stream of that name."""
+        if session_status(meta, self.store.live_writers()) != "live":
+            raise errors.SessionNotFound(f"session {meta['id']} of {self.store.path} is not live")
+        counters = meta["streams"].setdefault(stream, dict(_new_stream(None), shared=True))
+        if not counters.get("shared"):
+            raise errors.StreamNameTaken(
+                f"stream {stream!r} of session {meta['id']} of {self.store.path} is written by pid "
+                f"{token_pid(counters.get('writer'))}; mark into another stream")
+        return counters
+
     def _writer_token(self):
         token = self.store.writer_token
         if token is None:
@@ -259,7 +290,8 @@ def session_status(meta, alive):
     lives is ``crashed`` (its writers died; the next writer stores that)."""
     if meta["status"] != "live":
         return meta["status"]
-    return "live" if any(stream_status(meta, name, alive) == "live" for name in meta["streams"]) else "crashed"
+    return "live" if any(stream_status(meta, name, alive) == "live" for name, counters in meta["streams"].items()
+                         if not counters.get("shared")) else "crashed"
 
 
 def stream_status(meta, stream, alive):
@@ -269,8 +301,11 @@ def stream_status(meta, stream, alive):
     status = counters.get("status")
     if status is None:  # written before streams had a status of their own
         status = meta["status"]
-    if status == "live" and alive is not None and counters.get("writer") not in alive:
-        return "crashed"
+    if status == "live" and alive is not None:
+        if counters.get("shared"):
+            return "live" if session_status(meta, alive) == "live" else "closed"
+        if counters.get("writer") not in alive:
+            return "crashed"
     return status
 
 

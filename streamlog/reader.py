@@ -217,8 +217,7 @@ class StoredFeed:
         if self.db is None and self._high >= 0:
             self.db = self.store.records_db(self.stream)
             self.time_db = self.store.time_db(self.stream)
-        if meta["status"] != "live" or not self.store.writer_alive(counters.get("writer")) or (
-                counters.get("status", "live") != "live"):
+        if not self._catalog.stream_live(meta, self.stream):
             self.ended = True
             self.error = counters.get("error")
         return before != (self._high, self.ended)

@@ -6,8 +6,9 @@ info, head, tail, range, export), :mod:`.admin` (prune, doctor,
 upgrade, delete, backup, compact),
 :mod:`.recording` (the ``record`` group and what its commands share),
 :mod:`.record` (record lines/cmd/synth, demo, follow), :mod:`.audio`
-(record audio, devices), :mod:`.mirror` (mirror) and :mod:`.analysis`
-(plot, record replay).  Importing a module registers its ``record`` subcommands.
+(record audio, devices), :mod:`.mirror` (mirror), :mod:`.analysis`
+(plot, record replay) and :mod:`.mark` (mark).  Importing a module
+registers its ``record`` subcommands.
 """
 
 import click
@@ -17,6 +18,7 @@ from streamlog.cli.admin import backup, compact, delete, doctor, prune, upgrade
 from streamlog.cli.analysis import plot
 from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
+from streamlog.cli.mark import mark
 from streamlog.cli.mirror import mirror
 from streamlog.cli.query import export, head, info, range_, sessions, tail
 from streamlog.cli.record import demo, follow
@@ -41,5 +43,5 @@ def main():
 
 
 for _command in (record, follow, demo, sessions, info, head, tail, range_, export, plot, prune, doctor, upgrade,
-                 delete, backup, compact, devices, mirror):
+                 delete, backup, compact, devices, mirror, mark):
     main.add_command(_command)

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import click
 
 from streamlog import Retention, StreamBuffer
+from streamlog.catalog import DEFAULT_STREAM
 from streamlog.cli.common import SIZE, format_bytes, format_duration, log_argument
 from streamlog.export import is_terminal
 from streamlog.notation import format_key, is_time_keyed
@@ -72,6 +73,12 @@ def recording_options(command):
                      help="Label the session KEY=VALUE (repeatable); kept apart from the source's own info."),
         click.option("--quiet", "-q", is_flag=True,
                      help="Print neither the start notice, the status line nor the summary."),
+        click.option("--join", "join", is_flag=False, flag_value="join", default=None, metavar="[ID]",
+                     callback=_session_to_join,
+                     help="Record into a live session (the newest, or session ID) instead of a new one; "
+                          "another process may be recording its other streams."),
+        click.option("--stream", default=DEFAULT_STREAM, show_default=True, metavar="NAME",
+                     help="The name of the stream recorded (one writer per stream name in a session)."),
         click.option("--mirror", "mirror_url", metavar="URL", callback=_redis_url_naming_a_rig,
                      help="Also copy the session to Redis while recording: redis://HOST:PORT/DB?name=RIG "
                           "(a child process; see `streamlog mirror`)."),
@@ -87,6 +94,18 @@ def _redis_url_naming_a_rig(ctx, param, value):
     if value is not None and (not layout.is_remote_url(value) or layout.split_url(value)[1] is None):
         raise click.BadParameter(f"{value!r} is not a redis:// URL naming the rig (?name=RIG)")
     return value
+
+
+def _session_to_join(ctx, param, value):
+    if value is None or value == "join":
+        return value
+    try:
+        session_id = int(value)
+    except ValueError:
+        session_id = 0
+    if session_id < 1:
+        raise click.BadParameter(f"{value!r} is not a session id (a positive int)")
+    return session_id
 
 
 def _at_least_one_byte(ctx, param, value):
@@ -163,7 +182,7 @@ class Recording:
 
 
 def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes,
-                  info_pairs, quiet, mirror_url=None):
+                  info_pairs, quiet, mirror_url=None, join=None, stream=DEFAULT_STREAM):
     """Record ``source`` (a SourceReader or a :class:`Recording`) into ``log``
     until a stop request (SIGINT/SIGTERM), ``duration`` seconds or the end of
     the source; print the summary.
@@ -172,10 +191,13 @@ def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sess
     the recording's ``exit_status`` when the source ended by itself.
     """
     recipe = source if isinstance(source, Recording) else Recording(source)
+    if join is not None and info_pairs:
+        raise click.UsageError("--info labels a new session; a recorder joining one (--join) cannot set it")
     labels = parse_info(info_pairs)
     retention = make_retention(max_bytes, max_age, max_sessions)
     buffer = StreamBuffer(recipe.source, log=os.fspath(log), maxlen=maxlen, retention=retention,
-                          durability=durability, labels=labels, max_record_bytes=max_record_bytes, mirror=mirror_url)
+                          durability=durability, labels=labels, max_record_bytes=max_record_bytes, mirror=mirror_url,
+                          session=join, stream=stream)
     status_line = StatusLine(sys.stderr, enabled=not quiet)
     with stop_requested_on_signals() as stop:
         buffer.start()
@@ -195,7 +217,8 @@ def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sess
                 buffer.stop()
             session = buffer.session  # refreshed by stop(); read it before the log is closed
             if not quiet:
-                click.echo(summary_line(session) + (recipe.summary(session) if recipe.summary else ""))
+                click.echo(summary_line(session, buffer.stream if join is not None else None)
+                           + (recipe.summary(session) if recipe.summary else ""))
             failure = session.error if session.status == "failed" else None
             code = None
             if recipe.exit_status and ended_by_itself and failure is None:
@@ -243,7 +266,7 @@ class StatusLine:
             return
         self._next = now + STATUS_EVERY_S
         count = buffer.committed
-        size = buffer.log.session(buffer.session.id).bytes
+        size = buffer.log.session(buffer.session.id).stream_info(buffer.stream)["bytes"]
         rate = count / elapsed_s if elapsed_s > 0 else 0.0
         text = (f"{count:,} records  {rate:,.1f}/s  {format_bytes(size)}  "
                 f"{format_duration(elapsed_s) if elapsed_s >= 60 else f'{elapsed_s:.0f}s'}")
@@ -259,21 +282,26 @@ class StatusLine:
             self._width = 0
 
 
-def summary_line(session):
+def summary_line(session, stream=None):
     """``session 3 closed: 1200 records, 45.6 KiB, keys 0 .. 1199, 12.0s`` (plus
-    the exit status of a recorded command)."""
+    the exit status of a recorded command); for a joined ``stream``
+    ``session 3 live, stream 'eeg' closed: ...``, about that stream."""
     info = session.info or {}
     time_key = is_time_keyed(info)
-    parts = [f"{session.count} records", format_bytes(session.bytes)]
-    if session.count:
-        parts.append(f"keys {format_key(session.first_key, time_key=time_key)} .. "
-                     f"{format_key(session.last_key, time_key=time_key)}")
+    counts = session.stream_info(stream)
+    parts = [f"{counts['count']} records", format_bytes(counts["bytes"])]
+    if counts["count"]:
+        parts.append(f"keys {format_key(counts['first_key'], time_key=time_key)} .. "
+                     f"{format_key(counts['last_key'], time_key=time_key)}")
     if session.start_time is not None and session.stop_time is not None:
         parts.append(format_duration(session.stop_time - session.start_time))
     if info.get("exit_status") is not None:
         signal_name = info.get("exit_signal")
         parts.append(f"command exit status {info['exit_status']}" + (f" ({signal_name})" if signal_name else ""))
-    return f"session {session.id} {session.status}: " + ", ".join(parts)
+    what = f"session {session.id} {session.status}"
+    if stream is not None:
+        what += f", stream {stream!r} {session.stream_status(stream)}"
+    return what + ": " + ", ".join(parts)
 
 
 def recording_command(name, short_help, help_text, example):
@@ -285,10 +313,10 @@ def recording_command(name, short_help, help_text, example):
         @recording_options
         @functools.wraps(make_source)  # carries over the source's own click parameters
         def command(log, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes,
-                    info_pairs, quiet, mirror_url, **source_options):
+                    info_pairs, quiet, join, stream, mirror_url, **source_options):
             source = make_source(**source_options)
             run_recording(source, log, duration=duration, maxlen=maxlen, max_bytes=max_bytes, max_age=max_age,
                           max_sessions=max_sessions, durability=durability, max_record_bytes=max_record_bytes,
-                          info_pairs=info_pairs, quiet=quiet, mirror_url=mirror_url)
+                          info_pairs=info_pairs, quiet=quiet, mirror_url=mirror_url, join=join, stream=stream)
         return command
     return register
