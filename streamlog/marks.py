@@ -48,6 +48,7 @@ def mark(path, label, *, session=None, stream=MARKERS_STREAM, t=None, data=None)
 
 def _append(log, session_id, stream, label, t, data):
     store, catalog = log.store, log.catalog
+    layout = records.layout(store.format_version)
     db = store.records_db(stream, create=True)
     time_db = store.time_db(stream, create=True)
     prefix = records.session_prefix(session_id)
@@ -60,7 +61,7 @@ def _append(log, session_id, stream, label, t, data):
         catalog.put(txn, meta)
         now_us = time.time_ns() // 1000
         t_us = now_us if t is None else round(t * 1_000_000)
-        newest = records.key_span(txn, db, session_id, counters["key_types"])[1] if counters["count"] else None
+        newest = layout.key_span(txn, db, session_id, counters["key_types"])[1] if counters["count"] else None
         if newest is not None and t_us < newest:
             if t is not None:
                 raise errors.KeyOrderError(f"marker {label!r} at {t_us} µs is earlier than the newest marker of "
@@ -71,10 +72,9 @@ def _append(log, session_id, stream, label, t, data):
             payload = encode_record(record)
         except errors.UnencodableRecord as exc:
             raise errors.UnencodableRecord(f"marker {label!r}: {exc}") from None
-        pending = []
-        records.append_record(pending, prefix, encode_key(t_us), counters["recorded"], now_us, payload,
-                              store.page_size)
-        records.append_commit(txn, db, time_db, session_id, pending, now_us)
+        seq, key = counters["recorded"], encode_key(t_us)
+        entries = layout.encode_commit(prefix, seq, [key], [payload], [now_us], store.page_size)
+        layout.append_commit(txn, db, time_db, session_id, entries, records.record_key(prefix, key, seq), now_us)
         catalog.add_counts(txn, session_id, stream, 1, len(payload), key_types_of(t_us))
         return t_us
 
