@@ -4,8 +4,8 @@ ring or only on disk.
 A :class:`BufferReader` reads through a *feed* (the :class:`Feed`
 protocol): :class:`LiveFeed` for a stream this process records (ring + log,
 readers woken by a condition), or :class:`StoredFeed` for a stored session
-(log only; a session another process is recording is followed by polling
-its counters).  The cursor is the last
+(log only; a session another process is recording is followed by
+sleeping until one of its writers commits, see :mod:`streamlog.notify`).  The cursor is the last
 record read; reading continues strictly after it, from the ring when the
 record is still there and from the log otherwise.
 """
@@ -17,12 +17,13 @@ from itertools import islice
 from typing import Any, List, NamedTuple, Optional, Protocol
 
 from streamlog import errors, records
+from streamlog.notify import POLL_FALLBACK_S
 from streamlog.keys import encode_key
 from streamlog.source import SourceReader
 
 _READ_AHEAD = 1024
 _SCAN_CHUNK = 4096
-_POLL_S = 0.001
+_LIVENESS_CHECK_S = 0.25  # a follower asleep looks at least this often whether the writers still live
 _END = object()
 # what the scans yield per record: (record key, record), (record key, arrival_us, record), or the record alone
 _ENTRIES, _TIMED, _RECORDS = "entries", "timed", "records"
@@ -199,6 +200,7 @@ class StoredFeed:
         self.error = None
         self.source = None
         self._high = -1
+        self._listener = None
         self.refresh()
 
     def info(self):
@@ -237,14 +239,24 @@ class StoredFeed:
         return []
 
     def wait(self, seq, timeout):
+        """Sleep until record ``seq`` is committed or the stream ended (False
+        on timeout): woken by the writers' notifications, looking at least
+        every _LIVENESS_CHECK_S (a killed writer sends nothing); where there
+        is no notification channel, polling every POLL_FALLBACK_S."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._listener is None:
+            self._listener = self.store.listener()  # before the first look: no commit after it goes unnoticed
         while True:
             self.refresh()
             if self._high >= seq or self.ended:
                 return True
-            if deadline is not None and time.monotonic() >= deadline:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 return False
-            time.sleep(_POLL_S)
+            if self._listener.available:
+                self._listener.wait(_LIVENESS_CHECK_S if remaining is None else min(remaining, _LIVENESS_CHECK_S))
+            else:
+                time.sleep(POLL_FALLBACK_S if remaining is None else min(remaining, POLL_FALLBACK_S))
 
     def failure(self):
         return errors.SourceFailed(self.error)

@@ -9,6 +9,8 @@ rest of the package never sees ``lmdb`` exceptions:
   another process's growth is adopted on ``MapResizedError``);
 * read transactions are short and always go through :meth:`Store.read`;
 * resizing the map waits for every transaction of this process to end;
+* every committed write transaction wakes the log's followers in other
+  processes (:class:`streamlog.notify.Notifier`);
 * stale reader slots of dead processes (killed inside a read transaction,
   they pin the pages of their snapshot) are cleared on open and by the
   writing process after its commits (see :meth:`Store.clear_stale_readers`);
@@ -41,6 +43,7 @@ from contextlib import contextmanager
 import lmdb
 
 from streamlog import errors, records
+from streamlog.notify import NOTIFY_DIR, Listener, Notifier
 
 MAX_DBS = 128
 INITIAL_MAP_SIZE = 64 << 20
@@ -197,6 +200,7 @@ class Store:
         self._writer_users = 0
         self._writer_lock = threading.Lock()
         self._writing_thread = None
+        self._notifier = Notifier(path)
         self._may_create = create
         with _creation_lock(path, create):
             self._open(create)
@@ -479,6 +483,7 @@ class Store:
                             txn.abort()
                             raise
                         else:
+                            self._notifier.signal()
                             self._clear_stale_readers_when_due()
                             return result
                         finally:
@@ -711,6 +716,13 @@ class Store:
             _retired.discard(self)
             self.closed = True
         self.env.close()
+        self._notifier.close()
+
+    def listener(self):
+        """A :class:`~streamlog.notify.Listener` woken by this log's writers
+        (``available`` False where it cannot be set up: poll instead)."""
+        self._check_usable()
+        return Listener(self.path, DIR_MODE, FILE_MODE)
 
 
 # -- replacing the data file ---------------------------------------------------
@@ -893,7 +905,7 @@ def _creation_lock(path, create):
 def _refuse_links(path):
     """NotALog if a file of the log at ``path`` is a symbolic link: LMDB would
     write through it (it even truncates ``lock.mdb`` when it sets it up)."""
-    for name in (DATA_FILE, LMDB_LOCK_FILE, WRITERS_DIR):
+    for name in (DATA_FILE, LMDB_LOCK_FILE, WRITERS_DIR, NOTIFY_DIR):
         if os.path.islink(os.path.join(path, name)):
             raise errors.NotALog(f"{os.path.join(path, name)} is a symbolic link; streamlog does not follow "
                                  f"links inside a log")

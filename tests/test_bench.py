@@ -29,7 +29,13 @@ EXPECTED_ROWS = {
     "range": ["streamlog, session.range / irange", "raw py-lmdb, cursor", "sqlite3 WAL, SELECT ... ORDER BY k",
               "Redis Streams, XRANGE"],
     "open": ["streamlog, Log(path)", "raw py-lmdb, lmdb.open", "sqlite3 WAL, connect", "Redis Streams"],
-    "follow": ["streamlog, session.reader() in a subprocess", "Redis Streams, XREAD BLOCK in a subprocess"],
+    "follow": ["streamlog, session.reader() in a subprocess",
+               "streamlog, session.reader() in a subprocess, commits every 0.5 ms",
+               "streamlog, session.reader() in a subprocess, commits every 0.5 ms, no fsync",
+               "Redis Streams, XREAD BLOCK in a subprocess"],
+    "followers": ["streamlog, a follower of a live session recording nothing",
+                  "Redis Streams, XREAD BLOCK on an idle stream", "streamlog, recorder alone",
+                  "streamlog, recorder with 4 followers in other processes"],
     "mirror": ["streamlog mirror, 64 B records", "raw pipelined XADD, 64 B records", "streamlog mirror, 4 KiB records",
                "raw pipelined XADD, 4 KiB records", "recorder, mirror off", "recorder, mirror in a process",
                "recorder, mirror in a thread", "arrival-to-remote lag at 1,000 records/s",
@@ -50,7 +56,8 @@ def report(tmp_path_factory):
 
 def test_every_figure_ran_without_failures(report):
     names = [f["figure"] for f in report["figures"]]
-    assert names == ["ingest", "chunks", "latency", "range", "open", "follow", "memory", "mirror", "analysis"]
+    assert names == ["ingest", "chunks", "latency", "range", "open", "follow", "memory", "mirror", "analysis",
+                     "followers"]
     for fig in report["figures"]:
         assert fig["failed"] == [], fig["figure"]
 

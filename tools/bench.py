@@ -61,17 +61,19 @@ from bench_sources import (  # noqa: E402
 SIZES = {
     "full": dict(ingest_n=1_000_000, chunk_n=100_000, paced_n=5_000, range_n=10_000_000,
                  range_queries=1_000, point_queries=1_000, open_repeats=5, follow_n=5_000,
-                 memory_n=10_000_000),
+                 memory_n=10_000_000, idle_s=30.0, followed_n=300_000),
     "quick": dict(ingest_n=100_000, chunk_n=10_000, paced_n=1_500, range_n=1_000_000,
                   range_queries=300, point_queries=300, open_repeats=3, follow_n=1_500,
-                  memory_n=1_000_000),
+                  memory_n=1_000_000, idle_s=10.0, followed_n=100_000),
     "smoke": dict(ingest_n=3_000, chunk_n=300, paced_n=100, range_n=20_000,
                   range_queries=20, point_queries=20, open_repeats=1, follow_n=100,
-                  memory_n=20_000),
+                  memory_n=20_000, idle_s=0.5, followed_n=3_000),
 }
 BATCH = 1_000              # records per transaction / ReadBatch / pipeline
 RANGE_LEN = 1_000          # records per range query
 PACED_RATE = 1_000         # records/s of the paced sources
+FOLLOW_EAGER = "streamlog, session.reader() in a subprocess, commits every 0.5 ms"
+FOLLOW_NOSYNC = "streamlog, session.reader() in a subprocess, commits every 0.5 ms, no fsync"
 MEMORY_MAXLEN = 10_000
 CHUNK_BYTES = CHUNK_FRAMES * CHUNK_CHANNELS * 2
 TIMEOUT_S = 60.0           # a blocked reader or child gives up after this
@@ -745,11 +747,11 @@ def fig_open(bench):
 # ---------------------------------------------- 6. cross-process follow
 
 
-def streamlog_follow(bench, n):
+def streamlog_follow(bench, n, name="follow-streamlog", **buffer_options):
     go = threading.Event()
     source = PacedSource(n, PACED_RATE, time.time_ns, go)
-    path = bench.path("follow-streamlog")
-    buf = streamlog.StreamBuffer(source, log=path)
+    path = bench.path(name)
+    buf = streamlog.StreamBuffer(source, log=path, **buffer_options)
     buf.start()
     try:
         child = start_child("follow-streamlog", {"path": path, "n": n, "timeout_s": TIMEOUT_S})
@@ -794,10 +796,111 @@ def fig_follow(bench):
                  LATENCY_COLUMNS)
     me = "streamlog, session.reader() in a subprocess"
     fig.run("streamlog", me, lambda: streamlog_follow(bench, n), note="durability='full'")
+    fig.run("streamlog", FOLLOW_EAGER, lambda: streamlog_follow(bench, n, "follow-eager", commit_interval_s=0.0005),
+            note="durability='full', commit_interval_s=0.0005")
+    fig.run("streamlog", FOLLOW_NOSYNC, lambda: streamlog_follow(bench, n, "follow-nosync", commit_interval_s=0.0005,
+                                                                 durability="off"),
+            note="durability='off' (no fsync), commit_interval_s=0.0005")
     fig.run("redis", "Redis Streams, XREAD BLOCK in a subprocess", lambda: redis_follow(bench, n), vs=me)
     for system, label in (("lmdb", "raw py-lmdb"), ("sqlite", "sqlite3 WAL")):
         fig.skip(system, label, "no change notification: a follower can only poll")
     fig.skip("stream2py", "stream2py", "in-process buffer only; no cross-process reader")
+    return fig
+
+
+# ------------------------------------- 10. followers: idle CPU, recorder with followers
+
+
+def idle_follower_cpu(bench, system, idle_s):
+    """Percent of one core a follower in another process uses over ``idle_s``
+    seconds while the session it follows is live but records nothing."""
+    if system == "streamlog":
+        path = bench.path("idle-follow")
+        buf = streamlog.StreamBuffer(PacedSource(1, PACED_RATE, time.time_ns, threading.Event()), log=path)
+        buf.start()
+        args = {"path": path, "idle_s": idle_s}
+    else:
+        buf = None
+        server = bench.redis()
+        args = {"port": server.port, "stream": "idle", "idle_s": idle_s}
+    try:
+        child = start_child(f"idle-follow-{system}", args)
+        wait_ready(child, TIMEOUT_S)
+        result = finish_child(child, TIMEOUT_S + idle_s)
+    finally:
+        if buf is not None:
+            buf.stop()
+            buf.log.close()
+    if result["records"]:
+        raise RuntimeError(f"the idle follower received a record: {result}")
+    return {"cpu_pct": 100 * result["cpu_s"] / result["wall_s"], "cpu_ms": 1000 * result["cpu_s"],
+            "wall_s": result["wall_s"]}
+
+
+class _GatedCounting(CountingSource):
+    """CountingSource that hands out nothing (None) until ``go`` is set."""
+
+    def __init__(self, n, go):
+        super().__init__(n)
+        self.go = go
+
+    def read(self):
+        if not self.go.is_set():
+            return None
+        return super().read()
+
+
+def recorder_with_followers(bench, n, followers):
+    """Records/s of a recorder at full speed (one record per read()) from go
+    to its last commit, with ``followers`` processes following it live."""
+    go = threading.Event()
+    source = _GatedCounting(n, go)
+    path = bench.path(f"followed-{followers}")
+    buf = streamlog.StreamBuffer(source, log=path)
+    buf.start()
+    children = []
+    try:
+        for _ in range(followers):
+            children.append(start_child("drain-streamlog", {"path": path, "timeout_s": TIMEOUT_S}))
+        for child in children:
+            wait_ready(child, TIMEOUT_S)
+        t0 = time.perf_counter()
+        go.set()
+        wait_until_exhausted(source, buf, TIMEOUT_S * 10)
+        buf.stop()
+        elapsed = time.perf_counter() - t0
+        received = [finish_child(child, TIMEOUT_S)["received"] for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        buf.stop()
+        buf.log.close()
+    if any(count != n for count in received):
+        raise RuntimeError(f"followers received {received} of {n} records")
+    return {"records_per_s": n / elapsed}
+
+
+IDLE_FOLLOWER = "streamlog, a follower of a live session recording nothing"
+RECORDER_ALONE = "streamlog, recorder alone"
+RECORDER_FOLLOWED = "streamlog, recorder with 4 followers in other processes"
+
+
+def fig_followers(bench):
+    idle_s, n = bench.sizes["idle_s"], bench.sizes["followed_n"]
+    fig = Figure("followers", f"10. Followers in other processes: CPU of an idle follower over {idle_s:g} s "
+                              f"(getrusage); recorder records/s ({n:,} records, one per read()) with 4 followers",
+                 {"idle_s": idle_s, "n": n},
+                 [("cpu_pct", "CPU % of a core", "%", "lower"), ("cpu_ms", "CPU ms", "ms", "lower"),
+                  ("records_per_s", "records/s", "/s", "higher")])
+    fig.run("streamlog", IDLE_FOLLOWER, lambda: idle_follower_cpu(bench, "streamlog", idle_s),
+            note="sleeps on the log's notification channel; looks every 0.25 s whether its writer lives")
+    fig.run("redis", "Redis Streams, XREAD BLOCK on an idle stream", lambda: idle_follower_cpu(bench, "redis", idle_s),
+            vs=IDLE_FOLLOWER)
+    fig.run("streamlog", RECORDER_ALONE, lambda: recorder_with_followers(bench, n, 0))
+    fig.run("streamlog", RECORDER_FOLLOWED, lambda: recorder_with_followers(bench, n, 4),
+            note="each follower reads every record; 2-core machine shared with other work")
     return fig
 
 
@@ -838,6 +941,7 @@ FIGURES = {
     "memory": fig_memory,
     "mirror": lambda bench: fig_mirror(bench, Figure, bench.mode),
     "analysis": lambda bench: fig_analysis(bench, Figure, bench.mode),
+    "followers": fig_followers,
 }
 
 # ------------------------------------------------------------- targets
@@ -893,6 +997,13 @@ TARGETS = [
     ("open (fresh process) < 50 ms", "open", "streamlog, Log(path)", "open_ms", False, "<", 50.0, "ms"),
     ("cross-process follow p99 <= 20 ms", "follow", "streamlog, session.reader() in a subprocess", "p99_ms",
      False, "<=", 20.0, "ms"),
+    ("cross-process follow p50 <= 1 ms (0.5 ms commits, no fsync)", "follow", FOLLOW_NOSYNC, "p50_ms", False, "<=",
+     1.0, "ms"),
+    ("cross-process follow p99 <= 3 ms (0.5 ms commits, no fsync)", "follow", FOLLOW_NOSYNC, "p99_ms", False, "<=",
+     3.0, "ms"),
+    ("idle follower CPU <= 0.5 % of a core", "followers", IDLE_FOLLOWER, "cpu_pct", False, "<=", 0.5, "%"),
+    ("recorder with 4 followers >= 0.9x alone", "followers", RECORDER_ALONE, "records_per_s", RECORDER_FOLLOWED,
+     ">=", 0.9, "x"),
     *MIRROR_TARGETS,
     *ANALYSIS_TARGETS,
 ]

@@ -15,6 +15,7 @@ goes to stderr.  Roles:
 
 import json
 import os
+import resource
 import sys
 import time
 
@@ -102,6 +103,50 @@ def role_follow_redis(args):
     emit({"latencies_ns": latencies})
 
 
+TIMEOUT_MARGIN_S = 30.0
+
+
+def _cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def role_idle_follow_streamlog(args):
+    """Follow the live session of ``path`` while nothing is recorded for
+    ``idle_s``; report this process's CPU seconds (getrusage) over that time."""
+    log = streamlog.Log(args["path"], readonly=True, create=False)
+    reader = log.session(-1).reader()
+    print("ready", flush=True)
+    cpu0, t0 = _cpu_s(), time.monotonic()
+    got = reader.read(blocking=True, timeout=args["idle_s"], ignore_no_item_found=True)
+    emit({"cpu_s": _cpu_s() - cpu0, "wall_s": time.monotonic() - t0, "records": 0 if got is None else 1})
+
+
+def role_idle_follow_redis(args):
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=args["port"], socket_timeout=args["idle_s"] + TIMEOUT_MARGIN_S)
+    client.ping()
+    print("ready", flush=True)
+    cpu0, t0 = _cpu_s(), time.monotonic()
+    reply = client.xread({args["stream"]: "$"}, block=int(args["idle_s"] * 1000), count=1)
+    emit({"cpu_s": _cpu_s() - cpu0, "wall_s": time.monotonic() - t0, "records": len(reply)})
+
+
+def role_drain_streamlog(args):
+    """Follow the newest session of ``path`` to its end; report how many records came."""
+    log = streamlog.Log(args["path"], readonly=True, create=False)
+    reader = log.session(-1).reader()
+    print("ready", flush=True)
+    received = 0
+    while True:
+        batch = reader.read(1000, blocking=True, timeout=args["timeout_s"], ignore_no_item_found=True)
+        if not batch:
+            break
+        received += len(batch)
+    emit({"received": received})
+
+
 def _memory_status():
     """VmRSS, VmHWM and RssAnon of this process in bytes, from /proc/self/status.
 
@@ -150,6 +195,9 @@ ROLES = {
     "follow-streamlog": role_follow_streamlog,
     "follow-redis": role_follow_redis,
     "memory": role_memory,
+    "idle-follow-streamlog": role_idle_follow_streamlog,
+    "idle-follow-redis": role_idle_follow_redis,
+    "drain-streamlog": role_drain_streamlog,
 }
 
 if __name__ == "__main__":
