@@ -202,10 +202,16 @@ class Store:
         self._writing_thread = None
         self._notifier = Notifier(path)
         self._may_create = create
-        with _creation_lock(path, create):
-            self._open(create)
+        self._creation_locked = False
+        try:
+            with _creation_lock(path, create) as self._creation_locked:
+                self._open(create)
+        except _Unfinished:  # LMDB's file is there but not yet the format record: wait for its creator
+            with _creation_lock(path, create, always=True) as self._creation_locked:
+                self._open(create)
 
     def _open(self, create):
+        self._dbs = {}  # an attempt given up (see _Unfinished) leaves no handle behind
         path = self.path
         durability = self.durability
         self._check_path(create)
@@ -274,7 +280,13 @@ class Store:
             elif not may_create:
                 raise errors.LogNotFound(f"no log at {path}")
             return
-        if os.path.exists(path):
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            status = None
+        if status is not None:
+            if stat.S_ISDIR(status.st_mode):  # another process made it since the look above
+                return self._check_path(may_create)
             raise errors.NotALog(f"{path} is a file, not a streamlog log (a log is a directory)")
         if not may_create:
             raise errors.LogNotFound(f"no log at {path}")
@@ -299,6 +311,8 @@ class Store:
                 return
         with self.read() as txn:
             foreign = [k for k, _ in txn.cursor() if not _is_our_db_name(k)]
+        if not foreign and not self._creation_locked:
+            raise _Unfinished(self.path)
         if foreign or self.readonly or not self._may_create:
             raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log")
         record = records.format_record()
@@ -874,18 +888,30 @@ def _make_log_dir(path):
         raise errors.StorageError(f"cannot create log directory {path}: {exc.strerror}") from exc
 
 
+class _Unfinished(errors.NotALog):
+    """An LMDB environment without the format record, opened without the
+    creation lock: maybe a log its creator has not finished yet."""
+
+    def __init__(self, path):
+        super().__init__(f"{path} is an LMDB environment but not a streamlog log")
+
+
 @contextmanager
-def _creation_lock(path, create):
+def _creation_lock(path, create, always=False):
     """Hold an ``flock`` on the directory of a log that may still be being
-    created (no ``data.mdb`` of two pages yet): exclusive when this process
-    may create it, shared otherwise.  Two processes creating one new log at
-    once so take turns, and the second opens what the first made."""
+    created (no ``data.mdb`` of two pages yet, or ``always``): exclusive
+    when this process may create it, shared otherwise; yields whether it
+    holds it.  Two processes creating one new log at once so take turns,
+    and the second opens what the first made.  (LMDB writes its two meta
+    pages when it opens the environment, before the creator writes the
+    format record: an opener that finds no format record opens again with
+    ``always``.)"""
     try:
         complete = os.path.getsize(os.path.join(path, DATA_FILE)) >= _MIN_DATA_SIZE
     except OSError:
         complete = False
-    if complete:
-        yield
+    if complete and not always:
+        yield False
         return
     if create and not os.path.exists(path):
         _make_log_dir(path)
@@ -896,7 +922,7 @@ def _creation_lock(path, create):
     try:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_EX if create else fcntl.LOCK_SH)
-        yield
+        yield fd is not None
     finally:
         if fd is not None:
             os.close(fd)

@@ -178,21 +178,36 @@ def test_retention_by_bytes_holds_with_three_writers_at_once(tmp_path):
 
 
 # argv: parent directory, trials.  Per trial two forked children wait at one pipe, then both record ten
-# records into the same new log; prints the children's exit statuses, one list per trial.
+# records into the same new log while a third opens it read-only until it exists (never seeing a log
+# half made); prints the children's exit statuses, one list per trial.
 RACE = """
 import json, os, sys
-from streamlog import StreamBuffer
+from streamlog import Log, StreamBuffer, errors
 from streamlog.sources.synth import SynthSource
+
+def read_until_it_exists(path):
+    while True:
+        try:
+            with Log(path, readonly=True, create=False):
+                return 0
+        except errors.LogNotFound:
+            continue
+        except errors.NotALog as exc:
+            print(repr(exc), file=sys.stderr, flush=True)
+            return 5
+
 base, trials = sys.argv[1], int(sys.argv[2])
 statuses = []
 for trial in range(trials):
     start, go = os.pipe()
     children = []
-    for _ in range(2):
+    for role in ("writer", "writer", "reader"):
         pid = os.fork()
         if pid == 0:
             os.close(go)
             os.read(start, 1)
+            if role == "reader":
+                os._exit(read_until_it_exists(f"{base}/log{trial}"))
             try:
                 with StreamBuffer(SynthSource(count=10, realtime=False), log=f"{base}/log{trial}") as buf:
                     buf.wait(60)
@@ -202,7 +217,7 @@ for trial in range(trials):
                 os._exit(4)
         children.append(pid)
     os.close(start)
-    os.write(go, b"gg")
+    os.write(go, b"ggg")
     os.close(go)
     statuses.append([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children])
 print(json.dumps(statuses))
@@ -211,7 +226,7 @@ print(json.dumps(statuses))
 
 def test_fifty_races_of_two_processes_creating_one_new_log(tmp_path):
     result = run_python(RACE, tmp_path, 50, timeout=300)
-    assert json.loads(result.stdout) == [[0, 0]] * 50, result.stderr
+    assert json.loads(result.stdout) == [[0, 0, 0]] * 50, result.stderr
     for trial in range(50):
         with streamlog.Log(tmp_path / f"log{trial}", create=False) as log:
             assert [(s.id, s.status, s.count) for s in log.sessions()] == [(1, "closed", 10), (2, "closed", 10)]

@@ -4,7 +4,7 @@ replay`` (a stored session recorded again as a live source)."""
 import click
 
 from streamlog import errors, timespec
-from streamlog.cli.common import log_argument, open_log, pick_session, session_option, stream_option
+from streamlog.cli.common import log_argument, open_log, pick_session, session_option
 from streamlog.cli.recording import recording_command
 
 __all__ = ["plot", "record_replay", "parse_offset"]
@@ -75,16 +75,17 @@ def plot(log, output, session_id, streams, start, stop, width, force):
     "streamlog record replay new.streamlog old.streamlog -s 3 --speed 2")
 @click.argument("old_log", metavar="OLD_LOG", type=click.Path(path_type=str, readable=False))
 @session_option
-@stream_option
+@click.option("--from-stream", "source_stream", default=None, metavar="NAME",
+              help="Stream of OLD_LOG's session to replay (--stream names the stream recorded).  [default: main]")
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Replay this many times as fast as recorded.")
 @click.option("--fast", is_flag=True, help="Replay as fast as possible.")
-def record_replay(old_log, session_id, stream, speed, fast):
+def record_replay(old_log, session_id, source_stream, speed, fast):
     """The ReplaySource of the stored session (opened read-only; the log
     stays open for as long as the replay runs)."""
     from streamlog.sources.replay import ReplaySource
 
     opened = open_log(old_log)
     session = pick_session(opened, session_id)
-    return ReplaySource(session, stream, speed=None if fast else speed)
+    return ReplaySource(session, source_stream, speed=None if fast else speed)
 
