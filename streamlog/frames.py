@@ -22,6 +22,7 @@ record, or a callable ``value(key, record)``.
 
 import json
 import numbers
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +34,7 @@ from streamlog.log import DEFAULT_STREAM
 
 BATCH_ROWS = 65_536  # rows per Arrow record batch (and Parquet row group)
 _RESERVED = ("key", "time")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
 class StreamArrays(NamedTuple):
@@ -54,6 +56,16 @@ def entries(session, stream, start=None, stop=None, by="key"):
         return session.ientries(start, stop, stream=stream)
     if by == "time":
         return session.ientries(since=start, until=stop, stream=stream)
+    raise ValueError(f'by must be "key" or "time", not {by!r}')
+
+
+def columns(session, stream, start=None, stop=None, by="key"):
+    """``Session.icolumns`` of ``stream`` between ``start`` and ``stop``, as
+    :func:`entries` selects them."""
+    if by == "key":
+        return session.icolumns(start, stop, stream=stream)
+    if by == "time":
+        return session.icolumns(since=start, until=stop, stream=stream)
     raise ValueError(f'by must be "key" or "time", not {by!r}')
 
 
@@ -110,12 +122,26 @@ def value_getter(session, stream, value):
                     "with silence")
             return record[1]
         return samples
+    return _auto
 
-    def auto(key, record):
-        if type(record) is tuple and len(record) == 2 and _same_key(record[0], key):
-            return record[1]
-        return record
-    return auto
+
+def _auto(key, record):
+    if type(record) is tuple and len(record) == 2 and _same_key(record[0], key):
+        return record[1]
+    return record
+
+
+def block_values(get, keys, found):
+    """``[get(key, record) ...]`` for one block's keys and records, at C
+    speed where the automatic getter finds them all ``(key, value)`` pairs."""
+    if get is _auto and found and set(map(type, found)) == {tuple} and set(map(len, found)) == {2}:
+        try:
+            pairs = list(map(_FIRST, found)) == keys
+        except (TypeError, ValueError):  # an array compared with a key
+            pairs = False
+        if pairs:
+            return list(map(_SECOND, found))
+    return list(map(get, keys, found))
 
 
 def _same_key(item, key):
@@ -155,13 +181,12 @@ def to_numpy(session, stream=None, start=None, stop=None, *, by="key", layout="a
     stream = stream_name(session, stream)
     get = value_getter(session, stream, value)
     keys, times, values = [], [], []
-    add_key, add_time, add_value = keys.append, times.append, values.append
-    for key, arrival, record, _ in entries(session, stream, start, stop, by):
-        add_key(key)
-        add_time(arrival)
-        add_value(get(key, record))
+    for block in columns(session, stream, start, stop, by):
+        keys += block.keys
+        times.append(block.times_us)
+        values += block_values(get, block.keys, block.records)
     key_array = _key_array(keys, session.stream_info(stream)["key_types"])
-    times_us = np.array(times, dtype=np.int64)
+    times_us = np.concatenate(times) if times else np.empty(0, dtype=np.int64)
     if not values:
         return StreamArrays(np.empty(0), key_array, times_us, np.empty(0, dtype=np.int64))
     where = f"session {session.id} stream {stream!r}"
@@ -277,20 +302,76 @@ class _Columns:
                 if len(column) < rows:
                     column.append(None)
 
+    def add_values(self, values):
+        """``add(flatten(value))`` for each of ``values``, column by column
+        when they are all flat dicts with the same keys in the same order."""
+        kinds = set(map(type, values))
+        if not kinds:
+            return
+        if dict not in kinds and tuple not in kinds:  # each value is one cell of column "value"
+            self._add_column("value", values)
+            return
+        names = _flat_names(values, kinds)
+        if names is None:
+            for value in values:
+                self.add(flatten(value))
+            return
+        for name in names:
+            self._add_column(name, list(map(itemgetter(name), values)), done=False)
+        self._end_rows(len(values))
+
+    def _add_column(self, name, cells, done=True):
+        column = self.data.get(name)
+        if column is None:
+            column = self.data[name] = [None] * self.rows
+        column += cells
+        if done:
+            self._end_rows(len(cells))
+
+    def _end_rows(self, added):
+        """Count ``added`` rows more; pad the columns they left out with None."""
+        self.rows = rows = self.rows + added
+        for column in self.data.values():
+            if len(column) < rows:
+                column += [None] * (rows - len(column))
+
+
+def _flat_names(values, kinds):
+    """The keys of ``values`` if all are dicts with those keys in that order,
+    none reserved (see :func:`flatten`) and no cell a non-empty dict; else None."""
+    if kinds != {dict}:
+        return None
+    layouts = set(map(tuple, values))
+    if len(layouts) != 1:
+        return None
+    names = layouts.pop()
+    if any(name in names for name in _RESERVED) or not all(type(name) is str for name in names):
+        return None
+    for name in names:
+        if dict in set(map(type, map(itemgetter(name), values))) and any(
+                type(value[name]) is dict and value[name] for value in values):
+            return None
+    return names
+
 
 def _table_rows(session, stream, start, stop, by, value, batch_rows):
     """Yield ``(keys, times_us, columns)`` for batches of up to ``batch_rows`` records."""
     get = value_getter(session, stream, value)
-    keys, times, columns = [], [], _Columns()
-    for key, arrival, record, _ in entries(session, stream, start, stop, by):
-        keys.append(key)
-        times.append(arrival)
-        columns.add(flatten(get(key, record)))
-        if batch_rows is not None and len(keys) >= batch_rows:
-            yield keys, times, columns.data
-            keys, times, columns = [], [], _Columns()
+    keys, times, table = [], [], _Columns()
+    for block in columns(session, stream, start, stop, by):
+        values = block_values(get, block.keys, block.records)
+        at = 0
+        while at < len(values):
+            end = len(values) if batch_rows is None else min(len(values), at + batch_rows - len(keys))
+            keys += block.keys[at:end]
+            times.append(block.times_us[at:end])
+            table.add_values(values[at:end])
+            at = end
+            if batch_rows is not None and len(keys) >= batch_rows:
+                yield keys, np.concatenate(times), table.data
+                keys, times, table = [], [], _Columns()
     if keys or batch_rows is None:
-        yield keys, times, columns.data
+        yield keys, np.concatenate(times) if times else np.empty(0, dtype=np.int64), table.data
 
 
 def to_pandas(session, stream=None, start=None, stop=None, *, by="key", value=None):

@@ -357,6 +357,15 @@ class Session:
         key_types = self._counters(stream)["key_types"]
         return self.reader(stream).ientries(start, stop, since=since, until=until, after=after, key_types=key_types)
 
+    def icolumns(self, start=None, stop=None, *, since=None, until=None, stream=None):
+        """Lazy :class:`~streamlog.reader.Columns` ``(keys, times_us,
+        records)``, one per stored block, of the committed records with keys
+        ``start..stop`` that arrived ``since..until`` (epoch seconds; all
+        bounds inclusive, None open): the records of :meth:`ientries`, column
+        by column; see :meth:`BufferReader.icolumns`."""
+        key_types = self._counters(stream)["key_types"]
+        return self.reader(stream).icolumns(start, stop, since=since, until=until, key_types=key_types)
+
     def tail_entries(self, n, stream=None):
         """The ``n`` newest records as ``(key, arrival_us, record, seq)``
         entries, oldest first; see :meth:`BufferReader.tail_entries`."""

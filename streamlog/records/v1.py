@@ -14,11 +14,13 @@ key and sequence number (at most 255 continuations are ever joined).
 
 import struct
 
+import numpy as np
+
 from streamlog.codec import decode_record
 from streamlog.errors import CorruptRecord
 from streamlog.keys import decode_key_prefix
 from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, SEQ, SESSION_ID, SPLIT_ABOVE, after_session,
-                                      chunk_plan, damaged_record, joined, session_prefix)
+                                      chunk_plan, damaged_record, joined, key_of, session_prefix)
 
 VERSION = 1
 HEADER = struct.Struct(">QB")
@@ -112,6 +114,18 @@ def scan_records(txn, db, start, stop, limit, after=None):
     except (CorruptRecord, IndexError) as exc:
         raise damaged_record(key, exc) from None
     return out, last, True
+
+
+def scan_columns(txn, db, start, stop, limit, after=None, key_types=None):
+    """The records of :func:`scan` as :func:`streamlog.records.v2.scan_columns`
+    gives them: ``(columns, last record key, exhausted)``, ``columns`` one
+    ``(keys, arrivals, records)`` for all of them (format 1 has no blocks)."""
+    found = scan(txn, db, start, stop, limit=limit, after=after, with_time=True)
+    if not found:
+        return [], None, True
+    keys = [key_of(record_key, key_types) for record_key, _, _ in found]
+    arrivals = np.fromiter((arrival for _, arrival, _ in found), dtype=np.int64, count=len(found))
+    return [(keys, arrivals, [record for _, _, record in found])], found[-1][0], len(found) < limit
 
 
 def _position(cursor, start, after):

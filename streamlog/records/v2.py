@@ -40,6 +40,8 @@ from bisect import bisect_left, bisect_right
 from itertools import accumulate, repeat
 from operator import itemgetter
 
+import numpy as np
+
 from streamlog.codec import GENERAL_FIRST_BYTE, decode_plain_records, decode_record, plain_array_header
 from streamlog.errors import CorruptRecord
 from streamlog.keys import decode_key_prefix
@@ -64,6 +66,7 @@ _seq_pack = SEQ.pack
 _first_byte = itemgetter(0)
 _GENERAL_FIRST_BYTE = GENERAL_FIRST_BYTE
 _BIG_ENDIAN = sys.byteorder == "big"
+_NUMPY_KEYS = 64  # from this many keys on, Block.keys tries decoding them with numpy
 assert array("I").itemsize == 4
 
 
@@ -218,6 +221,44 @@ class Block:
 
     def arrival(self, i):
         return self.first_arrival + self.delta[i]
+
+    def keys(self, lo, hi, key_types=None):
+        """The decoded keys of records ``lo .. hi - 1`` (as ``key_types`` says, see ``records.key_of``)."""
+        if key_types != "float" and hi - lo >= _NUMPY_KEYS:
+            small = self._small_int_keys(lo, hi)
+            if small is not None:
+                return small
+        data, at, ends = self.data, self.keys_at, self.key_end
+        start = at + (ends[lo - 1] if lo else 0)
+        out = []
+        append = out.append
+        try:
+            for i in range(lo, hi):
+                append(decode_key_prefix(data, key_types, start)[0])
+                start = at + ends[i]
+        except CorruptRecord as exc:
+            raise CorruptRecord(f"the key of seq {self.first_seq + i} does not decode ({exc})") from None
+        return out
+
+    def _small_int_keys(self, lo, hi):
+        """The keys ``lo .. hi - 1`` as a list of ints when every one is an
+        integer ``0 <= key < 2**56`` (decoded with numpy), else None."""
+        ends = np.frombuffer(self.key_end, dtype=np.uint32)[max(lo - 1, 0):hi].astype(np.int64)
+        starts = ends[:-1] if lo else np.concatenate(([0], ends[:-1]))
+        ends = ends[1:] if lo else ends
+        column = np.frombuffer(self.data, dtype=np.uint8, count=int(self.key_end[self.n - 1]), offset=self.keys_at)
+        sizes = column[starts].astype(np.int64) - 0x20  # the tag of a non-negative int: 0x20 + its byte count
+        if (sizes < 0).any() or (sizes > 7).any() or (ends - starts != sizes + 2).any() or column[ends - 1].any():
+            return None
+        values = np.zeros(len(starts), dtype=np.int64)
+        for j in range(int(sizes.max())):
+            more = sizes > j
+            values[more] = (values[more] << 8) | column[starts[more] + 1 + j]
+        return values.tolist()
+
+    def arrivals(self, lo, hi):
+        """The arrival times (µs) of records ``lo .. hi - 1``: a numpy int64 array."""
+        return np.asarray(self.delta[lo:hi], dtype=np.int64) + self.first_arrival
 
     def payload_bytes(self):
         return self.record_end[self.n - 1]
@@ -386,6 +427,22 @@ def scan_records(txn, db, start, stop, limit, after=None):
     out = []
     last, exhausted = _forward(txn, db, start, stop, limit, after, lambda block, lo, hi: out.extend(
         block.records(lo, hi)))
+    return out, last, exhausted
+
+
+def scan_columns(txn, db, start, stop, limit, after=None, key_types=None):
+    """The records of :func:`scan` (``start <= record key <= stop``, strictly
+    after ``after`` if given, at most ``limit``) block by block: ``(columns,
+    last record key, exhausted)`` where ``columns`` holds one ``(keys,
+    arrivals, records)`` per block touched (decoded keys as a list, arrival
+    µs as a numpy int64 array, decoded records as a list) and ``exhausted``
+    whether the range ended."""
+    out = []
+
+    def take(block, lo, hi):
+        out.append((block.keys(lo, hi, key_types), block.arrivals(lo, hi), block.records(lo, hi)))
+
+    last, exhausted = _forward(txn, db, start, stop, limit, after, take)
     return out, last, exhausted
 
 
