@@ -2,7 +2,8 @@
 Arrow record batches, and streams joined by wall-clock time.
 
 Everything here reads a stored :class:`~streamlog.Session` through its
-public API (:meth:`~streamlog.Session.ientries`), lazily and in order.
+public API (:meth:`~streamlog.Session.icolumns`, a stored block at a time),
+lazily and in order.
 ``start``/``stop`` select records as ``Session.irange`` does: keys
 ``start <= key <= stop`` with ``by="key"``, arrival times in epoch seconds
 with ``by="time"`` (both bounds inclusive, None = open).
@@ -52,20 +53,20 @@ class StreamArrays(NamedTuple):
 def entries(session, stream, start=None, stop=None, by="key"):
     """``Session.ientries`` of ``stream`` between ``start`` and ``stop``:
     keys with ``by="key"``, arrival times (epoch seconds) with ``by="time"``."""
-    if by == "key":
-        return session.ientries(start, stop, stream=stream)
-    if by == "time":
-        return session.ientries(since=start, until=stop, stream=stream)
-    raise ValueError(f'by must be "key" or "time", not {by!r}')
+    return session.ientries(stream=stream, **_selection(start, stop, by))
 
 
 def columns(session, stream, start=None, stop=None, by="key"):
-    """``Session.icolumns`` of ``stream`` between ``start`` and ``stop``, as
-    :func:`entries` selects them."""
+    """``Session.icolumns`` of ``stream`` (the records of :func:`entries`, a
+    stored block at a time)."""
+    return session.icolumns(stream=stream, **_selection(start, stop, by))
+
+
+def _selection(start, stop, by):
     if by == "key":
-        return session.icolumns(start, stop, stream=stream)
+        return {"start": start, "stop": stop}
     if by == "time":
-        return session.icolumns(since=start, until=stop, stream=stream)
+        return {"since": start, "until": stop}
     raise ValueError(f'by must be "key" or "time", not {by!r}')
 
 

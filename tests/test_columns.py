@@ -43,7 +43,7 @@ class Records(SourceReader):
         pass
 
     def key(self, data):
-        return data[0]
+        return data["n"] if type(data) is dict else data[0]
 
 
 def rows(blocks):
@@ -151,3 +151,32 @@ def test_a_session_being_recorded_gives_its_committed_records_without_gaps_or_re
         assert buf.wait(DEADLINE_S)
     with streamlog.Log(path, readonly=True) as log:
         assert [r for _, _, r in rows(log.session(-1).icolumns())] == written
+
+
+def test_to_pandas_and_to_numpy_read_block_by_block_as_record_by_record(lab_log):
+    pd = pytest.importorskip("pandas")
+    from streamlog.frames import flatten
+
+    def make(i):  # uniform flat dicts for a few blocks, then fields that come, go, nest and clash
+        if i < 3_000:
+            return {"n": i, "x": i / 4, "ok": i % 2 == 0}
+        if i < 3_500:
+            return {"x": i / 4, "n": i, "extra": f"e{i}"}
+        if i < 4_000:
+            return {"n": i, "time": -i, "pos": {"a": i % 3}}
+        return (i, {"n": i}) if i % 2 else (i, 0.5 * i)
+    written = [make(i) for i in range(4_500)]
+    session = record(Records(written, batch=700), lab_log)
+    assert session.status == "closed" and session.count == 4_500
+    got = session.to_pandas()
+    cells = [flatten(e.record[1] if type(e.record) is tuple else e.record) for e in session.ientries()]
+    expected = pd.DataFrame({"key": list(range(4_500)),
+                             "time": pd.to_datetime([e.arrival_us for e in session.ientries()], unit="us", utc=True)
+                             .as_unit("ns"),
+                             **{name: [c.get(name) for c in cells] for name in dict.fromkeys(
+                                 name for c in cells for name in c)}})
+    pd.testing.assert_frame_equal(got, expected)
+    pairs = record(Records([(i, i * 0.5) for i in range(3_000)] + [(3_000, (1, 2.5))]), lab_log)
+    assert [e.key for e in pairs.ientries()][-1] == 3_000
+    numbers = pairs.to_numpy(stop=2_999)
+    assert np.array_equal(numbers.values, np.arange(3_000) * 0.5) and np.array_equal(numbers.keys, np.arange(3_000))
