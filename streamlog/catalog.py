@@ -21,7 +21,9 @@ short-lived writer) is live while the session is and never keeps it live.
 ``pid`` is the process that created the session.
 ``meta[b"last_session_id"]`` holds ``u32be`` of the last id issued, so ids
 are never reused.  A :class:`Catalog` reads and changes these entries for
-the writers, the readers, retention and :class:`~streamlog.Log`.
+the writers, the readers, retention and :class:`~streamlog.Log`; its
+``cursors`` (:class:`~streamlog.cursors.CursorStore`) are the named readers'
+positions in the sessions.
 """
 
 import os
@@ -30,6 +32,7 @@ import time
 
 from streamlog import errors, records
 from streamlog.codec import decode_record, encode_record
+from streamlog.cursors import CursorStore
 from streamlog.store import token_pid
 
 DEFAULT_STREAM = "main"
@@ -50,6 +53,7 @@ class Catalog:
 
     def __init__(self, store):
         self.store = store
+        self.cursors = CursorStore(store)
 
     # -- reading -------------------------------------------------------------
 

@@ -143,6 +143,19 @@ class StreamNameTaken(LogError):
     session are written by one process each)."""
 
 
+class CursorError(LogError):
+    """A named cursor (``Session.reader(name=...)``) cannot be used as asked:
+    a bad name, or a name that follows another session or stream."""
+
+
+class BadCursorName(CursorError, ValueError):
+    """A cursor name that is not 1 to 128 of ``A-Z a-z 0-9 . _ -``, starting with a letter or digit."""
+
+
+class CursorNotFound(CursorError, LookupError):
+    """No named cursor of that name in the log."""
+
+
 class SessionNotFound(LogError, LookupError):
     """No session with that id (or no stream with that name in it)."""
 

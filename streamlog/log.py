@@ -13,6 +13,7 @@ import os
 
 from streamlog import errors, records
 from streamlog.catalog import DEFAULT_STREAM, STATUSES, Catalog, session_status, stream_status
+from streamlog.cursors import Cursor, check_name
 from streamlog.reader import BufferReader, StoredFeed
 from streamlog.retention import Pruner, Retention
 from streamlog.store import DATA_FILE, open_store, token_pid
@@ -114,6 +115,44 @@ class Log:
     def end_writing(self):
         """Drop the hold taken by :meth:`begin_writing`."""
         self.store.release_writer()
+
+    # -- named cursors -----------------------------------------------------------
+
+    def cursors(self):
+        """The named cursors (see ``Session.reader(name=...)``) as
+        :class:`~streamlog.cursors.Cursor` tuples, by name; ``lag`` counts the
+        records of the stream after the acknowledged one (None when the
+        session was deleted)."""
+        listed = []
+        for name, entry in self.catalog.cursors.all():
+            meta = self.catalog.get(entry["session"])
+            counters = None if meta is None else meta["streams"].get(entry["stream"])
+            lag = None if counters is None else max(0, counters["recorded"] - 1 - entry["seq"])
+            listed.append(Cursor(name, entry["session"], entry["stream"], entry["seq"], entry.get("acked"), lag))
+        return listed
+
+    def open_cursor(self, name, session_id, stream):
+        """The :class:`~streamlog.cursors.NamedCursor` ``name`` of ``stream``
+        of session ``session_id``, stored new if missing (what
+        ``Session.reader(name=...)`` uses)."""
+        check_name(name)
+        self._check_cursors_writable(name)
+        return self.catalog.cursors.open(name, session_id, stream)
+
+    def delete_cursor(self, name):
+        """Delete named cursor ``name``; CursorNotFound if there is none."""
+        check_name(name)
+        self._check_cursors_writable(name)
+        self.catalog.cursors.delete(name)
+
+    def _check_cursors_writable(self, name):
+        if self.readonly:
+            raise errors.LogError(f"log {self.path} is open read-only; cursor {name!r} is stored in the log: "
+                                  f"open it with streamlog.Log(path, create=False)")
+        if self.format_version != records.FORMAT_VERSION:
+            raise errors.FormatVersionError(
+                f"log {self.path} uses on-disk format version {self.format_version}, which has no named cursors; "
+                f"run `streamlog upgrade {self.path}` first")
 
     # -- statistics and checks -------------------------------------------------
 
@@ -326,12 +365,25 @@ class Session:
         counters.update(stream=stream, first_key=first, last_key=last)
         return counters
 
-    def reader(self, stream=None, **reader_defaults):
+    def reader(self, stream=None, *, name=None, ack="manual", **reader_defaults):
         """A BufferReader over this stored session; it follows the session
-        while another process records it (by polling the log)."""
+        while another process records it (woken by its writers' commits).
+
+        ``name`` makes it a durable named cursor, kept in the log: it starts
+        strictly after the last record a reader of that name acknowledged
+        (``reader.ack()`` acknowledges everything returned so far; ``ack="auto"``
+        acknowledges at the start of each ``next``/``read``), in this or any
+        later process, after a crash too.  BadCursorName for a bad name,
+        CursorError when the name follows another session or stream, LogError
+        for a log opened read-only or of format version 1.
+        """
         stream = stream or self._main_stream()
         self._counters(stream)
-        return BufferReader(StoredFeed(self.log.catalog, self.id, stream), **reader_defaults)
+        cursor = None
+        if name is not None:
+            cursor = self.log.open_cursor(name, self.id, stream)
+        return BufferReader(StoredFeed(self.log.catalog, self.id, stream), cursor=cursor, ack=ack,
+                            **reader_defaults)
 
     def range(self, start=None, stop=None, stream=None):
         """Records with ``start <= key <= stop`` as a list (bounds inclusive)."""

@@ -289,13 +289,24 @@ class BufferReader:
     is new for a non-blocking reader (as in stream2py), and iterating one
     stops there.  A reader may be used from one thread at a time; make one
     reader per thread.
+
+    ``cursor`` (a :class:`~streamlog.cursors.NamedCursor`, see
+    ``Session.reader(name=...)``) makes the cursor durable: the reader starts
+    strictly after the position stored there, :meth:`ack` stores where it
+    is, and ``ack="auto"`` does so at the start of every ``next``/``read``.
     """
 
     onclose = None  # called by close() (StreamSource counts its open readers so)
 
     def __init__(self, feed: Feed, *, blocking=True, skip_pruned=False, timeout=None, read_size=1, peek=False,
-                 strict_n=False, ignore_no_item_found=False):
+                 strict_n=False, ignore_no_item_found=False, cursor=None, ack="manual"):
         _check_count(read_size)
+        if ack not in ("manual", "auto"):
+            raise errors.ConfigurationError(f"ack must be 'manual' or 'auto', not {ack!r}")
+        if ack == "auto" and cursor is None:
+            raise errors.ConfigurationError("ack='auto' needs a named reader (Session.reader(name=...))")
+        self._cursor = cursor
+        self._auto_ack = ack == "auto"
         self.blocking = blocking
         self.skip_pruned = skip_pruned
         self.timeout = timeout
@@ -318,6 +329,19 @@ class BufferReader:
         self._ahead = deque()
         if after_key is not None:
             self._seek_record_key(records.key_bounds(self._prefix, None, encode_key(after_key))[1])
+        elif self._cursor is not None and self._cursor.position is not None:
+            self._key, self._seq = self._cursor.position, self._cursor.seq
+
+    def ack(self):
+        """Store the cursor (everything returned so far) in the log, so a
+        reader made later with the same name, in any process, resumes strictly
+        after it.  One short write transaction; none when nothing moved since
+        the last ack.  CursorError for a reader without a name; CursorNotFound
+        when the cursor was deleted meanwhile."""
+        if self._cursor is None:
+            raise errors.CursorError("this reader has no name: make it with Session.reader(name=...) to ack")
+        if self._key is not None:
+            self._cursor.save(self._key, self._seq)
 
     def __repr__(self):
         return (f"<streamlog.BufferReader session={self._feed.session_id} stream={self._feed.stream!r} "
@@ -353,6 +377,8 @@ class BufferReader:
         if n is not None or peek is not None or ignore_no_item_found is not None or strict_n is not None:
             out = self.read(n or 1, peek=peek, ignore_no_item_found=ignore_no_item_found, strict_n=strict_n)
             return out[0] if out is not None and (n or 1) == 1 else out
+        if self._auto_ack:
+            self.ack()
         ahead = self._ahead
         if ahead:
             entry = ahead.popleft()
@@ -382,6 +408,8 @@ class BufferReader:
         moving the cursor).  ``peek``, ``ignore_no_item_found`` and
         ``strict_n`` None take the reader's defaults.
         """
+        if self._auto_ack:
+            self.ack()
         blocking = self.blocking if blocking is None else blocking
         timeout = self.timeout if timeout is None else timeout
         peek = self.peek if peek is None else peek

@@ -63,6 +63,7 @@ READER_CHECK_INTERVAL_S = 1.0
 
 _META_DB = b"meta"
 _SESSIONS_DB = b"sessions"
+_CURSORS_DB = b"cursors"
 _FORMAT_KEY = b"format"
 
 _SYNC_FLAGS = {
@@ -388,6 +389,16 @@ class Store:
     @property
     def sessions_db(self):
         return self.db(_SESSIONS_DB, create=not self.readonly)
+
+    def cursors_db(self, *, create=False):
+        """The handle of the named cursors' database (:mod:`streamlog.cursors`),
+        None while none was ever stored (unless ``create``).  Like :meth:`db`,
+        not inside a transaction of the calling thread."""
+        if not create and _CURSORS_DB not in self._dbs:
+            with self.read() as txn:
+                if txn.get(_CURSORS_DB) is None:
+                    return None
+        return self.db(_CURSORS_DB, create=create)
 
     def records_db(self, stream, *, create=False):
         return self.db(records.records_db_name(stream), create=create)
@@ -840,7 +851,7 @@ def _file_identity(path, data_file):
 
 
 def _is_our_db_name(name):
-    return name in (_META_DB, _SESSIONS_DB) or records.is_stream_db_name(name)
+    return name in (_META_DB, _SESSIONS_DB, _CURSORS_DB) or records.is_stream_db_name(name)
 
 
 def _process_exists(pid):

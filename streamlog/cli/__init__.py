@@ -7,7 +7,7 @@ upgrade, delete, backup, compact),
 :mod:`.recording` (the ``record`` group and what its commands share),
 :mod:`.record` (record lines/cmd/synth, demo, follow), :mod:`.audio`
 (record audio, devices), :mod:`.mirror` (mirror), :mod:`.analysis`
-(plot, record replay) and :mod:`.mark` (mark).  Importing a module
+(plot, record replay), :mod:`.mark` (mark) and :mod:`.cursors` (cursors).  Importing a module
 registers its ``record`` subcommands.
 """
 
@@ -18,6 +18,7 @@ from streamlog.cli.admin import backup, compact, delete, doctor, prune, upgrade
 from streamlog.cli.analysis import plot
 from streamlog.cli.audio import devices
 from streamlog.cli.common import StreamlogGroup
+from streamlog.cli.cursors import cursors
 from streamlog.cli.mark import mark
 from streamlog.cli.mirror import mirror
 from streamlog.cli.query import export, head, info, range_, sessions, tail
@@ -43,5 +44,5 @@ def main():
 
 
 for _command in (record, follow, demo, sessions, info, head, tail, range_, export, plot, prune, doctor, upgrade,
-                 delete, backup, compact, devices, mirror, mark):
+                 delete, backup, compact, devices, mirror, mark, cursors):
     main.add_command(_command)

@@ -26,7 +26,7 @@ from streamlog.export import CsvWriter, JsonlWriter, Labelled, LineWriter, is_te
 __all__ = [
     "StreamlogGroup", "open_log", "pick_session", "parse_key", "parse_size", "SIZE", "TIME", "AGE",
     "sessions_option", "utc_option", "label_options", "label_names",
-    "RecordWriter", "RECORD_FORMATS", "format_bytes", "format_duration", "format_time",
+    "RecordWriter", "RECORD_FORMATS", "echo_table", "format_bytes", "format_duration", "format_time",
     "log_argument", "session_option", "stream_option", "format_option",
 ]
 
@@ -278,6 +278,16 @@ def format_duration(seconds):
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def echo_table(table, right_aligned):
+    """Print ``table`` (rows of str cells, the header first) in aligned
+    columns; the columns numbered in ``right_aligned`` flush right."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        cells = [cell.rjust(w) if i in right_aligned else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths))]
+        click.echo("  ".join(cells).rstrip())
 
 
 def format_time(epoch_s):

@@ -11,7 +11,7 @@ import click
 from streamlog import errors
 from streamlog import export as export_formats
 from streamlog.cli.common import (
-    RecordWriter, format_bytes, format_duration, format_option, format_time, log_argument,
+    RecordWriter, echo_table, format_bytes, format_duration, format_option, format_time, log_argument,
     TIME, label_names, label_options, open_log, parse_key, pick_session, session_option, sessions_option,
     stream_option, utc_option,
 )
@@ -112,7 +112,7 @@ def sessions(log, session_spec, fmt, utc):
             "-" if s["rate_hz"] is None else f"{s['rate_hz']:.1f}/s",
             _shorten(s["source"], 40),
         ))
-    _echo_table(table, right_aligned={0, 4, 5, 7})
+    echo_table(table, right_aligned={0, 4, 5, 7})
     for s in summaries:
         if s["status"] == "failed":
             click.echo(f"session {s['id']} failed: {_shorten(s['error'] or 'no error recorded', 160)}")
@@ -122,14 +122,6 @@ def sessions(log, session_spec, fmt, utc):
         for group in s.get("groups", ()):
             click.echo(f"session {s['id']} group {group['name']}: lag {group['lag']}, pending {group['pending']}, "
                        f"{group['consumers']} consumer(s)")
-
-
-def _echo_table(table, right_aligned):
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        cells = [cell.rjust(w) if i in right_aligned else cell.ljust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths))]
-        click.echo("  ".join(cells).rstrip())
 
 
 @click.command()
