@@ -40,6 +40,17 @@ class Cursor(NamedTuple):
     lag: Optional[int]
 
 
+ACK_MODES = ("manual", "auto")
+
+
+def check_ack(ack, named):
+    """ConfigurationError unless ``ack`` is one of :data:`ACK_MODES` and fits a reader ``named`` or not."""
+    if ack not in ACK_MODES:
+        raise errors.ConfigurationError(f"ack must be 'manual' or 'auto', not {ack!r}")
+    if ack == "auto" and not named:
+        raise errors.ConfigurationError("ack='auto' needs a named reader (Session.reader(name=...))")
+
+
 def check_name(name):
     """``name`` if it is a valid cursor name; BadCursorName otherwise."""
     if not isinstance(name, str):

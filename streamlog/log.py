@@ -13,7 +13,7 @@ import os
 
 from streamlog import errors, records
 from streamlog.catalog import DEFAULT_STREAM, STATUSES, Catalog, session_status, stream_status
-from streamlog.cursors import Cursor, check_name
+from streamlog.cursors import Cursor, check_ack, check_name
 from streamlog.reader import BufferReader, StoredFeed
 from streamlog.retention import Pruner, Retention
 from streamlog.store import DATA_FILE, open_store, token_pid
@@ -379,6 +379,7 @@ class Session:
         """
         stream = stream or self._main_stream()
         self._counters(stream)
+        check_ack(ack, name is not None)
         cursor = None
         if name is not None:
             cursor = self.log.open_cursor(name, self.id, stream)

@@ -19,6 +19,7 @@ from typing import Any, List, NamedTuple, Optional, Protocol
 import numpy as np
 
 from streamlog import errors, records
+from streamlog.cursors import check_ack
 from streamlog.notify import POLL_FALLBACK_S
 from streamlog.keys import encode_key
 from streamlog.source import SourceReader
@@ -301,10 +302,7 @@ class BufferReader:
     def __init__(self, feed: Feed, *, blocking=True, skip_pruned=False, timeout=None, read_size=1, peek=False,
                  strict_n=False, ignore_no_item_found=False, cursor=None, ack="manual"):
         _check_count(read_size)
-        if ack not in ("manual", "auto"):
-            raise errors.ConfigurationError(f"ack must be 'manual' or 'auto', not {ack!r}")
-        if ack == "auto" and cursor is None:
-            raise errors.ConfigurationError("ack='auto' needs a named reader (Session.reader(name=...))")
+        check_ack(ack, cursor is not None)
         self._cursor = cursor
         self._auto_ack = ack == "auto"
         self.blocking = blocking
