@@ -372,8 +372,9 @@ class Session:
         ``name`` makes it a durable named cursor, kept in the log: it starts
         strictly after the last record a reader of that name acknowledged
         (``reader.ack()`` acknowledges everything returned so far; ``ack="auto"``
-        acknowledges at the start of each ``next``/``read``), in this or any
-        later process, after a crash too.  BadCursorName for a bad name,
+        acknowledges at the start of each ``next``/``read``: one commit per
+        call, so read batches with ``read(n)``), in this or any later
+        process, after a crash too.  BadCursorName for a bad name,
         CursorError when the name follows another session or stream, LogError
         for a log opened read-only or of format version 1.
         """

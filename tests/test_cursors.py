@@ -219,3 +219,32 @@ def test_the_cursors_command_in_a_subprocess(tmp_path):
     done = subprocess.run([sys.executable, "-m", "streamlog", "cursors", path, "--delete", "other"],
                           capture_output=True, text=True, env=env, timeout=DEADLINE_S)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no cursor 'other'" in done.stderr
+
+
+def test_a_cursor_outlives_its_session(tmp_path):
+    path = str(tmp_path / "rec.streamlog")
+    record(path, 100)
+    record(path, 100)
+    with streamlog.Log(path, create=False) as log:
+        first = log.session(1).reader(name="old")
+        first.read(10)
+        first.ack()
+        log.session(2).reader(name="new")
+        log.delete_session(1)
+        assert [(c.name, c.session, c.seq, c.lag) for c in log.cursors()] == [("new", 2, -1, 100),
+                                                                               ("old", 1, 9, None)]
+
+
+def test_records_pruned_after_a_cursor_are_reported_when_it_resumes(tmp_path):
+    path = str(tmp_path / "rec.streamlog")
+    record(path, 3000, payload=b"x" * 2000)
+    with streamlog.Log(path, create=False) as log:
+        reader = log.session(1).reader(name="slow")
+        reader.read(10)
+        reader.ack()
+        assert log.prune(streamlog.Retention(max_bytes=1 << 20)) > 0
+        oldest = log.session(1).head()[0]
+        with pytest.raises(errors.RecordsPruned) as pruned:
+            log.session(1).reader(name="slow").next()
+        assert pruned.value.missed == oldest - 11
+        assert log.session(1).reader(name="slow", skip_pruned=True).next()[0] == oldest
