@@ -127,16 +127,11 @@ class CursorStore:
 
     def delete(self, name):
         """Remove cursor ``name``; CursorNotFound if there is none."""
-        check_name(name)
-        if self.get(name) is None:
-            raise errors.CursorNotFound(self._missing(name))
-        db = self._writable_db(name)
-
-        def work(txn):
-            if not txn.delete(name.encode(), db=db):
-                raise errors.CursorNotFound(self._missing(name))
-
-        self.store.write(work)
+        if self.get(name) is not None:
+            db = self._writable_db(name)
+            if self.store.write(lambda txn: txn.delete(name.encode(), db=db)):
+                return
+        raise errors.CursorNotFound(self._missing(name))
 
     def _missing(self, name):
         known = ", ".join(n for n, _ in self.all()) or "none"
