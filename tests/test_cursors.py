@@ -76,12 +76,17 @@ def test_a_named_cursor_killed_mid_stream_resumes_at_its_last_ack_in_a_new_proce
             if first.poll() is None:
                 first.kill()
                 first.wait()
-        for i in range(61, 101):
-            items.put((i, "x"))
-        items.put(StopIteration)
-        buf.wait(DEADLINE_S)
-    second = start_python(FOLLOW_AUTO, path)  # the session ended meanwhile: it reads to the end
-    out, err = second.communicate(timeout=DEADLINE_S)
+        second = start_python(FOLLOW_AUTO, path)  # resumes while the session is live, and follows it
+        try:
+            for i in range(61, 101):
+                items.put((i, "x"))
+            items.put(StopIteration)
+            buf.wait(DEADLINE_S)
+            out, err = second.communicate(timeout=DEADLINE_S)
+        finally:
+            if second.poll() is None:
+                second.kill()
+                second.wait()
     assert second.returncode == 0, err
     resumed = [int(word) for word in out.split()]
     batches = [[int(word) for word in line[1:]] for line in lines if line[0] == "got"]
