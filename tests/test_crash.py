@@ -3,6 +3,8 @@
 * SIGKILL at seeded random moments (two per durability mode) through the
   trial function of ``tools/crash_trials.py``, whose module docstring lists
   what each trial checks (the tool runs 60 and more of them);
+* SIGKILL of one of three writers recording one session, twice, through
+  the tool's multi-writer trial function (``--writers 3``);
 * SIGINT to a library script and SIGINT/SIGTERM to the CLI: the process
   exits 0 and the session is ``closed`` with every record read before the stop;
 * two recorders on one log: the second is refused naming the first's pid,
@@ -78,6 +80,19 @@ def test_sigkill_at_random_moments_leaves_a_log_that_opens_with_a_crashed_gap_fr
         assert trial.next_session == (trial.crashed_session or 0) + 1
         if phase != "early":  # killed while recording: records were committed, and every one reported is kept
             assert trial.last_key >= trial.reported_committed > 0, trial.line()
+
+
+def test_sigkill_of_one_of_three_writers_leaves_its_stream_crashed_and_the_others_closed_and_complete(tmp_path):
+    # the tool's plan: one kill while all three record, one while a joining writer joins
+    planned = crash_trials.plan_multi(2, ["full"], 3, random.Random(f"{SEED}-writers"))
+    assert [phase for _, phase, _, _ in planned] == ["running", "joining"]
+    for number, (mode, phase, victim, delay_s) in enumerate(planned, 1):
+        trial = crash_trials.run_multi_trial(str(tmp_path), number, mode, phase, victim, delay_s, writers=3)
+        assert trial.problems == [], trial.line()
+        assert trial.others_complete == 2, trial.line()
+        assert trial.next_session == 2, trial.line()  # one session per trial's log, the next one appended
+        if phase == "running":  # killed while recording: its stream exists, and every record reported is kept
+            assert trial.stream_stored and trial.last_key >= trial.reported_committed > 0, trial.line()
 
 
 # what a recorder killed while LMDB created a new log leaves (seen in SIGKILL trials 0-4 ms after "opening")

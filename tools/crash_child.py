@@ -1,11 +1,13 @@
 """A recorder in its own process, for crash trials and signal tests.
 
 ``python tools/crash_child.py LOG PROGRESS [--durability MODE] [--rate N]
-[--payload BYTES] [--max-bytes N]`` records ``(i, payload)`` keyed
-``i = 1, 2, ...`` at ``--rate`` records a second into a new session of LOG
-until it is stopped (the payload is ``--payload`` bytes of ``i % 256``, so
-every stored record can be checked).  ``--max-bytes`` records with
-``Retention(max_bytes=...)``, so retention prunes while it records.
+[--payload BYTES] [--max-bytes N] [--stream NAME] [--join ID]`` records
+``(i, payload)`` keyed ``i = 1, 2, ...`` at ``--rate`` records a second into
+stream NAME (default ``main``) of a new session of LOG, or of the live
+session ID that another process records (``--join``), until it is stopped
+(the payload is ``--payload`` bytes of ``i % 256``, so every stored record
+can be checked).  ``--max-bytes`` records with ``Retention(max_bytes=...)``,
+so retention prunes while it records.
 
 PROGRESS is a file of 8 bytes, mapped into memory: the source writes into it
 (u64, little-endian) how many records it has produced, before it hands each
@@ -18,8 +20,8 @@ Stdout, one flushed line each:
 * ``committed N`` from the main thread whenever ``StreamBuffer.committed``
   grows: N records are committed (fsynced with ``--durability full``);
 * ``stopped N`` after SIGINT (KeyboardInterrupt) made the ``with`` block
-  stop the recorder and close the session with N records; the exit status
-  is then 0.
+  stop the recorder and end its stream with N records (closing the session
+  unless another writer's stream is still live); the exit status is then 0.
 
 The script installs no signal handler: SIGINT is Python's KeyboardInterrupt,
 SIGTERM and SIGKILL end the process at once.
@@ -97,10 +99,13 @@ def main():
     parser.add_argument("--rate", type=float, default=10_000.0)
     parser.add_argument("--payload", type=int, default=64)
     parser.add_argument("--max-bytes", type=int)
+    parser.add_argument("--stream", default="main")
+    parser.add_argument("--join", type=int, help="the id of a live session to record a stream of")
     args = parser.parse_args()
     retention = Retention(max_bytes=args.max_bytes) if args.max_bytes else None
     source = PacedCounter(args.rate, args.payload, args.progress)
-    buf = StreamBuffer(source, log=args.log, maxlen=1000, durability=args.durability, retention=retention)
+    buf = StreamBuffer(source, log=args.log, maxlen=1000, durability=args.durability, retention=retention,
+                       stream=args.stream, session=args.join)
     print("opening", flush=True)
     try:
         with buf:
@@ -112,7 +117,7 @@ def main():
                     print(f"committed {committed}", flush=True)
                     reported = committed
     except KeyboardInterrupt:
-        print(f"stopped {buf.session.count}", flush=True)
+        print(f"stopped {buf.session.stream_info(args.stream)['count']}", flush=True)
         return
     raise SystemExit(f"the recording ended by itself: {buf.session.status} {buf.session.error}")
 

@@ -1,6 +1,6 @@
 """Crash trials: SIGKILL a recorder subprocess at random moments, then check the log it left.
 
-    python tools/crash_trials.py --trials 60 [--seed S] [--modes full,normal,off] [--dir DIR]
+    python tools/crash_trials.py --trials 60 [--seed S] [--modes full,normal,off] [--dir DIR] [--writers N]
 
 Each trial starts ``tools/crash_child.py`` (a StreamBuffer recording
 ``(i, payload)`` keyed 1, 2, ... at a steady rate into a fresh log) and kills
@@ -19,6 +19,22 @@ are gap-free (``1..n``, or ``k..n`` when retention pruned the oldest), every
 payload is intact and ``n`` is at most what the source produced and at least
 the last ``committed`` count the child printed before it died; a new short
 recording then appends a ``closed`` session with a higher id.
+
+With ``--writers N`` (N >= 2) each trial starts N children recording
+streams ``w1`` .. ``wN`` of one session (``w1`` creates it, the others join
+it by id) at 3,000 records a second each, and SIGKILLs one of them, drawn
+at random, in one of two phases: ``running`` (50-1000 ms after its first
+``committed`` line, once every writer says ``session``) or ``joining``
+(0-40 ms after a joining writer says ``opening``, while it registers and
+adds its stream); then it stops the others with SIGINT.  The checks, again with no repair step: the log
+opens; the killed writer's stream, if it got one, is ``crashed`` and holds
+a gap-free prefix ``1..n`` with ``n`` between its last reported
+``committed`` count and what its source produced; every other stream is
+``closed`` and holds every record its source produced; the session is
+``crashed`` (crashed wins over closed), or ``closed`` when the killed
+writer never added its stream; ``Log.verify()`` reports the crashed-session
+note alone (nothing when closed); a new recording appends a session with a
+higher id.
 
 Loss: records the source had produced but the log does not hold, and the
 milliseconds between the arrival of the last stored record and the kill.
@@ -52,8 +68,11 @@ from streamlog import SourceReader, StreamBuffer, errors  # noqa: E402
 CHILD = os.path.join(TOOLS, "crash_child.py")
 MODES = ("full", "normal", "off")
 PHASES = ("early", "running", "pruning")
-KILL_SPANS_S = {"early": (0.0, 0.040), "running": (0.050, 1.0), "pruning": (0.300, 1.2)}  # after the phase's line
+MULTI_PHASES = ("running", "joining")
+KILL_SPANS_S = {"early": (0.0, 0.040), "running": (0.050, 1.0), "pruning": (0.300, 1.2),  # after the phase's line
+                "joining": (0.0, 0.040)}
 RATE = 10_000  # records a second
+MULTI_RATE = 3_000  # records a second per writer with --writers
 PAYLOAD = 64
 PRUNING_PAYLOAD = 512
 PRUNING_MAX_BYTES = 1 << 20
@@ -169,12 +188,17 @@ def newest_starts_with(prefix):
     return lambda lines: bool(lines) and lines[-1].startswith(prefix)
 
 
-def start_child(path, progress, mode, *, max_bytes=None, payload=PAYLOAD, rate=RATE):
-    """Start ``crash_child.py`` recording into ``path``; stdout is a text pipe."""
+def start_child(path, progress, mode, *, max_bytes=None, payload=PAYLOAD, rate=RATE, stream=None, join=None):
+    """Start ``crash_child.py`` recording into ``path`` (into ``stream`` of
+    the live session ``join`` when given); stdout is a text pipe."""
     argv = [sys.executable, CHILD, path, progress, "--durability", mode, "--rate", str(rate),
             "--payload", str(payload)]
     if max_bytes:
         argv += ["--max-bytes", str(max_bytes)]
+    if stream:
+        argv += ["--stream", stream]
+    if join is not None:
+        argv += ["--join", str(join)]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -246,35 +270,59 @@ def check_crashed_session(trial, log, session, payload):
     trial.crashed_session = session.id
     if session.status != "crashed":
         problems.append(f"session {session.id} is {session.status!r} after the kill, not 'crashed'")
+    check_notes(problems, log, session.id)
+    trial.first_key, trial.last_key = check_prefix(problems, session, "main", payload,
+                                                   pruned=trial.phase == "pruning")
+    check_bounds(trial)
+
+
+def check_notes(problems, log, crashed_id):
+    """``Log.verify()`` must report the crashed-session note of session
+    ``crashed_id`` and nothing else (nothing at all when it is None)."""
     notes = log.verify()
-    unexpected = [note for note in notes if not note.startswith(f"session {session.id} was left live")]
-    if unexpected or len(notes) != 1:
+    expected = [] if crashed_id is None else [f"session {crashed_id} was left live"]
+    if len(notes) != len(expected) or not all(note.startswith(start) for note, start in zip(notes, expected)):
         problems.append(f"verify() reports {notes}")
+
+
+def check_prefix(problems, session, stream, payload, *, pruned=False):
+    """Read ``stream`` of ``session``: its keys must be gap-free, starting at
+    1 (or later when ``pruned``), every payload intact and the stream's count
+    right; return its ``(first_key, last_key)``, ``(None, 0)`` when empty."""
     keys = []
-    for record in session.reader():
+    for record in session.reader(stream):
         keys.append(record[0])
         if record[1] != payload_of(record[0], payload):
-            problems.append(f"record {record[0]} holds a damaged payload")
+            problems.append(f"stream {stream!r}: record {record[0]} holds a damaged payload")
             break
-    if keys:
-        trial.first_key, trial.last_key = keys[0], keys[-1]
-        if keys != list(range(keys[0], keys[0] + len(keys))):
-            problems.append(f"the stored keys {keys[0]}..{keys[-1]} have gaps ({len(keys)} records)")
-        if keys[0] != 1 and trial.phase != "pruning":
-            problems.append(f"the stored keys start at {keys[0]}, not 1, without retention")
-    if len(keys) != session.count:
-        problems.append(f"the session counts {session.count} records but holds {len(keys)}")
+    count = session.stream_info(stream)["count"]
+    if len(keys) != count:
+        problems.append(f"stream {stream!r} counts {count} records but holds {len(keys)}")
+    if not keys:
+        return None, 0
+    if keys != list(range(keys[0], keys[0] + len(keys))):
+        problems.append(f"stream {stream!r}: the stored keys {keys[0]}..{keys[-1]} have gaps ({len(keys)} records)")
+    if keys[0] != 1 and not pruned:
+        problems.append(f"stream {stream!r}: the stored keys start at {keys[0]}, not 1, without retention")
+    return keys[0], keys[-1]
+
+
+def check_bounds(trial):
+    """The killed writer's last stored key lies between what it reported
+    committed and what its source produced; the rest is its loss."""
     if trial.last_key > trial.produced:
-        problems.append(f"the log holds key {trial.last_key}, beyond the {trial.produced} records produced")
+        trial.problems.append(f"the log holds key {trial.last_key}, beyond the {trial.produced} records produced")
     if trial.last_key < trial.reported_committed:
-        problems.append(f"{trial.reported_committed} records were reported committed before the kill, "
-                        f"but the log holds only up to key {trial.last_key}")
+        trial.problems.append(f"{trial.reported_committed} records were reported committed before the kill, "
+                              f"but the log holds only up to key {trial.last_key}")
     trial.lost = trial.produced - trial.last_key
 
 
-def record_next_session(trial, log, kill_time):
+def record_next_session(trial, log, kill_time=None):
     """Record a short session after the crash: it must append, closed, with a
-    higher id, and mark the killed session crashed for good."""
+    higher id, and mark the killed session crashed for good.  With
+    ``kill_time`` the loss window is measured from the crashed session's
+    ``stop_time`` (the arrival of its last record)."""
     problems = trial.problems
     try:
         with StreamBuffer(ShortCount(NEXT_SESSION_RECORDS), log=log, maxlen=100) as buf:
@@ -294,8 +342,206 @@ def record_next_session(trial, log, kill_time):
         problems.append(f"the next session got id {session.id}, not above {crashed.id}")
     if crashed.status != "crashed":
         problems.append(f"beside the next writer the killed session shows {crashed.status!r}, not 'crashed'")
-    if trial.first_key is not None:
+    if trial.first_key is not None and kill_time is not None:
         trial.window_ms = (kill_time - crashed.stop_time) * 1e3  # stop_time: arrival of its last record
+
+
+
+# -- several writers, one session ------------------------------------------------
+
+@dataclass
+class MultiTrial(Trial):
+    """One kill among ``writers`` processes recording one session; the
+    inherited figures are the killed writer's (``victim``, 0-based: its
+    stream is ``w<victim + 1>``), ``others_complete`` counts the survivors
+    whose stream ended closed with every record their source produced."""
+
+    writers: int = 3
+    victim: int = 0
+    stream_stored: bool = False
+    others_complete: int = 0
+
+    def line(self):
+        if not self.stream_stored:
+            stored = "its stream never stored"
+        elif self.first_key is None:
+            stored = "its stream without records"
+        else:
+            stored = f"its keys {self.first_key}..{self.last_key}"
+        verdict = "ok" if not self.problems else "FAILED: " + "; ".join(self.problems)
+        return (f"trial {self.number:3d} {self.mode:6s} {self.phase:7s} kill w{self.victim + 1} of {self.writers} "
+                f"at +{self.delay_ms:6.1f} ms: reported committed {self.reported_committed}, produced "
+                f"{self.produced}, {stored}, lost {self.lost}; {self.others_complete} of {self.writers - 1} "
+                f"others complete: {verdict}")
+
+
+@dataclass
+class Writer:
+    """One writer process of a multi-writer trial and what it printed."""
+
+    stream: str
+    progress: str
+    child: subprocess.Popen
+    lines: ChildLines
+
+    def reported(self, prefix):
+        """The numbers of its lines starting with ``prefix`` (e.g. ``"committed "``)."""
+        return [int(line.split()[1]) for line in self.lines.lines if line.startswith(prefix)]
+
+
+def start_writer(directory, number, index, path, mode, join):
+    """Start writer ``index`` of trial ``number`` on stream ``w<index + 1>``,
+    creating the session (``join`` None) or joining session ``join``."""
+    stream = f"w{index + 1}"
+    progress = os.path.join(directory, f"trial-{number}-{stream}.progress")
+    make_progress_file(progress)
+    child = start_child(path, progress, mode, rate=MULTI_RATE, stream=stream, join=join)
+    return Writer(stream, progress, child, ChildLines(child.stdout))
+
+
+def end_child(child, signum):
+    """Send ``signum`` to ``child`` (unless it has ended) and reap it; return its status."""
+    if child.poll() is None:
+        child.send_signal(signum)
+    return child.wait(DEADLINE_S)
+
+
+def run_multi_trial(directory, number, mode, phase, victim, delay_s, writers=3):
+    """Start ``writers`` recorders of one session (the first creates it, the
+    others join it), SIGKILL writer ``victim`` ``delay_s`` after the phase's
+    line (``running``: the victim's first ``committed`` line once every
+    writer printed ``session``; ``joining``: the victim's own ``opening``,
+    victim >= 1), stop the others with SIGINT and check the log; return the
+    :class:`MultiTrial`."""
+    trial = MultiTrial(number, mode, phase, delay_s * 1e3, writers=writers, victim=victim)
+    path = os.path.join(directory, f"trial-{number}.streamlog")
+    started = []
+    try:
+        session_id = None
+        for index in range(writers):
+            writer = start_writer(directory, number, index, path, mode, session_id)
+            started.append(writer)
+            trigger = "opening" if (index == victim and phase == "joining") else "session"
+            if not writer.lines.wait_for(newest_starts_with(trigger), time.monotonic() + DEADLINE_S):
+                end_child(writer.child, signal.SIGKILL)
+                trial.problems.append(f"writer {writer.stream} never printed {trigger!r}: "
+                                      f"{writer.child.stderr.read().strip()}")
+                return trial
+            if trigger == "opening":
+                time.sleep(delay_s)  # the random moment of the kill is the point of the trial
+                end_child(writer.child, signal.SIGKILL)
+            elif session_id is None:
+                session_id = writer.reported("session ")[0]
+        if phase == "running":
+            killed = started[victim]
+            if not killed.lines.wait_for(newest_starts_with("committed"), time.monotonic() + DEADLINE_S):
+                trial.problems.append(f"writer {killed.stream} never printed 'committed': "
+                                      f"{killed.child.stderr.read().strip()}")
+                return trial
+            time.sleep(delay_s)  # the random moment of the kill is the point of the trial
+            end_child(started[victim].child, signal.SIGKILL)
+        for index, writer in enumerate(started):
+            status = writer.child.returncode if index == victim else end_child(writer.child, signal.SIGINT)
+            expected = -signal.SIGKILL if index == victim else 0
+            if status != expected:
+                trial.problems.append(f"writer {writer.stream} ended with status {status}, not {expected}: "
+                                      f"{writer.child.stderr.read().strip()}")
+    finally:
+        for writer in started:
+            end_child(writer.child, signal.SIGKILL)
+            writer.child.stderr.close()
+            writer.lines.rest()
+    killed = started[victim]
+    trial.reported_committed = max(killed.reported("committed "), default=0)
+    trial.produced = read_progress(killed.progress)
+    check_multi_log(trial, path, started)
+    return trial
+
+
+def check_multi_log(trial, path, started):
+    """Open the log of a multi-writer trial with no repair step and check it:
+    the killed writer's stream (if it got one) ``crashed`` with a gap-free
+    prefix, every other stream ``closed`` and complete, the session
+    ``crashed`` (crashed wins) or ``closed`` when the killed writer never
+    added its stream, verify()'s notes, and a next session appended."""
+    problems = trial.problems
+    try:
+        log = streamlog.Log(path)
+    except errors.StreamlogError as exc:
+        problems.append(f"the log does not open: {exc!r}")
+        return
+    with log:
+        sessions = log.sessions()
+        if len(sessions) != 1:
+            problems.append(f"{len(sessions)} sessions after one recording")
+            return
+        [session] = sessions
+        killed = started[trial.victim]
+        trial.stream_stored = killed.stream in session.streams
+        if not trial.stream_stored and killed.reported("session "):
+            problems.append(f"the stream {killed.stream} the killed writer reported is not in the session")
+        expected = "crashed" if trial.stream_stored else "closed"
+        if session.status != expected:
+            problems.append(f"session {session.id} is {session.status!r}, not {expected!r}")
+        if trial.stream_stored:
+            if session.stream_status(killed.stream) != "crashed":
+                problems.append(f"the killed stream {killed.stream} is {session.stream_status(killed.stream)!r}")
+            trial.first_key, trial.last_key = check_prefix(problems, session, killed.stream, PAYLOAD)
+        check_bounds(trial)
+        for writer in started:
+            if writer is not killed and check_complete(problems, session, writer):
+                trial.others_complete += 1
+        check_notes(problems, log, session.id if trial.stream_stored else None)
+        trial.crashed_session = session.id if trial.stream_stored else None
+        record_next_session(trial, log)
+        if trial.next_session is not None and trial.next_session <= session.id:
+            problems.append(f"the next session got id {trial.next_session}, not above {session.id}")
+
+
+def check_complete(problems, session, writer):
+    """A writer stopped by SIGINT: its stream is ``closed`` and holds every
+    record its source produced (``1..produced``, as many as it printed
+    ``stopped``); True when so."""
+    before = len(problems)
+    if writer.stream not in session.streams:
+        problems.append(f"the stream {writer.stream} of a surviving writer is not in the session")
+        return False
+    if session.stream_status(writer.stream) != "closed":
+        problems.append(f"the surviving stream {writer.stream} is {session.stream_status(writer.stream)!r}")
+    first, last = check_prefix(problems, session, writer.stream, PAYLOAD)
+    produced = read_progress(writer.progress)
+    if (first or 1, last) != (1, produced) or writer.reported("stopped ") != [produced]:
+        problems.append(f"the surviving stream {writer.stream} holds {first}..{last} of the {produced} records "
+                        f"produced (it printed {writer.reported('stopped ')})")
+    return len(problems) == before
+
+
+def plan_multi(trials, modes, writers, rng):
+    """``(mode, phase, victim, delay_s)`` per trial: modes in turn, each
+    mode's trials through the phases in turn, the killed writer (a joining
+    one for ``joining``) and the kill moment drawn at random."""
+    planned = []
+    for number in range(trials):
+        mode = modes[number % len(modes)]
+        phase = MULTI_PHASES[(number // len(modes)) % len(MULTI_PHASES)]
+        victim = rng.randrange(writers) if phase == "running" else rng.randrange(1, writers)
+        planned.append((mode, phase, victim, rng.uniform(*KILL_SPANS_S[phase])))
+    return planned
+
+
+def summary_multi(results, modes):
+    """The per-mode table of a multi-writer run as lines of text."""
+    rows = [f"{'mode':6s} {'trials':>6s} {'passed':>6s} {'killed stream lost min':>22s} {'median':>7s} "
+            f"{'max':>6s} {'others complete':>15s}"]
+    for mode in modes:
+        done = [t for t in results if t.mode == mode]
+        if not done:
+            continue
+        lost = [t.lost for t in done]
+        complete = f"{sum(t.others_complete for t in done)} / {sum(t.writers - 1 for t in done)}"
+        rows.append(f"{mode:6s} {len(done):6d} {sum(not t.problems for t in done):6d} {min(lost):22d} "
+                    f"{statistics.median(lost):7g} {max(lost):6d} {complete:>15s}")
+    return rows
 
 
 def plan(trials, modes, rng):
@@ -334,6 +580,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, help="seed of the kill moments (default: a random one, printed)")
     parser.add_argument("--modes", default=",".join(MODES), help="durability modes, comma-separated")
     parser.add_argument("--dir", help="where the trial logs go (default: a temporary directory, removed)")
+    parser.add_argument("--writers", type=int, default=1,
+                        help="writer processes recording one session, one of them killed per trial (default 1)")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
@@ -341,19 +589,31 @@ def main(argv=None):
         parser.error(f"--modes takes a comma-separated list of {', '.join(MODES)}, not {args.modes!r}")
     if args.trials < 1:
         parser.error(f"--trials must be at least 1, not {args.trials}")
+    if args.writers < 1:
+        parser.error(f"--writers must be at least 1, not {args.writers}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2 ** 32)
-    print(f"crash trials: {args.trials} kills, modes {','.join(modes)}, seed {seed}, "
-          f"{RATE} records/s, commit interval 5 ms", flush=True)
+    multi = args.writers > 1
+    rate = f"{args.writers} writers of {MULTI_RATE} records/s each" if multi else f"{RATE} records/s"
+    print(f"crash trials: {args.trials} kills, modes {','.join(modes)}, seed {seed}, {rate}, "
+          f"commit interval 5 ms", flush=True)
+    rng = random.Random(seed)
+    planned = plan_multi(args.trials, modes, args.writers, rng) if multi else plan(args.trials, modes, rng)
     results = []
     with tempfile.TemporaryDirectory(prefix="crash-trials-", dir=args.dir) as directory:
-        for number, (mode, phase, delay_s) in enumerate(plan(args.trials, modes, random.Random(seed)), 1):
-            trial = run_trial(directory, number, mode, phase, delay_s)
+        for number, planned_trial in enumerate(planned, 1):
+            trial = (run_multi_trial(directory, number, *planned_trial, writers=args.writers) if multi
+                     else run_trial(directory, number, *planned_trial))
             results.append(trial)
             print(trial.line(), flush=True)
     print()
-    print("\n".join(summary(results, modes)))
-    print("lost: records produced by the source but not in the log; window: kill time minus the arrival "
-          "time of the last stored record")
+    if multi:
+        print("\n".join(summary_multi(results, modes)))
+        print("lost: records the killed writer's source produced but its stream does not hold; others complete: "
+              "surviving streams closed with every record their source produced")
+    else:
+        print("\n".join(summary(results, modes)))
+        print("lost: records produced by the source but not in the log; window: kill time minus the arrival "
+              "time of the last stored record")
     print(DURABILITY_NOTE)
     failed = [t.number for t in results if t.problems]
     print(f"seed {seed}: " + (f"{len(failed)} trial(s) FAILED: {failed}" if failed else "every check passed"))
