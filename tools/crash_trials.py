@@ -385,8 +385,10 @@ class Writer:
     lines: ChildLines
 
     def reported(self, prefix):
-        """The numbers of its lines starting with ``prefix`` (e.g. ``"committed "``)."""
-        return [int(line.split()[1]) for line in self.lines.lines if line.startswith(prefix)]
+        """The numbers of its lines ``prefix N`` (e.g. ``"committed "``); a line
+        a SIGINT cut and the next one continued does not count."""
+        return [int(line[len(prefix):]) for line in self.lines.lines
+                if line.startswith(prefix) and line[len(prefix):].isdigit()]
 
 
 def start_writer(directory, number, index, path, mode, join):
@@ -494,7 +496,7 @@ def check_multi_log(trial, path, started):
         check_notes(problems, log, session.id if trial.stream_stored else None)
         trial.crashed_session = session.id if trial.stream_stored else None
         record_next_session(trial, log)
-        if trial.next_session is not None and trial.next_session <= session.id:
+        if trial.crashed_session is None and trial.next_session is not None and trial.next_session <= session.id:
             problems.append(f"the next session got id {trial.next_session}, not above {session.id}")
 
 
