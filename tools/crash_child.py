@@ -117,7 +117,7 @@ def main():
                     print(f"committed {committed}", flush=True)
                     reported = committed
     except KeyboardInterrupt:
-        print(f"stopped {buf.session.stream_info(args.stream)['count']}", flush=True)
+        print(f"stopped {buf.committed}", flush=True)  # after stop() every record read is committed
         return
     raise SystemExit(f"the recording ended by itself: {buf.session.status} {buf.session.error}")
 

@@ -402,10 +402,14 @@ def start_writer(directory, number, index, path, mode, join):
 
 
 def end_child(child, signum):
-    """Send ``signum`` to ``child`` (unless it has ended) and reap it; return its status."""
+    """Send ``signum`` to ``child`` (unless it has ended) and reap it; return
+    its status, None when it did not end within ``DEADLINE_S``."""
     if child.poll() is None:
         child.send_signal(signum)
-    return child.wait(DEADLINE_S)
+    try:
+        return child.wait(DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def run_multi_trial(directory, number, mode, phase, victim, delay_s, writers=3):
@@ -445,12 +449,15 @@ def run_multi_trial(directory, number, mode, phase, victim, delay_s, writers=3):
         for index, writer in enumerate(started):
             status = writer.child.returncode if index == victim else end_child(writer.child, signal.SIGINT)
             expected = -signal.SIGKILL if index == victim else 0
-            if status != expected:
+            if status is None:
+                trial.problems.append(f"writer {writer.stream} did not end within {DEADLINE_S:g} s of the signal")
+            elif status != expected:
                 trial.problems.append(f"writer {writer.stream} ended with status {status}, not {expected}: "
                                       f"{writer.child.stderr.read().strip()}")
     finally:
         for writer in started:
-            end_child(writer.child, signal.SIGKILL)
+            if end_child(writer.child, signal.SIGKILL) is None:
+                writer.child.wait()
             writer.child.stderr.close()
             writer.lines.rest()
     killed = started[victim]
