@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import wave
 
 import numpy as np
@@ -125,6 +126,16 @@ with StreamBuffer(FiftyThenIdle(), log=sys.argv[1], commit_interval_s=0.001) as 
 argv[1]; it prints "ready" once they are committed (readable from other
 processes), then keeps the session live (an idle source) until its stdin
 closes or it is killed."""
+
+
+def wait_until(predicate, what, timeout=30):
+    """Poll ``predicate`` every 5 ms until it is true; fail naming ``what``
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
 
 
 def run_python(code, *args, timeout=60, check=True, **kwargs):

@@ -13,7 +13,7 @@ import pytest
 import streamlog
 from streamlog import Retention, StreamBuffer, errors
 from streamlog.codec import decode_record, encode_record
-from helpers import REPO, Counter, run_python, start_python
+from helpers import REPO, Counter, run_python, start_python, wait_until
 
 RECORDER = """
 import sys, time
@@ -39,14 +39,6 @@ with StreamBuffer(Ticker(n, every), log=sys.argv[1], maxlen=100, durability=sys.
     buf.wait()
 print("done", flush=True)
 """
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def record(path, n, payload=b"payload", **kwargs):
@@ -111,7 +103,7 @@ def test_sigkill_leaves_a_crashed_session_with_a_gap_free_prefix(tmp_path, durab
     recorder = start_python(RECORDER, path, 10**9, 0.0001, durability)
     try:
         assert recorder.stdout.readline().startswith("started")
-        wait_for(lambda: streamlog.Log(path, readonly=True).session(-1).count > 2000, what="records")
+        wait_until(lambda: streamlog.Log(path, readonly=True).session(-1).count > 2000, "records")
     finally:
         recorder.send_signal(signal.SIGKILL)
         recorder.wait(10)
@@ -135,7 +127,7 @@ def test_a_second_writer_process_records_its_own_session_beside_the_first(tmp_pa
         assert streamlog.Log(path).prune(Retention(max_sessions=1)) == 0  # the live session is never removed
         with streamlog.Log(path) as log:
             with StreamBuffer(Counter(10**9), log=log) as buf:
-                wait_for(lambda: buf.committed > 0, what="a commit")
+                wait_until(lambda: buf.committed > 0, "a commit")
                 assert log.stats()["writer_pids"] == sorted([recorder.pid, os.getpid()])
                 assert [s.status for s in log.sessions()] == ["live", "closed", "live"]
     finally:

@@ -15,7 +15,7 @@ import streamlog
 from streamlog import errors
 from streamlog.cli import main
 from helpers import REPO
-from test_log import wait_for
+from helpers import wait_until
 
 DEADLINE_S = 120
 ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -35,7 +35,7 @@ def live_session(path):
                 return any(s.status == "live" for s in log.sessions())
         except errors.LogNotFound:
             return False
-    wait_for(found, timeout=DEADLINE_S, what="a live session")
+    wait_until(found, "a live session", timeout=DEADLINE_S)
     return streamlog.Log(path, readonly=True).session(-1)  # the log stays open for the session's readers
 
 

@@ -19,7 +19,7 @@ from streamlog import Retention, StreamBuffer, errors
 from streamlog.store import DATA_FILE
 
 from helpers import REPO, Counter, start_python
-from test_log import wait_for
+from helpers import wait_until as wait_for
 
 LIMIT = 1 << 20
 PAYLOAD = b"x" * 1000

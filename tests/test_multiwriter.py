@@ -10,7 +10,7 @@ import pytest
 import streamlog
 from streamlog import Retention, StreamBuffer, errors
 from helpers import Counter, Gate, run_python, start_python
-from test_log import wait_for
+from helpers import wait_until as wait_for
 
 DEADLINE_S = 120
 

@@ -11,7 +11,7 @@ import streamlog
 from streamlog import StreamBuffer, errors
 from streamlog.notify import NOTIFY_DIR
 from helpers import Gate, start_python
-from test_log import wait_for
+from helpers import wait_until as wait_for
 
 DEADLINE_S = 120
 

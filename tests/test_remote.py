@@ -2,6 +2,7 @@
 on a free 127.0.0.1 port (see redis_helpers); faults are real: the server is
 down, SIGKILLed and restarted on its AOF, the mirror process is SIGKILLed."""
 
+import functools
 import json
 import os
 import queue
@@ -13,20 +14,14 @@ import numpy as np
 import pytest
 
 import streamlog
+import helpers
 from helpers import Counter, Gate, start_python
 from redis_helpers import redis_aof_server, redis_cluster, redis_server, redis_tool  # noqa: F401
 from streamlog import errors
 from streamlog.remote import layout
 
 DEADLINE_S = 60
-
-
-def wait_until(predicate, what, timeout=DEADLINE_S):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+wait_until = functools.partial(helpers.wait_until, timeout=DEADLINE_S)
 
 
 def record(path, n, payload=b"payload", **kwargs):

@@ -8,6 +8,7 @@ or the other, and nothing else in it differs.  The few tests of deliberate
 differences say what each package does.
 """
 
+import functools
 import http.server
 import itertools
 import queue
@@ -22,6 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import helpers
 import streamlog
 from streamlog import errors
 
@@ -39,11 +41,7 @@ def lib(request):
     return SimpleNamespace(name=name, top=import_module(name), **{m: import_module(f"{name}.{m}") for m in MODULES})
 
 
-def wait_until(predicate, what):
-    deadline = time.monotonic() + DEADLINE_S
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.001)
+wait_until = functools.partial(helpers.wait_until, timeout=DEADLINE_S)
 
 
 def poll(read, count):
