@@ -134,6 +134,27 @@ class LogAccessDenied(LogError, PermissionError):
     """This process may not read the log's directory or files (file permissions)."""
 
 
+class LiveLogAccessDenied(LogAccessDenied):
+    """A log that a process is writing, opened by a user who may not write its
+    ``lock.mdb``: a reader without the lock file may read a log only while no
+    process writes it.  The message names the file, the user, the writers'
+    pids and the fix; ``writer_pids`` lists the pids."""
+
+    def __init__(self, message, *, writer_pids=()):
+        self.writer_pids = list(writer_pids)
+        super().__init__(message)
+
+
+class ReadersWithoutLock(LogError):
+    """A process could not start writing a log because readers that may not
+    write its ``lock.mdb`` (so read it without LMDB's lock table) have it
+    open; ``reader_pids`` lists them as far as the system tells."""
+
+    def __init__(self, message, *, reader_pids=()):
+        self.reader_pids = list(reader_pids)
+        super().__init__(message)
+
+
 class FormatVersionError(LogError):
     """The log was written in an on-disk format version this code cannot read."""
 

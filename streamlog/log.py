@@ -16,7 +16,7 @@ from streamlog.catalog import DEFAULT_STREAM, STATUSES, Catalog, session_status,
 from streamlog.cursors import Cursor, check_ack, check_name
 from streamlog.reader import BufferReader, StoredFeed
 from streamlog.retention import Pruner, Retention
-from streamlog.store import DATA_FILE, open_store, token_pid
+from streamlog.store import DATA_FILE, group_id, open_store, share_log, token_pid
 
 __all__ = ["DEFAULT_STREAM", "STATUSES", "Log", "Retention", "Session"]
 
@@ -32,22 +32,45 @@ class Log:
     writers.
     ``durability`` (see StreamBuffer) applies to the whole log in this
     process: None takes the mode it is already open with here, else ``"full"``.
+    ``group`` (a name or gid) shares the log with that group
+    (:func:`streamlog.store.share_log`: group-owned, group-writable, setgid),
+    so its members may record into it and follow it live.
+    A user who may not write the log's ``lock.mdb`` still reads a log no
+    process writes (``lock_free`` is then True: no writer can start while
+    such a reader has it open, see :meth:`Store.acquire_writer`); while a
+    writer is alive that is LiveLogAccessDenied, naming what is missing.
     A log opened before ``os.fork()`` raises LogError when used in the child
     (LMDB forbids sharing an environment across fork): open it again there.
     """
 
-    def __init__(self, path, *, readonly=False, retention=None, durability=None, create=True):
+    def __init__(self, path, *, readonly=False, retention=None, durability=None, create=True, group=None):
         if retention is not None and not isinstance(retention, Retention):
             raise TypeError(f"retention must be a streamlog.Retention, not {type(retention).__name__}")
+        if group is not None and readonly:
+            raise ValueError("group= changes the log's files and directory; it cannot be used with readonly=True")
         self.path = os.fspath(path)
         self.readonly = readonly
         self.retention = retention
+        gid = None if group is None else group_id(group)  # an unknown group is refused before anything is made
         self.store = open_store(self.path, create=create and not readonly,
                                 durability=None if readonly else durability)
+        if gid is not None:
+            try:
+                share_log(self.store.path, gid)
+            except BaseException:
+                self.store.release()
+                raise
         self.durability = self.store.durability
         self.format_version = self.store.format_version
         self.catalog = Catalog(self.store)
         self._closed = False
+
+    @property
+    def lock_free(self):
+        """Whether this process reads the log without LMDB's lock table (it may
+        not write ``lock.mdb``): only while no process writes it, and no
+        writer starts meanwhile (it waits, then refuses with ReadersWithoutLock)."""
+        return self.store.lock_free
 
     def __repr__(self):
         return f"<streamlog.Log {self.path!r}{' readonly' if self.readonly else ''}>"

@@ -101,6 +101,7 @@ def compact(path):
                                    dir=os.path.dirname(os.path.abspath(log.path)))
         try:
             log.store.copy_to(staging, compact=True)
+            log.store.share_file(os.path.join(staging, DATA_FILE))
             log.close()  # this process's environment must not outlive the swap
             replace_data_file(log.path, os.path.join(staging, DATA_FILE))
         finally:

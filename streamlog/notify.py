@@ -69,9 +69,12 @@ class Notifier:
 
 class Listener:
     """A follower's side for the log directory ``path``.  ``available`` is
-    False when the channel cannot be set up here (the caller polls)."""
+    False when the channel cannot be set up here (the caller polls).
+    ``share(path)``, if given, is called on ``notify/`` when this makes it
+    and on the listener's file (the store makes them group-writable in a
+    shared log)."""
 
-    def __init__(self, path, dir_mode, file_mode):
+    def __init__(self, path, dir_mode, file_mode, *, share=None):
         self.available = False
         self._sock = None
         directory = os.path.join(path, NOTIFY_DIR)
@@ -81,12 +84,16 @@ class Listener:
             sock.bind(_ADDRESS_PREFIX + name.encode())
             try:
                 os.mkdir(directory, dir_mode)
+                if share is not None:
+                    share(directory)
             except FileExistsError:
                 pass
             if os.path.islink(directory):
                 raise IsADirectoryError(directory)
             entry = os.path.join(directory, name)
             os.close(os.open(entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode))
+            if share is not None:
+                share(entry)
         except OSError:
             sock.close()
             return

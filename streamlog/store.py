@@ -21,8 +21,15 @@ rest of the package never sees ``lmdb`` exceptions:
   tell which writers are alive;
 * creating a new log is serialised by an ``flock`` on its directory, so two
   processes creating the same log at once both end up on one log;
+* a user who may not write ``lock.mdb`` reads a log that no process writes
+  without LMDB's lock table (its lock-free read-only mode), made safe by an
+  ``flock`` on ``data.mdb``: such a reader holds it shared and then checks
+  that no writer is alive; a process that writes registers as a writer and
+  then makes sure it can take it exclusively (see :meth:`Store.acquire_writer`);
 * files are created with the user's umask but never world-writable
-  (:data:`FILE_MODE`, :data:`DIR_MODE`), and no file inside a log is opened
+  (:data:`FILE_MODE`, :data:`DIR_MODE`); in a log whose directory has the
+  setgid bit (a shared log, see :func:`share_log`) every file and directory
+  streamlog makes is group-writable too; no file inside a log is opened
   through a symbolic link;
 * a store inherited across ``fork()`` refuses to be used in the child (LMDB
   forbids it); the child opens the log again and gets a store of its own.
@@ -33,7 +40,9 @@ The bytes stored in it (format record, database names, records) are
 
 import errno
 import fcntl
+import grp
 import os
+import pwd
 import secrets
 import stat
 import threading
@@ -60,6 +69,10 @@ DIR_MODE = 0o775
 """Mode of the directories made for a new log, before the umask: never world-writable."""
 READER_CHECK_INTERVAL_S = 1.0
 """The writing process looks for stale reader slots at least this often while it commits."""
+WAIT_FOR_LOCK_FREE_READERS_S = 2.0
+"""How long a process about to write waits for readers without the lock file
+(see :meth:`Store.acquire_writer`) to close the log before it refuses."""
+_LOCK_FREE_POLL_S = 0.01
 
 _META_DB = b"meta"
 _SESSIONS_DB = b"sessions"
@@ -204,11 +217,14 @@ class Store:
         self._notifier = Notifier(path)
         self._may_create = create
         self._creation_locked = False
+        self._creating = False
+        self.lock_free = False
+        self._reading_fd = None
         try:
             with _creation_lock(path, create) as self._creation_locked:
                 self._open(create)
-        except _Unfinished:  # LMDB's file is there but not yet the format record: wait for its creator
-            with _creation_lock(path, create, always=True) as self._creation_locked:
+        except _Unfinished as exc:  # LMDB's file is there but not yet the format record: wait for its creator
+            with _creation_lock(path, create and not exc.lock_free, always=True) as self._creation_locked:
                 self._open(create)
 
     def _open(self, create):
@@ -216,35 +232,81 @@ class Store:
         path = self.path
         durability = self.durability
         self._check_path(create)
-        readonly = not os.access(path, os.W_OK)
-        self.readonly = readonly
         data_file = os.path.join(path, DATA_FILE)
+        self.lock_free = not _may_use_lock_file(path)
+        if self.lock_free and not self._creation_locked:
+            raise _Unfinished(path, lock_free=True)  # open under the creation lock: never mid-creation
+        readonly = self.lock_free or not (os.access(path, os.W_OK) and _may_write_if_there(data_file))
+        self.readonly = readonly
+        if self.lock_free:
+            self._reading_fd = self._lock_out_writers(data_file)
+        elif not readonly and is_shared(path):
+            _make_shared_file(os.path.join(path, LMDB_LOCK_FILE))  # before LMDB makes it, so no member is shut out
         size = os.path.getsize(data_file) if os.path.exists(data_file) else 0
         map_size = max(INITIAL_MAP_SIZE, _round_up_pow2(size * 2))
         try:
-            self.env = lmdb.open(path, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
-                                 max_dbs=MAX_DBS, max_readers=252, readahead=False, writemap=False,
-                                 lock=True, mode=FILE_MODE, max_spare_txns=0, **_SYNC_FLAGS[durability])
-        except lmdb.Error as exc:
-            if "Permission denied" in str(exc):
-                raise errors.LogAccessDenied(f"cannot open log {path}: permission denied (readers too need "
-                                             f"write access to its lock.mdb): {exc}") from exc
-            raise errors.NotALog(f"{path} is not a readable streamlog log: {exc}") from exc
+            try:
+                self.env = lmdb.open(path, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
+                                     max_dbs=MAX_DBS, max_readers=252, readahead=False, writemap=False,
+                                     lock=not self.lock_free, mode=FILE_MODE, max_spare_txns=0,
+                                     **_SYNC_FLAGS[durability])
+            except lmdb.Error as exc:
+                if "Permission denied" in str(exc):
+                    raise errors.LogAccessDenied(f"cannot open log {path}: permission denied: {exc}") from exc
+                raise errors.NotALog(f"{path} is not a readable streamlog log: {exc}") from exc
+        except BaseException:
+            self._stop_lock_free_reading()
+            raise
         try:
+            if self.lock_free and _file_identity(path, data_file) != _fd_identity(path, self._reading_fd):
+                raise _Unfinished(path, lock_free=True)  # data.mdb was replaced (compact) meanwhile: again
+            if not readonly and is_shared(path):
+                _share_own_file(data_file)
             self.clear_stale_readers()
             self.page_size = self.env.stat()["psize"]
             self._check_not_truncated(data_file)
             self._init_format()
-            if not readonly:
-                self.db(_SESSIONS_DB, create=True)
             self.open_all_dbs()
             self._identity = _file_identity(path, data_file)
         except lmdb.Error as exc:
-            self.env.close()
+            self._close_env()
             raise _read_error(path, exc) from exc
         except BaseException:
-            self.env.close()
+            self._close_env()
             raise
+
+    def _close_env(self):
+        self.env.close()
+        self._stop_lock_free_reading()
+
+    def _stop_lock_free_reading(self):
+        if self._reading_fd is not None:
+            os.close(self._reading_fd)  # drops its shared flock: writers may start
+            self._reading_fd = None
+
+    def _lock_out_writers(self, data_file):
+        """For a reader without the lock file: take a shared ``flock`` on
+        ``data.mdb`` (kept while the log is open), then make sure no writer is
+        alive; return the locked descriptor.
+
+        A writer registers in ``writers/`` before it makes sure nobody holds
+        that lock (:meth:`acquire_writer`), so either this look sees it alive
+        (LiveLogAccessDenied) or it sees this lock and waits or refuses.
+        """
+        try:
+            fd = os.open(data_file, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise errors.LogAccessDenied(f"cannot open log {self.path}: permission denied (on {DATA_FILE}): "
+                                         f"{exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # a starting writer holds it exclusively for an instant at most
+            alive = sorted(self.live_writers().values())
+            if alive:
+                raise _live_log_error(self.path, alive)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     # -- opening -------------------------------------------------------------
 
@@ -317,8 +379,13 @@ class Store:
         if foreign or self.readonly or not self._may_create:
             raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log")
         record = records.format_record()
-        meta = self.db(_META_DB, create=True)
-        self.write(lambda txn: txn.put(_FORMAT_KEY, record, db=meta))
+        self._creating = True  # under the exclusive creation lock: nobody else has this log open yet
+        try:
+            meta = self.db(_META_DB, create=True)
+            self._write(lambda txn: txn.put(_FORMAT_KEY, record, db=meta))
+            self.db(_SESSIONS_DB, create=True)
+        finally:
+            self._creating = False
         self.format_version, self.created = records.check_format_record(record, self.path)
 
     def _check_format(self, raw):
@@ -359,9 +426,11 @@ class Store:
         GIL: if another thread of this process is inside a write transaction
         (which needs the GIL to finish), both wait for ever.  Here the handle is
         opened inside :meth:`write`, which takes the store's write lock first
-        (waiting for a Python lock releases the GIL), or, in an environment
-        opened read-only, inside a read transaction that is committed (LMDB
-        drops a handle opened in a transaction that aborts).
+        (waiting for a Python lock releases the GIL).  In an environment
+        opened read-only there is no write lock to wait for: py-lmdb opens it
+        in a read transaction of its own (a handle opened in a transaction
+        of ours and committed is refused afterwards by py-lmdb 3.0.0 with
+        EINVAL; tested).
         """
         def open_in(txn):
             try:
@@ -376,11 +445,13 @@ class Store:
                 raise (_storage_error if create else _read_error)(self.path, exc) from exc
 
         if not self.readonly:
-            return self.write(open_in)
-        with self.read() as txn:
-            handle = open_in(txn)
-            txn.commit()
-        return handle
+            # opening a database that exists writes nothing to data.mdb: no writer registration needed
+            return (self.write if create and not self._creating else self._write)(open_in)
+        self._gate.enter()
+        try:
+            return open_in(None)
+        finally:
+            self._gate.leave()
 
     @property
     def meta_db(self):
@@ -478,11 +549,28 @@ class Store:
         Write transactions of this process run one at a time, in the order
         their threads take the store's write lock (a Python lock, so a thread
         waiting for another's commit never holds the GIL while it waits).
+        A process writes only as a registered writer: one that does not hold
+        the writer lock (:meth:`acquire_writer`; e.g. a reader storing a
+        cursor) holds it for the transaction (ReadersWithoutLock when readers
+        without the lock file keep the log).
 
         The map grows and ``work`` reruns when LMDB runs out of map space, so
         ``work`` must have no side effects outside the transaction.  Disk
         errors raise StorageError; the transaction is then rolled back.
         """
+        if self.readonly:
+            raise errors.LogError(f"log {self.path} is open read-only")
+        self._check_usable()
+        self.acquire_writer()
+        try:
+            return self._write(work)
+        finally:
+            self.release_writer()
+
+    def _write(self, work):
+        """:meth:`write` without the writer registration: only for what writes
+        nothing to ``data.mdb`` (opening a database that exists) or writes
+        under the exclusive creation lock."""
         if self.readonly:
             raise errors.LogError(f"log {self.path} is open read-only")
         self._check_usable()
@@ -635,11 +723,25 @@ class Store:
         The first hold creates ``writers/<pid>-<random>.lock`` and keeps an
         ``flock`` on it until the last :meth:`release_writer` (or the death of
         the process, when the kernel drops the lock).  Tokens are never reused.
+        Registered, it then waits until it can take ``data.mdb``'s ``flock``
+        exclusively for an instant (no reader without the lock file has the
+        log open; any that comes later sees this writer alive and refuses),
+        at most :data:`WAIT_FOR_LOCK_FREE_READERS_S`: ReadersWithoutLock, and
+        no registration is left, when they keep it longer.
         """
         self._check_usable()
+        if self.readonly:
+            raise errors.LogError(f"log {self.path} is open read-only")
         with self._writer_lock:
             if self._writer_users == 0:
-                self._writer_lock_fd, self.writer_token = _register_writer(self.path)
+                fd, token = _register_writer(self.path)
+                try:
+                    _wait_for_lock_free_readers(self.path)
+                except BaseException:
+                    _remove_quietly(os.path.join(self.path, WRITERS_DIR, token + _WRITER_SUFFIX))
+                    os.close(fd)
+                    raise
+                self._writer_lock_fd, self.writer_token = fd, token
             self._writer_users += 1
             return self.writer_token
 
@@ -740,14 +842,22 @@ class Store:
                 del _stores[self.path]
             _retired.discard(self)
             self.closed = True
-        self.env.close()
+        self._close_env()
         self._notifier.close()
 
     def listener(self):
         """A :class:`~streamlog.notify.Listener` woken by this log's writers
         (``available`` False where it cannot be set up: poll instead)."""
         self._check_usable()
-        return Listener(self.path, DIR_MODE, FILE_MODE)
+        return Listener(self.path, DIR_MODE, FILE_MODE, share=_share_own_file if is_shared(self.path) else None)
+
+    def share_file(self, file_path):
+        """Give a file made for this log (e.g. a compacted copy about to
+        replace ``data.mdb``) the log's group and group write access when the
+        log is shared (see :func:`share_log`); nothing otherwise."""
+        if is_shared(self.path):
+            os.chown(file_path, -1, os.stat(self.path).st_gid)
+            _share_own_file(file_path)
 
 
 # -- replacing the data file ---------------------------------------------------
@@ -824,7 +934,7 @@ def _drop_inherited_stores():
     global _stores, _retired, _stores_lock
     for store in _open_stores():
         store.inherited = True
-        store.env.close()
+        store._close_env()  # also the copy of a lock-free reader's flock: it stays the parent's alone
         if store._writer_lock_fd is not None:
             os.close(store._writer_lock_fd)
             store._writer_lock_fd = None
@@ -891,7 +1001,7 @@ def _make_log_dir(path):
         raise errors.LogNotFound(f"cannot create log {path}: the directory {parent} does not exist "
                                  f"(streamlog creates the log's own directory, never the ones above it)")
     try:
-        os.mkdir(path, DIR_MODE)
+        _make_dir(path)
     except FileExistsError:
         if not os.path.isdir(path):
             raise errors.NotALog(f"{path} is a file, not a streamlog log (a log is a directory)") from None
@@ -901,9 +1011,12 @@ def _make_log_dir(path):
 
 class _Unfinished(errors.NotALog):
     """An LMDB environment without the format record, opened without the
-    creation lock: maybe a log its creator has not finished yet."""
+    creation lock: maybe a log its creator has not finished yet (or, with
+    ``lock_free``, a reader without the lock file, which opens only under
+    the creation lock)."""
 
-    def __init__(self, path):
+    def __init__(self, path, lock_free=False):
+        self.lock_free = lock_free
         super().__init__(f"{path} is an LMDB environment but not a streamlog log")
 
 
@@ -959,7 +1072,7 @@ def _register_writer(path):
     if os.path.islink(directory):
         raise errors.NotALog(f"{directory} is a symbolic link; streamlog does not follow links inside a log")
     try:
-        os.mkdir(directory, DIR_MODE)
+        _make_dir(directory)
     except FileExistsError:
         pass
     except OSError as exc:
@@ -971,6 +1084,8 @@ def _register_writer(path):
     except OSError as exc:
         raise _access_error(path, directory, exc) from exc
     try:
+        if is_shared(directory):
+            os.fchmod(fd, _group_writable(os.fstat(fd).st_mode))
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         os.rename(temporary, os.path.join(directory, token + _WRITER_SUFFIX))
@@ -979,6 +1094,238 @@ def _register_writer(path):
         _remove_quietly(temporary)
         raise
     return fd, token
+
+
+# -- readers without the lock file ----------------------------------------------
+
+
+def _may_use_lock_file(path):
+    """Whether this process may open ``lock.mdb`` read-write (or create it),
+    as a reader through LMDB's lock table must."""
+    lock = os.path.join(path, LMDB_LOCK_FILE)
+    if os.path.lexists(lock):
+        return _access(lock, os.R_OK | os.W_OK)
+    return _access(path, os.W_OK | os.X_OK)
+
+
+def _may_write_if_there(file_path):
+    return not os.path.exists(file_path) or _access(file_path, os.W_OK)
+
+
+def _access(file_path, mode):
+    return os.access(file_path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _wait_for_lock_free_readers(path):
+    """Return once ``data.mdb``'s ``flock`` could be taken exclusively (and
+    was let go at once); ReadersWithoutLock after
+    :data:`WAIT_FOR_LOCK_FREE_READERS_S`.  Another starting writer holds it
+    for an instant too, so a miss is retried."""
+    try:
+        fd = os.open(os.path.join(path, DATA_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        deadline = time.monotonic() + WAIT_FOR_LOCK_FREE_READERS_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # closing the descriptor lets it go
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _lock_free_readers_error(path, _flock_holders(fd)) from None
+                time.sleep(_LOCK_FREE_POLL_S)
+    finally:
+        os.close(fd)
+
+
+def _flock_holders(fd):
+    """Pids holding an ``flock`` on the file open at ``fd`` (from /proc/locks;
+    empty where it is not available)."""
+    st = os.fstat(fd)
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = set()
+    try:
+        with open("/proc/locks") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted:  # "->" lines wait
+                    holders.add(int(fields[4]))
+    except (OSError, ValueError):
+        pass
+    holders.discard(os.getpid())
+    return sorted(holders)
+
+
+def _lock_free_readers_error(path, pids):
+    if pids:
+        who = ", ".join(f"pid {pid} (user {_user_name(_process_uid(pid))})" for pid in pids)
+    else:
+        who = "another process"
+    lock = os.path.join(path, LMDB_LOCK_FILE)
+    return errors.ReadersWithoutLock(
+        f"cannot write log {path}: {who} reads it without its lock file (a user who may not write {lock} "
+        f"reads a log only while no process writes it) and kept it open for {WAIT_FOR_LOCK_FREE_READERS_S:g}s; "
+        f"writing now could change pages under that reader. Try again once it ends, or share the log with a "
+        f"group the reader is in (`streamlog record --group GROUP`; see 'Sharing a log' in the README)",
+        reader_pids=pids)
+
+
+def _live_log_error(path, pids):
+    lock = os.path.join(path, LMDB_LOCK_FILE)
+    uid = os.geteuid()
+    try:
+        st = os.stat(lock)
+        missing = (f"may not write {lock} (owner {_user_name(st.st_uid)}, group {_group_name(st.st_gid)}, "
+                   f"mode {stat.S_IMODE(st.st_mode):04o})")
+    except FileNotFoundError:
+        missing = f"may not create {lock} (no write access to {path})"
+    return errors.LiveLogAccessDenied(
+        f"cannot read log {path} while it is being written: user {_user_name(uid)} (uid {uid}) {missing}, "
+        f"which a reader needs while a writer is alive (writer pid(s) {', '.join(map(str, pids))}). Read it "
+        f"once they end, or have it shared with a group you are in: `streamlog record --group GROUP` (or "
+        f"record it in a setgid directory of that group; see 'Sharing a log' in the README)",
+        writer_pids=pids)
+
+
+def _user_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, TypeError):
+        return str(uid)
+
+
+def _group_name(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _process_uid(pid):
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _fd_identity(path, fd):
+    """``(device, inode)`` of the directory ``path`` and of the file open at ``fd`` (as :func:`_file_identity`)."""
+    try:
+        return [(st.st_dev, st.st_ino) for st in (os.stat(path), os.fstat(fd))]
+    except OSError:
+        return None
+
+
+# -- shared logs (a group of users records and reads them) ------------------------
+
+
+def is_shared(path):
+    """Whether the directory ``path`` has the setgid bit: a shared log (or a
+    directory in one), whose files streamlog makes group-writable."""
+    try:
+        return bool(os.stat(path).st_mode & stat.S_ISGID)
+    except OSError:
+        return False
+
+
+def share_log(path, group):
+    """Share the log at ``path`` with ``group`` (a name or a gid).
+
+    The log's directory gets the group and the setgid bit, so that every
+    file and directory made in it later (by any member) has that group, and
+    streamlog makes them group-writable (never world-writable, whatever the
+    umask).  The directory, ``data.mdb``, ``lock.mdb``, ``writers/`` and
+    ``notify/`` (and the entries there this user owns) get the group and
+    group write access now.  Raises ConfigurationError for a group that
+    does not exist, LogAccessDenied naming the file when this user may not
+    change it (only its owner, if a member of the group, or root may).
+    """
+    gid = group_id(group)
+    targets = [path]
+    for name in (DATA_FILE, LMDB_LOCK_FILE, WRITERS_DIR, NOTIFY_DIR):
+        target = os.path.join(path, name)
+        if os.path.lexists(target):
+            targets.append(target)
+            if name in (WRITERS_DIR, NOTIFY_DIR):
+                targets.extend(entry.path for entry in os.scandir(target)
+                               if entry.stat(follow_symlinks=False).st_uid == os.geteuid())
+    for target in targets:
+        _give_to_group(path, target, gid)
+
+
+def group_id(group):
+    """The gid of ``group``: a gid (int, or digits), or the name of a group (ConfigurationError if none)."""
+    if isinstance(group, int) or str(group).isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise errors.ConfigurationError(f"no group named {group!r} on this system") from None
+
+
+def _give_to_group(log_path, target, gid):
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise errors.NotALog(f"{target} is a symbolic link; streamlog does not follow links inside a log") from None
+        raise errors.LogAccessDenied(f"cannot share log {log_path}: cannot open {target}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        mode = _group_writable(st.st_mode) | (stat.S_ISGID if stat.S_ISDIR(st.st_mode) else 0)
+        if st.st_gid == gid and stat.S_IMODE(st.st_mode) == mode:
+            return
+        try:
+            os.fchown(fd, -1, gid)
+            os.fchmod(fd, mode)
+        except PermissionError:
+            raise errors.LogAccessDenied(
+                f"cannot share log {log_path} with group {_group_name(gid)}: user {_user_name(os.geteuid())} may "
+                f"not give {target} (owner {_user_name(st.st_uid)}) to it; only its owner, if a member of the "
+                f"group, or root may") from None
+    finally:
+        os.close(fd)
+
+
+def _group_writable(mode):
+    """``mode`` (an ``st_mode``) with group read and write (and search, for a
+    directory) added and world write removed."""
+    extra = 0o070 if stat.S_ISDIR(mode) else 0o060
+    return (stat.S_IMODE(mode) | extra) & ~0o002
+
+
+def _make_dir(path):
+    """``os.mkdir(path, DIR_MODE)``, made group-writable when it is in a shared log."""
+    os.mkdir(path, DIR_MODE)
+    if is_shared(path):  # made inside a setgid directory: it is setgid too
+        _share_own_file(path)
+
+
+def _make_shared_file(file_path):
+    """Create the empty file ``file_path`` group-writable unless it exists."""
+    try:
+        fd = os.open(file_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, _group_writable(os.fstat(fd).st_mode))
+    finally:
+        os.close(fd)
+
+
+def _share_own_file(file_path):
+    """Make ``file_path`` (a file or directory this user owns) group-writable; others are left alone."""
+    try:
+        fd = os.open(file_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != _group_writable(st.st_mode):
+            os.fchmod(fd, _group_writable(st.st_mode))
+    finally:
+        os.close(fd)
 
 
 def _access_error(path, directory, exc):
