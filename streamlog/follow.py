@@ -145,7 +145,13 @@ class Follower:
 
     def _wait_for(self, log, wanted, what):
         """The oldest session for which ``wanted(session)``, once there is one;
-        None if ``until`` passes first."""
+        None if ``until`` passes first.  LogAccessDenied for a log this
+        process reads without its lock file: no recording could start meanwhile."""
+        if getattr(log, "lock_free", False):
+            raise errors.LogAccessDenied(
+                f"cannot wait for {what} of {log.path} to start: this user may not write its lock.mdb, so it "
+                f"reads the log only while nothing records it, and no recording can start while it waits; "
+                f"have the log shared with a group you are in (`streamlog record --group GROUP`)")
         self._tell(f"waiting for {what} of {log.path} to start")
         while not self._past_until():
             found = [s for s in log.sessions() if wanted(s)]

@@ -6,7 +6,7 @@
   function returns the source to record (or a :class:`Recording` with the
   source and the steps around it), and :func:`run_recording` does the rest;
 * :func:`recording_options` -- duration, RAM, retention, durability, info
-  labels, quiet, a Redis mirror;
+  labels, quiet, a Redis mirror, a group to share the log with;
 * the run itself: a session from start to a stop request (SIGINT/SIGTERM),
   ``--duration`` or the end of the source, a live status line on a
   terminal, a one-line summary, exit status 1 for a failed session (or the
@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import click
 
-from streamlog import Retention, StreamBuffer
+from streamlog import Log, Retention, StreamBuffer
 from streamlog.catalog import DEFAULT_STREAM
 from streamlog.cli.common import SIZE, format_bytes, format_duration, log_argument
 from streamlog.export import is_terminal
@@ -82,6 +82,10 @@ def recording_options(command):
         click.option("--mirror", "mirror_url", metavar="URL", callback=_redis_url_naming_a_rig,
                      help="Also copy the session to Redis while recording: redis://HOST:PORT/DB?name=RIG "
                           "(a child process; see `streamlog mirror`)."),
+        click.option("--group", metavar="GROUP",
+                     help="Share the log with GROUP (a name or gid): its files become group-owned and "
+                          "group-writable (never world-writable) and its directory setgid, so members may "
+                          "follow it live and record into it."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -182,10 +186,11 @@ class Recording:
 
 
 def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes,
-                  info_pairs, quiet, mirror_url=None, join=None, stream=DEFAULT_STREAM):
+                  info_pairs, quiet, mirror_url=None, join=None, stream=DEFAULT_STREAM, group=None):
     """Record ``source`` (a SourceReader or a :class:`Recording`) into ``log``
     until a stop request (SIGINT/SIGTERM), ``duration`` seconds or the end of
-    the source; print the summary.
+    the source; print the summary.  ``group``: share the log with it first
+    (``streamlog.Log(log, group=...)``).
 
     Exits with status 1 after the summary when the session failed, else with
     the recording's ``exit_status`` when the source ended by itself.
@@ -195,6 +200,8 @@ def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sess
         raise click.UsageError("--info labels a new session; a recorder joining one (--join) cannot set it")
     labels = parse_info(info_pairs)
     retention = make_retention(max_bytes, max_age, max_sessions)
+    if group is not None:
+        Log(os.fspath(log), group=group, durability=durability).close()
     buffer = StreamBuffer(recipe.source, log=os.fspath(log), maxlen=maxlen, retention=retention,
                           durability=durability, labels=labels, max_record_bytes=max_record_bytes, mirror=mirror_url,
                           session=join, stream=stream)
@@ -313,10 +320,11 @@ def recording_command(name, short_help, help_text, example):
         @recording_options
         @functools.wraps(make_source)  # carries over the source's own click parameters
         def command(log, duration, maxlen, max_bytes, max_age, max_sessions, durability, max_record_bytes,
-                    info_pairs, quiet, join, stream, mirror_url, **source_options):
+                    info_pairs, quiet, join, stream, mirror_url, group, **source_options):
             source = make_source(**source_options)
             run_recording(source, log, duration=duration, maxlen=maxlen, max_bytes=max_bytes, max_age=max_age,
                           max_sessions=max_sessions, durability=durability, max_record_bytes=max_record_bytes,
-                          info_pairs=info_pairs, quiet=quiet, mirror_url=mirror_url, join=join, stream=stream)
+                          info_pairs=info_pairs, quiet=quiet, mirror_url=mirror_url, join=join, stream=stream,
+                          group=group)
         return command
     return register
