@@ -217,7 +217,6 @@ class Store:
         self._notifier = Notifier(path)
         self._may_create = create
         self._creation_locked = False
-        self._creating = False
         self.lock_free = False
         self._reading_fd = None
         try:
@@ -267,6 +266,8 @@ class Store:
             self._check_not_truncated(data_file)
             self._init_format()
             self.open_all_dbs()
+            if not readonly and _SESSIONS_DB not in self._dbs:  # a log whose creator died before making it
+                self.db(_SESSIONS_DB, create=True)
             self._identity = _file_identity(path, data_file)
         except lmdb.Error as exc:
             self._close_env()
@@ -379,13 +380,14 @@ class Store:
         if foreign or self.readonly or not self._may_create:
             raise errors.NotALog(f"{self.path} is an LMDB environment but not a streamlog log")
         record = records.format_record()
-        self._creating = True  # under the exclusive creation lock: nobody else has this log open yet
-        try:
-            meta = self.db(_META_DB, create=True)
-            self._write(lambda txn: txn.put(_FORMAT_KEY, record, db=meta))
-            self.db(_SESSIONS_DB, create=True)
-        finally:
-            self._creating = False
+
+        def create(txn):  # one transaction: whoever sees the format record sees the sessions database
+            handles = {name: self.env.open_db(name, txn=txn, create=True) for name in (_META_DB, _SESSIONS_DB)}
+            txn.put(_FORMAT_KEY, record, db=handles[_META_DB])
+            return handles
+
+        # under the exclusive creation lock, before anyone else opened this log: no writer registration
+        self._dbs.update(self._write(create))
         self.format_version, self.created = records.check_format_record(record, self.path)
 
     def _check_format(self, raw):
@@ -446,7 +448,7 @@ class Store:
 
         if not self.readonly:
             # opening a database that exists writes nothing to data.mdb: no writer registration needed
-            return (self.write if create and not self._creating else self._write)(open_in)
+            return (self.write if create else self._write)(open_in)
         self._gate.enter()
         try:
             return open_in(None)
