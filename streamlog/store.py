@@ -235,7 +235,7 @@ class Store:
         self.lock_free = not _may_use_lock_file(path)
         if self.lock_free and not self._creation_locked:
             raise _Unfinished(path, lock_free=True)  # open under the creation lock: never mid-creation
-        readonly = self.lock_free or not (os.access(path, os.W_OK) and _may_write_if_there(data_file))
+        readonly = self.lock_free or not (_access(path, os.W_OK) and _may_write_if_there(data_file))
         self.readonly = readonly
         if self.lock_free:
             self._reading_fd = self._lock_out_writers(data_file)
