@@ -257,7 +257,7 @@ class Store:
             self._stop_lock_free_reading()
             raise
         try:
-            if self.lock_free and _file_identity(path, data_file) != _fd_identity(path, self._reading_fd):
+            if self.lock_free and _file_identity(path, data_file) != _file_identity(path, self._reading_fd):
                 raise _Unfinished(path, lock_free=True)  # data.mdb was replaced (compact) meanwhile: again
             if not readonly and is_shared(path):
                 _share_own_file(data_file)
@@ -955,7 +955,8 @@ def _pages(txn, handles):
 
 
 def _file_identity(path, data_file):
-    """``(device, inode)`` of the directory ``path`` and of its ``data.mdb``; None if either is gone."""
+    """``(device, inode)`` of the directory ``path`` and of its ``data.mdb``
+    (a path, or a descriptor open on it); None if either is gone."""
     try:
         return [(st.st_dev, st.st_ino) for st in (os.stat(path), os.stat(data_file))]
     except OSError:
@@ -1207,14 +1208,6 @@ def _group_name(gid):
 def _process_uid(pid):
     try:
         return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return None
-
-
-def _fd_identity(path, fd):
-    """``(device, inode)`` of the directory ``path`` and of the file open at ``fd`` (as :func:`_file_identity`)."""
-    try:
-        return [(st.st_dev, st.st_ino) for st in (os.stat(path), os.fstat(fd))]
     except OSError:
         return None
 

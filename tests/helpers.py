@@ -138,6 +138,17 @@ def wait_until(predicate, what, timeout=30):
         time.sleep(0.005)
 
 
+def assert_one_clear_line(result, *words):
+    """Exit status 1 and one stderr line naming the problem (each of
+    ``words``): no signal, no traceback; return the line."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
 def run_python(code, *args, timeout=60, check=True, **kwargs):
     """Run ``code`` in a fresh interpreter with the package importable; return CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -19,7 +19,7 @@ import tempfile
 
 import pytest
 
-from helpers import REPO, load_tool
+from helpers import REPO, assert_one_clear_line, load_tool
 
 TIMEOUT = 60
 fuzz_logs = load_tool("fuzz_logs")  # the log every case damages, and the script reading it all
@@ -79,15 +79,6 @@ def cli(*commands):
         outcomes.append(Outcome(int(code), out, text))
     assert len(outcomes) == len(commands), result
     return outcomes
-
-
-def assert_one_clear_line(result, *words):
-    """Exit status 1 and one stderr line naming the problem: no signal, no traceback."""
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 # -- the damage -------------------------------------------------------------------
