@@ -561,7 +561,7 @@ class Store:
         errors raise StorageError; the transaction is then rolled back.
         """
         if self.readonly:
-            raise errors.LogError(f"log {self.path} is open read-only")
+            raise self._no_write_access()
         self._check_usable()
         self.acquire_writer()
         try:
@@ -574,7 +574,7 @@ class Store:
         nothing to ``data.mdb`` (opening a database that exists) or writes
         under the exclusive creation lock."""
         if self.readonly:
-            raise errors.LogError(f"log {self.path} is open read-only")
+            raise self._no_write_access()
         self._check_usable()
         while True:
             with self._write_txn_lock:  # see _open_db: no thread of this process waits in LMDB
@@ -644,6 +644,18 @@ class Store:
             return self.env.info()
         finally:
             self._gate.leave()
+
+    def _no_write_access(self):
+        """The LogAccessDenied for writing a store opened read-only (it is
+        only for lack of permission), naming the first file it may not write."""
+        user = f"user {_user_name(os.geteuid())} (uid {os.geteuid()})"
+        for name, target in (("the directory", self.path), (DATA_FILE, os.path.join(self.path, DATA_FILE)),
+                             (LMDB_LOCK_FILE, os.path.join(self.path, LMDB_LOCK_FILE))):
+            if os.path.exists(target) and not _access(target, os.W_OK):
+                return errors.LogAccessDenied(f"cannot write log {self.path}: {user} may not write {name} "
+                                              f"({target}); its owner can share it with a group you are in "
+                                              f"(`streamlog record --group GROUP`, or Log(path, group=...))")
+        return errors.LogAccessDenied(f"cannot write log {self.path}: {user} may not write it")
 
     def _check_usable(self):
         self._refuse_if_inherited()
@@ -733,7 +745,7 @@ class Store:
         """
         self._check_usable()
         if self.readonly:
-            raise errors.LogError(f"log {self.path} is open read-only")
+            raise self._no_write_access()
         with self._writer_lock:
             if self._writer_users == 0:
                 fd, token = _register_writer(self.path)

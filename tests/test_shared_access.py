@@ -201,6 +201,9 @@ def test_a_closed_log_reads_without_write_access_to_anything(public_dir):
     waiting = as_user("follow", path, "--wait", "--all")  # no recording can start while it reads
     assert_one_clear_line(waiting, "Error:", "cannot wait", "lock.mdb", "--group")
 
+    marked = as_user("mark", path, "stimulus")  # writing: refused, naming what is missing
+    assert_one_clear_line(marked, "Error:", "user nobody (uid 65534) may not write the directory", "--group")
+
     assert snapshot(path) == before  # nothing was made, changed or removed in the log
 
 
