@@ -47,7 +47,8 @@ class Log:
         if retention is not None and not isinstance(retention, Retention):
             raise TypeError(f"retention must be a streamlog.Retention, not {type(retention).__name__}")
         if group is not None and readonly:
-            raise ValueError("group= changes the log's files and directory; it cannot be used with readonly=True")
+            raise errors.ConfigurationError("group= changes the log's files and directory; it cannot be used with "
+                                            "readonly=True")
         self.path = os.fspath(path)
         self.readonly = readonly
         self.retention = retention
