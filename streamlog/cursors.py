@@ -84,6 +84,22 @@ class CursorStore:
         with self.store.read() as txn:
             return [(key.decode(), _entry(key.decode(), raw)) for key, raw in txn.cursor(db)]
 
+    def lowest_acked(self, txn, session_id):
+        """``{stream: seq}``: for each stream of session ``session_id`` that
+        named cursors follow, the lowest ``seq`` they acknowledged (-1: one
+        acknowledged nothing yet), as stored in ``txn`` (retention's write
+        transaction, so a cursor that acknowledges meanwhile waits for it)."""
+        db = self.store.cursors_db()
+        lowest = {}
+        if db is None:
+            return lowest
+        for key, raw in txn.cursor(db):
+            entry = _entry(key.decode(), raw)
+            if entry["session"] == session_id:
+                stream = entry["stream"]
+                lowest[stream] = min(entry["seq"], lowest.get(stream, entry["seq"]))
+        return lowest
+
     def open(self, name, session_id, stream):
         """The :class:`NamedCursor` ``name`` for ``stream`` of session
         ``session_id``, stored new (nothing acknowledged) if there is none.

@@ -5,7 +5,9 @@ steps, each one write transaction, oldest records first.  The recorder calls
 :meth:`Pruner.step` after its commits (a few steps, up to about twice what
 it just added); :meth:`~streamlog.Log.prune` calls it until nothing is left
 to remove.  A live session is never removed whole, and the newest record
-of each of its streams is kept.  Several writing processes may prune at
+of each of its streams is kept.  With ``keep_unacked`` the age and
+session limits keep every record a named cursor (:mod:`streamlog.cursors`)
+has not acknowledged; the byte limit never waits for a cursor.  Several writing processes may prune at
 once: each step decides what to remove inside its own write transaction
 (LMDB runs one at a time), from the log as it is then, so two writers never
 remove the same excess twice.
@@ -31,11 +33,18 @@ class Retention:
       one group commit).
     * ``max_sessions``: only the newest this many sessions are kept (a live
       session is never removed whole).
+    * ``keep_unacked``: ``max_age_s`` and ``max_sessions`` keep the records
+      of a stream that a named cursor of it (``Session.reader(name=...)``)
+      has not acknowledged, whole blocks at a time (a block goes once every
+      record in it is acknowledged).  ``max_bytes`` always wins: it removes
+      the oldest records whatever the cursors, and a cursor that had not
+      passed them gets ``RecordsPruned(missed)`` at its next read.
     """
 
     max_bytes: Optional[int] = None
     max_age_s: Optional[float] = None
     max_sessions: Optional[int] = None
+    keep_unacked: bool = False
 
     def __post_init__(self):
         for name in ("max_bytes", "max_age_s", "max_sessions"):
@@ -44,6 +53,8 @@ class Retention:
                 raise ValueError(f"Retention.{name} must be a positive number or None, not {value!r}")
         if self.max_bytes is not None and self.max_bytes < 1 << 20:
             raise ValueError(f"Retention.max_bytes must be at least 1 MiB, not {self.max_bytes}")
+        if not isinstance(self.keep_unacked, bool):
+            raise ValueError(f"Retention.keep_unacked must be True or False, not {self.keep_unacked!r}")
 
     @property
     def is_limited(self):
@@ -63,13 +74,14 @@ class Pruner:
         """Remove one small batch of what ``retention`` excludes; return
         records removed (0: nothing is left to remove)."""
         self.store.open_all_dbs()
+        held = retention.keep_unacked
         if retention.max_sessions is not None:
-            removed = self._prune_sessions(retention.max_sessions)
+            removed = self._prune_sessions(retention.max_sessions, held)
             if removed is not None:
                 return removed
         if retention.max_age_s is not None:
             cutoff = int((time.time() - retention.max_age_s) * 1e6)
-            removed = self._prune_oldest(lambda arrival: arrival < cutoff)
+            removed = self._prune_oldest(lambda arrival: arrival < cutoff, held=held)
             if removed:
                 return removed
         if retention.max_bytes is not None and self._excess(None, retention.max_bytes) > 0:
@@ -97,21 +109,22 @@ class Pruner:
                 raise errors.LogError(f"session {session_id} of {self.store.path} could not be deleted")
             removed += step
 
-    def _prune_sessions(self, keep):
+    def _prune_sessions(self, keep, held):
         ids = self.catalog.ids()
         if len(ids) <= keep:
             return None
         for session_id in ids[:len(ids) - keep]:
-            removed = self.store.write(lambda txn: self._delete_records(txn, session_id, None, whole=True))
+            removed = self.store.write(lambda txn: self._delete_records(txn, session_id, None, True, held=held))
             if removed:
                 return removed
         return None
 
-    def _prune_oldest(self, doomed, max_bytes=None):
-        """Delete one batch of the oldest records for which ``doomed(arrival_us)``;
-        with ``max_bytes``, stop once about the excess over its target is gone
-        (at least 1/64 of the limit per step, so steps stay few), so a byte
-        limit trims the excess, not a whole batch."""
+    def _prune_oldest(self, doomed, max_bytes=None, held=False):
+        """Delete one batch of the oldest records for which ``doomed(arrival_us)``
+        (``held``: that named cursors acknowledged); with ``max_bytes``, stop
+        once about the excess over its target is gone (at least 1/64 of the
+        limit per step, so steps stay few), so a byte limit trims the
+        excess, not a whole batch."""
         def work(txn, session_id):
             if max_bytes is None:
                 wanted = None
@@ -120,7 +133,7 @@ class Pruner:
                 if excess <= 0:  # another writer pruned it meanwhile
                     return 0
                 wanted = max(excess, max_bytes / 64)
-            return self._delete_records(txn, session_id, doomed, False, wanted)
+            return self._delete_records(txn, session_id, doomed, False, wanted, held)
 
         for session_id in self.catalog.ids():
             removed = self.store.write(lambda txn: work(txn, session_id))
@@ -128,19 +141,22 @@ class Pruner:
                 return removed
         return 0
 
-    def _delete_records(self, txn, session_id, doomed, whole, bytes_wanted=None):
+    def _delete_records(self, txn, session_id, doomed, whole, bytes_wanted=None, held=False):
         """Delete the oldest records of a session (all streams) while ``doomed``
         (None = all), at most a batch of them and, with ``bytes_wanted``,
-        until the deleted entries reach it.  A live session keeps the newest
-        record of each stream and is never dropped; one that is not live is
-        dropped once empty; ``whole`` leaves a live session untouched.
-        Returns records deleted (at least 1 when a session was dropped)."""
+        until the deleted entries reach it; ``held``: only records every
+        named cursor of their stream acknowledged (as stored in ``txn``).  A
+        live session keeps the newest record of each stream and is never
+        dropped; one that is not live is dropped once empty; ``whole``
+        leaves a live session untouched.  Returns records deleted (at least
+        1 when a session was dropped)."""
         meta = self.catalog.get(session_id, txn)
         if meta is None:
             return 0
         live = meta["status"] == "live"
         if live and whole:
             return 0
+        acked = self.catalog.cursors.lowest_acked(txn, session_id) if held else {}
         drop_empty_session = not live
         budget = _PRUNE_BATCH
         removed = freed = 0
@@ -151,8 +167,9 @@ class Pruner:
             deletable = counters["count"] - (0 if drop_empty_session else 1)
             limit = max(0, min(budget, deletable))
             wanted = None if bytes_wanted is None else bytes_wanted - freed
+            keep_from = acked[stream] + 1 if stream in acked else None
             count, size, entry_bytes = self._layout.delete_oldest(txn, db, self.store.time_db(stream), session_id,
-                                                                  doomed, limit, wanted)
+                                                                  doomed, limit, wanted, keep_from)
             counters["count"] -= count
             counters["bytes"] -= size
             removed += count

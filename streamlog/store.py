@@ -466,8 +466,10 @@ class Store:
     def cursors_db(self, *, create=False):
         """The handle of the named cursors' database (:mod:`streamlog.cursors`),
         None while none was ever stored (unless ``create``).  Like :meth:`db`,
-        not inside a transaction of the calling thread."""
-        if not create and _CURSORS_DB not in self._dbs:
+        not inside a transaction of the calling thread, except, without
+        ``create``, inside this process's write transaction (retention):
+        then None unless it was open before the transaction began."""
+        if not create and _CURSORS_DB not in self._dbs and self._writing_thread != threading.get_ident():
             with self.read() as txn:
                 if txn.get(_CURSORS_DB) is None:
                     return None

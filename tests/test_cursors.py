@@ -8,6 +8,7 @@ import queue
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 import streamlog
 from streamlog import StreamBuffer, errors
 from streamlog.cli import main
-from helpers import REPO, Gate, start_python
+from helpers import REPO, Gate, run_python, start_python, wait_until
 from test_log import record
 
 DEADLINE_S = 120
@@ -253,3 +254,119 @@ def test_records_pruned_after_a_cursor_are_reported_when_it_resumes(tmp_path):
             log.session(1).reader(name="slow").next()
         assert pruned.value.missed == oldest - 11
         assert log.session(1).reader(name="slow", skip_pruned=True).next()[0] == oldest
+
+
+# argv: log, Retention keyword arguments as JSON.  Records (i, 100 bytes) about 1,000 a second into a new
+# session under that retention; prints "started <id>", stops when its stdin closes.
+PACED_RECORDER = """
+import json, sys, time
+from streamlog import Retention, SourceReader, StreamBuffer
+class Paced(SourceReader):
+    sleep_time_on_read_none_s = 0.0005
+    def open(self): self.i = 0; self.due = time.monotonic()
+    def read(self):
+        if time.monotonic() < self.due: return None
+        self.due += 0.001
+        self.i += 1
+        return (self.i, b"t" * 100)
+    def close(self): pass
+    def key(self, data): return data[0]
+with StreamBuffer(Paced(), log=sys.argv[1], retention=Retention(**json.loads(sys.argv[2]))) as buf:
+    print("started", buf.session.id, flush=True)
+    sys.stdin.read()
+"""
+
+# argv: log, session id, cursor name, n.  Reads n records with the named reader, acknowledges them and
+# prints their keys.
+READ_AND_ACK = """
+import sys, streamlog
+reader = streamlog.Log(sys.argv[1], create=False).session(int(sys.argv[2])).reader(name=sys.argv[3])
+keys = [reader.next()[0] for _ in range(int(sys.argv[4]))]
+reader.ack()
+print(*keys, flush=True)
+"""
+
+
+@pytest.mark.parametrize("limit", [{"max_age_s": 0.5}, {"max_sessions": 1}])
+def test_keep_unacked_holds_back_age_and_session_limits_for_a_lagging_cursor(tmp_path, processes, limit):
+    path = str(tmp_path / "rec.streamlog")
+    first, second = record(path, 3000, payload=b"k" * 1000), record(path, 3000, payload=b"k" * 1000)
+    assert run_python(READ_AND_ACK, path, first.id, "slow", 100).stdout.split() == [str(i) for i in range(1, 101)]
+    aged = streamlog.Log(path, create=False).session(second.id).stop_time + 0.5
+    wait_until(lambda: time.time() > aged, "every stored record to be older than max_age_s")
+    recorder = start_python(PACED_RECORDER, path, json.dumps(dict(limit, keep_unacked=True)),
+                            stdin=subprocess.PIPE)
+    processes.append(recorder)
+    assert recorder.stdout.readline().startswith("started 3"), recorder.stderr.read()
+    with streamlog.Log(path, readonly=True) as log:
+        # oldest first: once the session without a cursor went, the lagging one was pruned as far as it may be
+        wait_until(lambda: [s.id for s in log.sessions()] == [1, 3], "the session without a cursor to go",
+                   timeout=DEADLINE_S)
+        kept = [r[0] for r in log.session(1).irange()]
+    recorder.stdin.close()
+    assert recorder.wait(DEADLINE_S) == 0, recorder.stderr.read()
+    assert 1 < kept[0] <= 101, "whole blocks up to the acknowledged record 100 go, nothing after it"
+    assert kept == list(range(kept[0], 3001))
+    resumed = run_python(READ_AND_ACK, path, first.id, "slow", 2900).stdout.split()
+    assert resumed == [str(i) for i in range(101, 3001)]  # nothing it had not acknowledged was removed
+
+
+# argv: log, limit, go-file.  Records (i, 1 KiB) for i = 1..6144 (6 MiB) under
+# Retention(max_bytes=limit, max_age_s=3600, keep_unacked=True), pausing after the 10th record until the
+# go-file exists; prints "started <id>", then the records committed.
+BYTES_RECORDER = """
+import os, sys
+from streamlog import Retention, SourceReader, StreamBuffer
+class Chunks(SourceReader):
+    sleep_time_on_read_none_s = 0.001
+    def open(self): self.i = 0
+    def read(self):
+        if self.i == 10 and not os.path.exists(sys.argv[3]): return None
+        if self.i >= 6 * 1024: raise StopIteration
+        self.i += 1
+        return (self.i, b"r" * 1024)
+    def close(self): pass
+    def key(self, data): return data[0]
+retention = Retention(max_bytes=int(sys.argv[2]), max_age_s=3600, keep_unacked=True)
+with StreamBuffer(Chunks(), log=sys.argv[1], retention=retention) as buf:
+    print("started", buf.session.id, flush=True)
+    buf.wait()
+print(buf.committed, flush=True)
+"""
+
+# argv: log, cursor name.  The named reader's next read (RecordsPruned expected), then the same name with
+# skip_pruned=True to the end of the session, acknowledged; prints "missed N" and the keys it read.
+RESUME_AFTER_PRUNED = """
+import sys, streamlog
+from streamlog import errors
+session = streamlog.Log(sys.argv[1], create=False).session(-1)
+try:
+    session.reader(name=sys.argv[2]).next()
+except errors.RecordsPruned as exc:
+    print("missed", exc.missed, flush=True)
+reader = session.reader(name=sys.argv[2], skip_pruned=True)
+print(*[record[0] for record in reader], flush=True)
+reader.ack()
+"""
+
+
+def test_keep_unacked_gives_way_to_max_bytes_and_the_cursor_is_told_exactly_what_it_missed(tmp_path, processes):
+    path, go, limit = str(tmp_path / "rec.streamlog"), tmp_path / "go", 2 << 20
+    recorder = start_python(BYTES_RECORDER, path, limit, go)
+    processes.append(recorder)
+    assert recorder.stdout.readline().startswith("started 1"), recorder.stderr.read()
+    assert run_python(READ_AND_ACK, path, 1, "slow", 10).stdout.split() == [str(i) for i in range(1, 11)]
+    go.touch()
+    out, err = recorder.communicate(timeout=DEADLINE_S)
+    assert recorder.returncode == 0 and out.split() == [str(6 * 1024)], err
+    assert os.path.getsize(os.path.join(path, "data.mdb")) <= 1.25 * limit
+    with streamlog.Log(path, readonly=True) as log:
+        oldest = log.session(1).head()[0]
+        [cursor] = log.cursors()
+    assert oldest > 11 and (cursor.seq, cursor.lag) == (9, 6 * 1024 - 10)
+    missed, resumed = run_python(RESUME_AFTER_PRUNED, path, "slow").stdout.splitlines()
+    assert missed == f"missed {oldest - 11}"  # records 11 .. oldest - 1 went before the cursor passed them
+    assert resumed.split() == [str(i) for i in range(oldest, 6 * 1024 + 1)]
+    with streamlog.Log(path, readonly=True) as log:
+        assert [(c.seq, c.lag) for c in log.cursors()] == [(6 * 1024 - 1, 0)]
+        assert log.verify() == []

@@ -553,15 +553,17 @@ def _skip_entry(cursor):
 # -- deleting (retention) --------------------------------------------------------------
 
 
-def delete_oldest(txn, db, time_db, session_id, doomed, limit, bytes_wanted):
+def delete_oldest(txn, db, time_db, session_id, doomed, limit, bytes_wanted, keep_from_seq=None):
     """Delete the oldest blocks of ``session_id`` in ``db`` inside write
     transaction ``txn``, and the time-index entries that point into them;
     return ``(records, payload bytes, entry bytes)`` deleted.
 
     Only whole blocks go: a block goes while ``doomed(arrival_us of its newest
     record)`` is true (None: always), while the records deleted stay within
-    ``limit``, and with ``bytes_wanted`` (None: no bound) until the deleted
-    entries (keys, values, node headers) reach about that many bytes.
+    ``limit``, with ``bytes_wanted`` (None: no bound) until the deleted
+    entries (keys, values, node headers) reach about that many bytes, and
+    with ``keep_from_seq`` (None: no bound) while every record of the block
+    has a sequence number below it.
     """
     end = after_session(session_id)
     removed = size_removed = freed = 0
@@ -590,7 +592,8 @@ def delete_oldest(txn, db, time_db, session_id, doomed, limit, bytes_wanted):
             block = Block(key, b"".join(parts))
         except (CorruptRecord, IndexError) as exc:
             raise damaged_block(key, exc) from None
-        if removed + block.n > limit or (doomed is not None and not doomed(block.arrival(block.n - 1))):
+        if (removed + block.n > limit or (doomed is not None and not doomed(block.arrival(block.n - 1)))
+                or (keep_from_seq is not None and block.first_seq + block.n > keep_from_seq)):
             break
         for _ in range(count + 1):
             cursor.delete()
