@@ -4,6 +4,7 @@ a killed writer among live ones, shared retention, racing creators."""
 import json
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -11,6 +12,7 @@ import streamlog
 from streamlog import Retention, StreamBuffer, errors
 from helpers import Counter, Gate, run_python, start_python
 from helpers import wait_until as wait_for
+from test_misbehaving_readers import kill_inside_a_read_transaction
 
 DEADLINE_S = 120
 
@@ -231,3 +233,181 @@ def test_fifty_races_of_two_processes_creating_one_new_log(tmp_path):
         with streamlog.Log(tmp_path / f"log{trial}", create=False) as log:
             assert [(s.id, s.status, s.count) for s in log.sessions()] == [(1, "closed", 10), (2, "closed", 10)]
             assert log.verify() == []
+
+
+# argv: log, stream, session ("new" or an id), count, go-file.  WRITER with a 1 MiB initial map, so the
+# map must grow many times while the other writers write; prints "started <id>", then the records it
+# committed and its own map size at the end.
+SMALL_MAP_WRITER = """
+import os, sys, time
+import streamlog
+from streamlog import SourceReader, StreamBuffer
+streamlog.store.INITIAL_MAP_SIZE = 1 << 20
+
+class Burst(SourceReader):
+    sleep_time_on_read_none_s = 0.001
+    def __init__(self, stream, count, go): self.stream, self.count, self.go = stream, count, go
+    def open(self): self.i = 0; self.going = False
+    def read(self):
+        if not self.going:
+            self.going = os.path.exists(self.go)
+            return None
+        if self.i >= self.count: raise StopIteration
+        self.i += 1
+        return (self.i, self.stream, b"m" * 200)
+    def close(self): pass
+    def key(self, data): return data[0]
+
+path, stream, session, count, go = sys.argv[1:6]
+session = None if session == "new" else int(session)
+with StreamBuffer(Burst(stream, int(count), go), log=path, stream=stream, session=session, maxlen=100) as buf:
+    print("started", buf.session.id, flush=True)
+    buf.wait()
+    print(buf.committed, streamlog.Log(path).stats()["map_size"], flush=True)
+"""
+
+
+def test_the_map_grows_while_three_writers_write_and_every_one_carries_on(tmp_path, processes):
+    path, go, count = tmp_path / "lab.streamlog", tmp_path / "go", 40_000
+    writers = []
+    for stream in ("a", "b", "c"):
+        writer = start_python(SMALL_MAP_WRITER, path, stream, writers[0][1] if writers else "new", count, go)
+        processes.append(writer)
+        line = writer.stdout.readline()
+        assert line.startswith("started"), writer.stderr.read()
+        writers.append((writer, int(line.split()[1])))
+    go.touch()
+    outs = [writer.communicate(timeout=DEADLINE_S) for writer, _ in writers]
+    assert [writer.returncode for writer, _ in writers] == [0, 0, 0], [err for _, err in outs]
+    with streamlog.Log(path, create=False) as log:
+        used = log.stats()["bytes_used"]
+        session = log.session(writers[0][1])
+        assert session.status == "closed" and log.verify() == []
+        for stream in ("a", "b", "c"):
+            assert [r[0] for r in session.irange(stream=stream)] == list(range(1, count + 1))
+    assert used > 8 << 20  # the map began at 1 MiB: it grew at least four times
+    for out, _ in outs:
+        committed, map_size = map(int, out.split())
+        assert committed == count and map_size >= used  # each writer grew the map or adopted another's growth
+
+
+# argv: log, limit.  Records (i, 1 KiB) about 2,000 a second into a new session under
+# Retention(max_bytes=limit) until its stdin closes; prints "started <id>", then the records it committed
+# and the stale reader slots its process cleared.
+PACED_RETAINED = """
+import sys, time
+import streamlog
+from streamlog import Retention, SourceReader, StreamBuffer
+class Paced(SourceReader):
+    sleep_time_on_read_none_s = 0.0005
+    def open(self): self.i = 0; self.due = time.monotonic()
+    def read(self):
+        if time.monotonic() < self.due: return None
+        self.due += 0.0005
+        self.i += 1
+        return (self.i, b"p" * 1024)
+    def close(self): pass
+    def key(self, data): return data[0]
+with StreamBuffer(Paced(), log=sys.argv[1], retention=Retention(max_bytes=int(sys.argv[2]))) as buf:
+    print("started", buf.session.id, flush=True)
+    sys.stdin.read()
+    buf.stop()
+    print(buf.committed, streamlog.Log(sys.argv[1]).stats()["stale_readers_cleared"], flush=True)
+"""
+
+
+def test_a_reader_killed_inside_a_read_transaction_is_cleared_by_one_of_three_writers(tmp_path, processes):
+    path, limit = str(tmp_path / "rec.streamlog"), 2 << 20
+    with streamlog.Log(path) as log:  # opened before the kill: opening clears stale slots by itself
+        writers = [start_python(PACED_RETAINED, path, limit, stdin=subprocess.PIPE) for _ in range(3)]
+        processes.extend(writers)
+        assert all(w.stdout.readline().startswith("started") for w in writers), [w.stderr.read() for w in writers]
+        recorded = lambda: sum(s.recorded for s in log.sessions())
+        wait_for(lambda: recorded() > 3 * limit // 1024, "the writers to record three times the limit",
+                 timeout=DEADLINE_S)
+        dead = kill_inside_a_read_transaction(path)
+        wait_for(lambda: dead not in {pid for pid, _ in log.store.reader_slots()},
+                 "a writer to clear the dead reader's slot", timeout=DEADLINE_S)
+        after = recorded()
+        wait_for(lambda: recorded() > after + 3 * limit // 1024, "three times the limit more", timeout=DEADLINE_S)
+        assert log.stats()["stale_readers_cleared"] == 0  # not this process: a writer
+        for writer in writers:
+            writer.stdin.close()  # they stop at once, not one after another
+        outs = [(w.stdout.read(), w.stderr.read()) for w in writers]
+        assert [w.wait(DEADLINE_S) for w in writers] == [0, 0, 0], [err for _, err in outs]
+        assert sum(int(out.split()[1]) for out, _ in outs) >= 1
+        assert os.path.getsize(os.path.join(path, "data.mdb")) <= 1.25 * limit
+        assert log.verify() == []
+
+
+# argv: log, n.  Records one record into each of n new sessions, one after the other; prints each id.
+SESSIONS = """
+import sys
+from streamlog import SourceReader, StreamBuffer
+class One(SourceReader):
+    def open(self): self.done = False
+    def read(self):
+        if self.done: raise StopIteration
+        self.done = True
+        return (1, "x")
+    def close(self): pass
+    def key(self, data): return data[0]
+for _ in range(int(sys.argv[2])):
+    with StreamBuffer(One(), log=sys.argv[1]) as buf:
+        buf.wait()
+    print(buf.session.id, flush=True)
+"""
+
+
+def test_session_ids_are_never_reused_across_writers_and_a_killed_one(tmp_path, processes):
+    path = str(tmp_path / "rec.streamlog")
+    writers = [start_python(SESSIONS, path, 30) for _ in range(3)]
+    processes.extend(writers)
+    victim = writers[1]
+    printed = [victim.stdout.readline() for _ in range(10)]  # killed somewhere in its 11th .. 30th session
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(DEADLINE_S) == -signal.SIGKILL
+    printed += victim.stdout.read().splitlines()
+    outs = [w.communicate(timeout=DEADLINE_S) for w in (writers[0], writers[2])]
+    assert [w.returncode for w in (writers[0], writers[2])] == [0, 0], [err for _, err in outs]
+    ids = [int(line) for line in printed] + [int(word) for out, _ in outs for word in out.split()]
+    assert len(ids) == len(set(ids)) >= 70
+    with streamlog.Log(path, create=False) as log:
+        sessions = log.sessions()
+        assert [s.id for s in sessions] == list(range(1, len(sessions) + 1)) and set(ids) <= {s.id for s in sessions}
+        assert {s.status for s in sessions} <= {"closed", "crashed"}
+        assert sum(s.status == "crashed" for s in sessions) <= 1  # the victim's, if it died recording
+        newest = sessions[-1].id
+        log.prune(Retention(max_sessions=1))
+        log.delete_session(newest)
+        assert log.sessions() == []
+    assert run_python(SESSIONS, path, 1).stdout.split() == [str(newest + 1)]
+
+
+# argv: log, limit, go-file.  Waits for the go-file, then prunes the log to Retention(max_bytes=limit);
+# prints the records it removed.
+PRUNER = """
+import os, sys
+import streamlog
+log = streamlog.Log(sys.argv[1], create=False)
+while not os.path.exists(sys.argv[3]):
+    pass
+print(log.prune(streamlog.Retention(max_bytes=int(sys.argv[2]))), flush=True)
+"""
+
+
+def test_three_processes_pruning_at_once_remove_the_excess_once(tmp_path, processes):
+    path, go, limit = str(tmp_path / "rec.streamlog"), tmp_path / "go", 1 << 20
+    with StreamBuffer(Counter(4000, payload=b"b" * 512), log=path) as buf:
+        buf.wait(DEADLINE_S)
+    pruners = [start_python(PRUNER, path, limit, go) for _ in range(3)]
+    processes.extend(pruners)
+    go.touch()
+    outs = [p.communicate(timeout=DEADLINE_S) for p in pruners]
+    assert [p.returncode for p in pruners] == [0, 0, 0], [err for _, err in outs]
+    removed = [int(out) for out, _ in outs]
+    with streamlog.Log(path, create=False) as log:
+        used, kept = log.stats()["bytes_used"], [r[0] for r in log.session(1).irange()]
+        assert log.verify() == []
+    assert 0.5 * limit <= used <= 0.8 * limit, f"{used} bytes in use under a {limit}-byte limit"
+    assert sum(removed) == 4000 - len(kept) and kept == list(range(4001 - len(kept), 4001))
