@@ -21,6 +21,7 @@ from streamlog import errors, records
 
 _PRUNE_BATCH = 2000
 _PRUNE_TARGET = 0.8
+_LOWEST_TARGET = 0.5
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Pruner:
         self.catalog = catalog
         self.store = catalog.store
         self._layout = records.layout(records.FORMAT_VERSION)
+        self._file_bytes_at_start = None
 
     def step(self, retention):
         """Remove one small batch of what ``retention`` excludes; return
@@ -84,13 +86,33 @@ class Pruner:
             removed = self._prune_oldest(lambda arrival: arrival < cutoff, held=held)
             if removed:
                 return removed
-        if retention.max_bytes is not None and self._excess(None, retention.max_bytes) > 0:
-            return self._prune_oldest(lambda arrival: True, max_bytes=retention.max_bytes)
+        if retention.max_bytes is not None:
+            target = self._target(retention.max_bytes)
+            if self._excess(None, target) > 0:
+                return self._prune_oldest(lambda arrival: True, max_bytes=retention.max_bytes, target=target)
         return 0
 
-    def _excess(self, txn, max_bytes):
-        """Bytes in use over the pruning target of ``max_bytes`` (as seen in ``txn``)."""
-        return self.store.pages_in_use(txn) * self.store.page_size - max_bytes * _PRUNE_TARGET
+    def _target(self, max_bytes):
+        """The bytes in use that pruning for ``max_bytes`` aims at: 80 % of it,
+        less what the file grew past the limit while this pruner pruned (at
+        most down to 50 %).
+
+        LMDB reuses freed pages only when it finds a run long enough for
+        what it allocates, so the file can grow past the limit with free
+        pages left (more often with several writers); keeping more pages
+        free then lets it find them.  A file already past the limit when
+        the pruner first looked (an earlier recording) counts from its size
+        then: its free pages are there to reuse.
+        """
+        file_bytes = self.store.file_pages() * self.store.page_size
+        if self._file_bytes_at_start is None:
+            self._file_bytes_at_start = file_bytes
+        overshoot = max(0.0, file_bytes - max(max_bytes, self._file_bytes_at_start))
+        return max(_LOWEST_TARGET * max_bytes, _PRUNE_TARGET * max_bytes - overshoot)
+
+    def _excess(self, txn, target):
+        """Bytes in use over ``target`` (as seen in ``txn``)."""
+        return self.store.pages_in_use(txn) * self.store.page_size - target
 
     def delete_session(self, session_id):
         """Delete session ``session_id`` with all its records, in write
@@ -119,7 +141,7 @@ class Pruner:
                 return removed
         return None
 
-    def _prune_oldest(self, doomed, max_bytes=None, held=False):
+    def _prune_oldest(self, doomed, max_bytes=None, held=False, target=None):
         """Delete one batch of the oldest records for which ``doomed(arrival_us)``
         (``held``: that named cursors acknowledged); with ``max_bytes``, stop
         once about the excess over its target is gone (at least 1/64 of the
@@ -129,7 +151,7 @@ class Pruner:
             if max_bytes is None:
                 wanted = None
             else:
-                excess = self._excess(txn, max_bytes)
+                excess = self._excess(txn, target)
                 if excess <= 0:  # another writer pruned it meanwhile
                     return 0
                 wanted = max(excess, max_bytes / 64)

@@ -638,6 +638,11 @@ class Store:
         copied = os.path.join(directory, DATA_FILE)
         os.chmod(copied, stat.S_IMODE(os.stat(copied).st_mode) & FILE_MODE)
 
+    def file_pages(self):
+        """Pages of the data file LMDB uses (up to the highest page written,
+        as of the newest commit of any process); the file never shrinks."""
+        return self.info()["last_pgno"] + 1
+
     def info(self):
         """LMDB's figures for the environment (``map_size``, ``last_pgno``, ...)."""
         self._check_usable()
