@@ -24,7 +24,8 @@ def session_summary(session, *, utc=False):
     count ever recorded (pruning lowers the first), ``duration_s`` runs to
     now for a live session and is None when unknown, ``rate_hz`` is
     ``recorded / duration_s``; ``start``/``stop`` are ISO-8601 (local time,
-    or UTC with ``utc``).  ``streams`` maps each stream's name to its
+    or UTC with ``utc``); ``pid`` is the creator's, ``crashed_pids`` the
+    dead writers' of a crashed session (``[]`` otherwise).  ``streams`` maps each stream's name to its
     ``records, recorded, bytes, first_key, last_key, key_types, error``.
     """
     time_key = notation.is_time_keyed(session.info)
@@ -56,6 +57,7 @@ def session_summary(session, *, utc=False):
         "rate_hz": main["recorded"] / duration if duration else None,
         "source": describe_source(session.info),
         "pid": session.pid,
+        "crashed_pids": session.crashed_pids,
         "host": session.host,
         "durability": session.durability,
         "error": session.error,

@@ -239,8 +239,7 @@ class Log:
         problems = []
         for session in self.sessions():
             if crashed and session.status == "crashed":
-                problems.append(f"session {session.id} was left live by process {session.pid}, which is gone "
-                                f"(crashed; its records up to the crash are kept)")
+                problems.append(session.crash_note())
             for stream in session.streams:
                 problems.extend(self._verify_stream(session, stream))
         return problems
@@ -346,6 +345,26 @@ class Session:
     def stream_pid(self, stream=None):
         """The pid of the process that wrote ``stream`` (None if not stored)."""
         return token_pid(self._counters(stream).get("writer"))
+
+    @property
+    def crashed_pids(self):
+        """The pids of the writers whose death crashed the session (the
+        writers of its crashed streams, sorted; the creator's for a session
+        stored before streams named their writer); ``[]`` unless crashed."""
+        if self.status != "crashed":
+            return []
+        pids = {token_pid(counters.get("writer")) for name, counters in self._meta["streams"].items()
+                if counters.get("writer") and stream_status(self._meta, name, self._alive) == "crashed"}
+        return sorted(pids) or [self.pid]
+
+    def crash_note(self):
+        """The one-line note :meth:`Log.verify` and ``streamlog doctor`` give
+        for a crashed session, naming the dead writers; None unless crashed."""
+        pids = self.crashed_pids
+        if not pids:
+            return None
+        who = f"process {pids[0]}, which is" if len(pids) == 1 else f"processes {', '.join(map(str, pids))}, which are"
+        return f"session {self.id} was left live by {who} gone (crashed; its records up to the crash are kept)"
 
     @property
     def streams(self):

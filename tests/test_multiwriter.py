@@ -7,9 +7,11 @@ import signal
 import subprocess
 
 import pytest
+from click.testing import CliRunner
 
 import streamlog
 from streamlog import Retention, StreamBuffer, errors
+from streamlog.cli import main
 from helpers import Counter, Gate, run_python, start_python
 from helpers import wait_until as wait_for
 from test_misbehaving_readers import kill_inside_a_read_transaction
@@ -411,3 +413,28 @@ def test_three_processes_pruning_at_once_remove_the_excess_once(tmp_path, proces
         assert log.verify() == []
     assert 0.5 * limit <= used <= 0.8 * limit, f"{used} bytes in use under a {limit}-byte limit"
     assert sum(removed) == 4000 - len(kept) and kept == list(range(4001 - len(kept), 4001))
+
+
+def test_the_crash_note_names_the_dead_writer_not_the_creator(tmp_path, processes):
+    path, go = tmp_path / "lab.streamlog", tmp_path / "go"
+    creator, session_id = start_writer(processes, path, "eeg", "new", 2000, go)
+    victim, _ = start_writer(processes, path, "audio", session_id, 0, go)  # endless: killed
+    go.touch()
+    with streamlog.Log(path, readonly=True) as log:
+        wait_for(lambda: log.session(session_id).stream_info("audio")["recorded"] > 0, "the victim's records",
+                 timeout=DEADLINE_S)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(DEADLINE_S) == -signal.SIGKILL and creator.wait(DEADLINE_S) == 0
+    note = (f"session {session_id} was left live by process {victim.pid}, which is gone (crashed; its records "
+            f"up to the crash are kept)")
+    with streamlog.Log(path, create=False) as log:
+        session = log.session(session_id)
+        assert (session.status, session.pid, session.crashed_pids) == ("crashed", creator.pid, [victim.pid])
+        assert log.verify() == [note]
+    doctor = CliRunner().invoke(main, ["doctor", str(path)])
+    assert doctor.exit_code == 0 and f"  - {note}\n" in doctor.output, doctor.output
+    listed = CliRunner().invoke(main, ["sessions", str(path)])
+    assert listed.exit_code == 0 and listed.output.splitlines()[-1] == (
+        f"session {session_id} crashed: its recorder (pid {victim.pid}) died; it holds what was committed before")
+    [summary] = json.loads(CliRunner().invoke(main, ["sessions", str(path), "--json"]).output)
+    assert (summary["pid"], summary["crashed_pids"]) == (creator.pid, [victim.pid])

@@ -193,8 +193,7 @@ def doctor(ctx, log, strict):
     ]
     for label, value in rows:
         click.echo(f"{label:<9} {value}")
-    crashed = [f"session {s['id']} was left live by process {s['pid']}, which is gone (crashed; its records up "
-               f"to the crash are kept)" for s in sessions if s["status"] == "crashed"]
+    crashed = [s["crash_note"] for s in sessions if s["status"] == "crashed"]
     failed = [f"session {s['id']} failed: {s['error'] or 'no error recorded'}"
               for s in sessions if s["status"] == "failed"]
     history = failed + ([] if strict else crashed)
@@ -214,10 +213,11 @@ def doctor(ctx, log, strict):
 
 def _findings(log):
     """What doctor reports: the log's stats, its sessions (id, status, pid,
-    error) and its problems (crashed sessions not counted)."""
+    error, crash note) and its problems (crashed sessions not counted)."""
     with open_log(log) as opened:
         opened.clear_stale_readers()
-        sessions = [{"id": s.id, "status": s.status, "pid": s.pid, "error": s.error} for s in opened.sessions()]
+        sessions = [{"id": s.id, "status": s.status, "pid": s.pid, "error": s.error, "crash_note": s.crash_note()}
+                    for s in opened.sessions()]
         return opened.stats(), sessions, opened.verify(crashed=False)
 
 

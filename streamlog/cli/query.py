@@ -117,8 +117,9 @@ def sessions(log, session_spec, fmt, utc):
         if s["status"] == "failed":
             click.echo(f"session {s['id']} failed: {_shorten(s['error'] or 'no error recorded', 160)}")
         elif s["status"] == "crashed":
-            click.echo(f"session {s['id']} crashed: its recorder (pid {s['pid']}) died; it holds what was "
-                       f"committed before")
+            pids = ", ".join(map(str, s["crashed_pids"]))
+            who = f"its recorder (pid {pids})" if len(s["crashed_pids"]) == 1 else f"its recorders (pids {pids})"
+            click.echo(f"session {s['id']} crashed: {who} died; it holds what was committed before")
         for group in s.get("groups", ()):
             click.echo(f"session {s['id']} group {group['name']}: lag {group['lag']}, pending {group['pending']}, "
                        f"{group['consumers']} consumer(s)")
