@@ -33,7 +33,7 @@ a gap-free prefix ``1..n`` with ``n`` between its last reported
 ``closed`` and holds every record its source produced; the session is
 ``crashed`` (crashed wins over closed), or ``closed`` when the killed
 writer never added its stream; ``Log.verify()`` reports the crashed-session
-note alone (nothing when closed); a new recording appends a session with a
+note alone, naming the killed writer's pid (nothing when closed); a new recording appends a session with a
 higher id.
 
 Loss: records the source had produced but the log does not hold, and the
@@ -276,11 +276,13 @@ def check_crashed_session(trial, log, session, payload):
     check_bounds(trial)
 
 
-def check_notes(problems, log, crashed_id):
+def check_notes(problems, log, crashed_id, pid=None):
     """``Log.verify()`` must report the crashed-session note of session
-    ``crashed_id`` and nothing else (nothing at all when it is None)."""
+    ``crashed_id`` (naming process ``pid``, the dead writer, when given) and
+    nothing else (nothing at all when it is None)."""
     notes = log.verify()
-    expected = [] if crashed_id is None else [f"session {crashed_id} was left live"]
+    who = "" if pid is None else f" by process {pid}, which is gone"
+    expected = [] if crashed_id is None else [f"session {crashed_id} was left live{who}"]
     if len(notes) != len(expected) or not all(note.startswith(start) for note, start in zip(notes, expected)):
         problems.append(f"verify() reports {notes}")
 
@@ -500,7 +502,7 @@ def check_multi_log(trial, path, started):
         for writer in started:
             if writer is not killed and check_complete(problems, session, writer):
                 trial.others_complete += 1
-        check_notes(problems, log, session.id if trial.stream_stored else None)
+        check_notes(problems, log, session.id if trial.stream_stored else None, killed.child.pid)
         trial.crashed_session = session.id if trial.stream_stored else None
         record_next_session(trial, log)
         if trial.crashed_session is None and trial.next_session is not None and trial.next_session <= session.id:
