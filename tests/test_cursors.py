@@ -370,3 +370,21 @@ def test_keep_unacked_gives_way_to_max_bytes_and_the_cursor_is_told_exactly_what
     with streamlog.Log(path, readonly=True) as log:
         assert [(c.seq, c.lag) for c in log.cursors()] == [(6 * 1024 - 1, 0)]
         assert log.verify() == []
+
+
+def test_prune_keep_unacked_from_the_shell(tmp_path):
+    path = str(tmp_path / "rec.streamlog")
+    record(path, 3000, payload=b"k" * 1000)
+    record(path, 10)
+    with streamlog.Log(path, create=False) as log:
+        reader = log.session(1).reader(name="slow")
+        reader.read(100)
+        reader.ack()
+    result = run("prune", path, "--keep-sessions", "1", "--keep-unacked")
+    assert result.exit_code == 0, result.output
+    with streamlog.Log(path, readonly=True) as log:
+        kept = [r[0] for r in log.session(1).irange()]
+    assert 1 < kept[0] <= 101 and kept == list(range(kept[0], 3001))
+    assert f"session 1: 3000 -> {len(kept)} records" in result.output
+    result = run("prune", path, "--keep-sessions", "1")
+    assert result.exit_code == 0 and "sessions removed: 1" in result.output

@@ -23,13 +23,15 @@ Stdout, one flushed line each:
   stop the recorder and end its stream with N records (closing the session
   unless another writer's stream is still live); the exit status is then 0.
 
-The script installs no signal handler: SIGINT is Python's KeyboardInterrupt,
-SIGTERM and SIGKILL end the process at once.
+SIGINT is Python's KeyboardInterrupt (the script restores Python's own
+handler, which a background job started by a shell would lack: SIGINT
+ignored); SIGTERM and SIGKILL end the process at once.
 """
 
 import argparse
 import mmap
 import os
+import signal
 import struct
 import sys
 import time
@@ -102,6 +104,9 @@ def main():
     parser.add_argument("--stream", default="main")
     parser.add_argument("--join", type=int, help="the id of a live session to record a stream of")
     args = parser.parse_args()
+    # a shell starts a background job (`... &`) with SIGINT ignored, and Python then keeps it ignored: the
+    # trials' SIGINT must raise KeyboardInterrupt whoever started this process
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     retention = Retention(max_bytes=args.max_bytes) if args.max_bytes else None
     source = PacedCounter(args.rate, args.payload, args.progress)
     buf = StreamBuffer(source, log=args.log, maxlen=1000, durability=args.durability, retention=retention,

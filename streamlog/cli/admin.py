@@ -4,6 +4,7 @@ report), ``upgrade`` (rewrite an old log in the current format),
 (give freed pages back); the work is in :mod:`streamlog.maintenance`
 and :class:`streamlog.Log`."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -41,11 +42,14 @@ _LIMITS = (("max_bytes", "--max-bytes"), ("max_age_s", "--max-age"), ("max_sessi
               help="Remove records that arrived before TIME (-7d, epoch seconds, ISO-8601).")
 @click.option("--keep-sessions", type=click.IntRange(min=1), metavar="N",
               help="Keep only the newest N sessions (a live session is never removed whole).")
+@click.option("--keep-unacked", is_flag=True,
+              help="--max-age, --until and --keep-sessions keep the records a named cursor has not "
+                   "acknowledged (see `streamlog cursors`); --max-bytes removes them all the same.")
 @click.option("--dry-run", "-n", is_flag=True,
               help="Print what would be removed and change nothing (prunes a temporary copy of the log, "
                    "so it needs room for one in $TMPDIR).")
 @utc_option
-def prune(log, max_bytes, max_age, until, keep_sessions, dry_run, utc):
+def prune(log, max_bytes, max_age, until, keep_sessions, keep_unacked, dry_run, utc):
     """Remove old records from LOG now, within the given limits.
 
     Give at least one limit.  Works while other processes record: a live
@@ -64,6 +68,7 @@ def prune(log, max_bytes, max_age, until, keep_sessions, dry_run, utc):
         age = time.time() - until
         max_age = age if max_age is None else min(max_age, age)
     retention = _retention_from_options(max_bytes=max_bytes, max_age_s=max_age, max_sessions=keep_sessions)
+    retention = dataclasses.replace(retention, keep_unacked=keep_unacked)
     if dry_run:
         _print_plan(log, prune_plan(log, retention))
         return
