@@ -387,10 +387,16 @@ class Writer:
     lines: ChildLines
 
     def reported(self, prefix):
-        """The numbers of its lines ``prefix N`` (e.g. ``"committed "``); a line
-        a SIGINT cut and the next one continued does not count."""
-        return [int(line[len(prefix):]) for line in self.lines.lines
-                if line.startswith(prefix) and line[len(prefix):].isdigit()]
+        """The numbers N of its lines ending ``prefix N`` (e.g. ``"committed "``).
+        A SIGINT that cuts a line before its newline makes the next one
+        continue it (``committed 26stopped 2640``): the part before is not a
+        number there, and the last part still counts."""
+        numbers = []
+        for line in self.lines.lines:
+            _, found, number = line.rpartition(prefix)
+            if found and number.isdigit():
+                numbers.append(int(number))
+        return numbers
 
 
 def start_writer(directory, number, index, path, mode, join):
@@ -523,7 +529,8 @@ def check_complete(problems, session, writer):
     produced = read_progress(writer.progress)
     if (first or 1, last) != (1, produced) or writer.reported("stopped ") != [produced]:
         problems.append(f"the surviving stream {writer.stream} holds {first}..{last} of the {produced} records "
-                        f"produced (it printed {writer.reported('stopped ')})")
+                        f"produced (it printed {writer.reported('stopped ')}; its last lines "
+                        f"{writer.lines.lines[-2:]})")
     return len(problems) == before
 
 
