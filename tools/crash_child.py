@@ -25,10 +25,12 @@ Stdout, one flushed line each:
 
 SIGINT is Python's KeyboardInterrupt (the script restores Python's own
 handler, which a background job started by a shell would lack: SIGINT
-ignored); SIGTERM and SIGKILL end the process at once.
+ignored); SIGTERM and SIGKILL end the process at once; SIGUSR1 writes every
+thread's stack to stderr (``faulthandler``) and goes on.
 """
 
 import argparse
+import faulthandler
 import mmap
 import os
 import signal
@@ -107,6 +109,7 @@ def main():
     # a shell starts a background job (`... &`) with SIGINT ignored, and Python then keeps it ignored: the
     # trials' SIGINT must raise KeyboardInterrupt whoever started this process
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a parent that finds it stuck asks for its stacks
     retention = Retention(max_bytes=args.max_bytes) if args.max_bytes else None
     source = PacedCounter(args.rate, args.payload, args.progress)
     buf = StreamBuffer(source, log=args.log, maxlen=1000, durability=args.durability, retention=retention,

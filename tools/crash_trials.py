@@ -362,6 +362,7 @@ class MultiTrial(Trial):
     victim: int = 0
     stream_stored: bool = False
     others_complete: int = 0
+    stop_s: float = 0.0  # the longest a surviving writer took to end after its SIGINT
 
     def line(self):
         if not self.stream_stored:
@@ -374,7 +375,7 @@ class MultiTrial(Trial):
         return (f"trial {self.number:3d} {self.mode:6s} {self.phase:7s} kill w{self.victim + 1} of {self.writers} "
                 f"at +{self.delay_ms:6.1f} ms: reported committed {self.reported_committed}, produced "
                 f"{self.produced}, {stored}, lost {self.lost}; {self.others_complete} of {self.writers - 1} "
-                f"others complete: {verdict}")
+                f"others complete, ended {self.stop_s:.2f} s after SIGINT: {verdict}")
 
 
 @dataclass
@@ -420,6 +421,52 @@ def end_child(child, signum):
         return None
 
 
+def stop_survivor(trial, writer):
+    """SIGINT a surviving writer and reap it; return its status (None if it
+    had to be killed).  One that does not end within ``DEADLINE_S`` is
+    looked at (its threads' states and kernel wait channels, its CPU time,
+    its Python stacks through SIGUSR1) and given ``DEADLINE_S`` more, so the
+    problem says whether it was stuck or only slow (a CPU-starved process
+    under ``nice``), and where."""
+    child = writer.child
+    started = time.monotonic()
+    status = end_child(child, signal.SIGINT)
+    if status is None:
+        seen = describe_process(child.pid)
+        child.send_signal(signal.SIGUSR1)
+        status = end_child(child, signal.SIGCONT)  # SIGCONT: a signal that changes nothing
+        waited = time.monotonic() - started
+        if status is None:
+            end_child(child, signal.SIGKILL)
+            stacks = child.stderr.read()[-4000:]
+            trial.problems.append(f"writer {writer.stream} did not end within {waited:.0f} s of its SIGINT; "
+                                  f"after {DEADLINE_S:g} s: {seen}; its stacks: {stacks}")
+            return None
+        trial.problems.append(f"writer {writer.stream} ended only {waited:.0f} s after its SIGINT (after "
+                              f"{DEADLINE_S:g} s: {seen})")
+    trial.stop_s = max(trial.stop_s, time.monotonic() - started)
+    return status
+
+
+def describe_process(pid):
+    """One line about process ``pid`` from /proc: its CPU time and, per
+    thread, its name, state (R running or runnable, S sleeping, D in the
+    kernel) and kernel wait channel."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / ticks
+        threads = []
+        for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+            name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            state = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()[0]
+            wchan = open(f"/proc/{pid}/task/{tid}/wchan").read().strip() or "-"
+            threads.append(f"{name} {state} {wchan}")
+    except OSError as exc:
+        return f"/proc/{pid} unreadable ({exc.strerror})"
+    return f"CPU {cpu:.2f} s, threads: {'; '.join(threads)}"
+
+
 def run_multi_trial(directory, number, mode, phase, victim, delay_s, writers=3):
     """Start ``writers`` recorders of one session (the first creates it, the
     others join it), SIGKILL writer ``victim`` ``delay_s`` after the phase's
@@ -455,11 +502,11 @@ def run_multi_trial(directory, number, mode, phase, victim, delay_s, writers=3):
             time.sleep(delay_s)  # the random moment of the kill is the point of the trial
             end_child(started[victim].child, signal.SIGKILL)
         for index, writer in enumerate(started):
-            status = writer.child.returncode if index == victim else end_child(writer.child, signal.SIGINT)
-            expected = -signal.SIGKILL if index == victim else 0
-            if status is None:
-                trial.problems.append(f"writer {writer.stream} did not end within {DEADLINE_S:g} s of the signal")
-            elif status != expected:
+            if index == victim:
+                status, expected = writer.child.returncode, -signal.SIGKILL
+            else:
+                status, expected = stop_survivor(trial, writer), 0
+            if status is not None and status != expected:
                 trial.problems.append(f"writer {writer.stream} ended with status {status}, not {expected}: "
                                       f"{writer.child.stderr.read().strip()}")
     finally:
@@ -550,15 +597,17 @@ def plan_multi(trials, modes, writers, rng):
 def summary_multi(results, modes):
     """The per-mode table of a multi-writer run as lines of text."""
     rows = [f"{'mode':6s} {'trials':>6s} {'passed':>6s} {'killed stream lost min':>22s} {'median':>7s} "
-            f"{'max':>6s} {'others complete':>15s}"]
+            f"{'max':>6s} {'others complete':>15s} {'stop s median':>13s} {'max':>6s}"]
     for mode in modes:
         done = [t for t in results if t.mode == mode]
         if not done:
             continue
         lost = [t.lost for t in done]
         complete = f"{sum(t.others_complete for t in done)} / {sum(t.writers - 1 for t in done)}"
+        stops = [t.stop_s for t in done]
         rows.append(f"{mode:6s} {len(done):6d} {sum(not t.problems for t in done):6d} {min(lost):22d} "
-                    f"{statistics.median(lost):7g} {max(lost):6d} {complete:>15s}")
+                    f"{statistics.median(lost):7g} {max(lost):6d} {complete:>15s} {statistics.median(stops):13.2f} "
+                    f"{max(stops):6.2f}")
     return rows
 
 
@@ -627,7 +676,8 @@ def main(argv=None):
     if multi:
         print("\n".join(summary_multi(results, modes)))
         print("lost: records the killed writer's source produced but its stream does not hold; others complete: "
-              "surviving streams closed with every record their source produced")
+              "surviving streams closed with every record their source produced; stop s: per trial the longest "
+              "a surviving writer took from its SIGINT to its exit")
     else:
         print("\n".join(summary(results, modes)))
         print("lost: records produced by the source but not in the log; window: kill time minus the arrival "
