@@ -128,6 +128,37 @@ processes), then keeps the session live (an idle source) until its stdin
 closes or it is killed."""
 
 
+PACED_RECORDER = """
+import json, sys, time
+import streamlog
+from streamlog import Retention, SourceReader, StreamBuffer
+
+class Paced(SourceReader):
+    sleep_time_on_read_none_s = 0.0005
+    def __init__(self, every, payload): self.every, self.payload = every, payload
+    def open(self): self.i = 0; self.due = time.monotonic()
+    def read(self):
+        if time.monotonic() < self.due: return None
+        self.due += self.every
+        self.i += 1
+        return (self.i, self.payload)
+    def close(self): pass
+    def key(self, data): return data[0]
+
+path, retention, rate, size = sys.argv[1], Retention(**json.loads(sys.argv[2])), float(sys.argv[3]), int(sys.argv[4])
+with StreamBuffer(Paced(1 / rate, b"p" * size), log=path, retention=retention) as buf:
+    print("started", buf.session.id, flush=True)
+    sys.stdin.read()
+    buf.stop()
+    print(buf.committed, streamlog.Log(path).stats()["stale_readers_cleared"], flush=True)
+"""
+"""A script recording ``(i, payload)`` for i = 1, 2, ... into a new session
+of the log argv[1] under the retention argv[2] (``Retention`` keyword
+arguments as JSON), argv[3] records a second of argv[4] payload bytes; it
+prints "started <id>", and when its stdin closes it stops and prints the
+records it committed and the stale reader slots its process cleared."""
+
+
 def wait_until(predicate, what, timeout=30):
     """Poll ``predicate`` every 5 ms until it is true; fail naming ``what``
     after ``timeout`` seconds."""

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import streamlog
 from streamlog import StreamBuffer, errors
 from streamlog.cli import main
-from helpers import REPO, Gate, run_python, start_python, wait_until
+from helpers import PACED_RECORDER, REPO, Gate, run_python, start_python, wait_until
 from test_log import record
 
 DEADLINE_S = 120
@@ -256,26 +256,6 @@ def test_records_pruned_after_a_cursor_are_reported_when_it_resumes(tmp_path):
         assert log.session(1).reader(name="slow", skip_pruned=True).next()[0] == oldest
 
 
-# argv: log, Retention keyword arguments as JSON.  Records (i, 100 bytes) about 1,000 a second into a new
-# session under that retention; prints "started <id>", stops when its stdin closes.
-PACED_RECORDER = """
-import json, sys, time
-from streamlog import Retention, SourceReader, StreamBuffer
-class Paced(SourceReader):
-    sleep_time_on_read_none_s = 0.0005
-    def open(self): self.i = 0; self.due = time.monotonic()
-    def read(self):
-        if time.monotonic() < self.due: return None
-        self.due += 0.001
-        self.i += 1
-        return (self.i, b"t" * 100)
-    def close(self): pass
-    def key(self, data): return data[0]
-with StreamBuffer(Paced(), log=sys.argv[1], retention=Retention(**json.loads(sys.argv[2]))) as buf:
-    print("started", buf.session.id, flush=True)
-    sys.stdin.read()
-"""
-
 # argv: log, session id, cursor name, n.  Reads n records with the named reader, acknowledges them and
 # prints their keys.
 READ_AND_ACK = """
@@ -294,7 +274,7 @@ def test_keep_unacked_holds_back_age_and_session_limits_for_a_lagging_cursor(tmp
     assert run_python(READ_AND_ACK, path, first.id, "slow", 100).stdout.split() == [str(i) for i in range(1, 101)]
     aged = streamlog.Log(path, create=False).session(second.id).stop_time + 0.5
     wait_until(lambda: time.time() > aged, "every stored record to be older than max_age_s")
-    recorder = start_python(PACED_RECORDER, path, json.dumps(dict(limit, keep_unacked=True)),
+    recorder = start_python(PACED_RECORDER, path, json.dumps(dict(limit, keep_unacked=True)), 1000, 100,
                             stdin=subprocess.PIPE)
     processes.append(recorder)
     assert recorder.stdout.readline().startswith("started 3"), recorder.stderr.read()

@@ -12,16 +12,18 @@ from click.testing import CliRunner
 import streamlog
 from streamlog import Retention, StreamBuffer, errors
 from streamlog.cli import main
-from helpers import Counter, Gate, run_python, start_python
+from helpers import PACED_RECORDER, Counter, Gate, run_python, start_python
 from helpers import wait_until as wait_for
 from test_misbehaving_readers import kill_inside_a_read_transaction
 
 DEADLINE_S = 120
 
 # argv: log, stream, session ("new" or an id), count (0: endless), go-file.  Records (i, stream, payload)
-# for i = 1.. as fast as it can once the go-file exists; prints "started <session id>" once it is recording.
+# for i = 1.. as fast as it can once the go-file exists; prints "started <session id>" once it is recording,
+# and at the end the records it committed and the map size of its process.
 WRITER = """
 import os, sys
+import streamlog
 from streamlog import SourceReader, StreamBuffer
 
 class Burst(SourceReader):
@@ -43,6 +45,7 @@ session = None if session == "new" else int(session)
 with StreamBuffer(Burst(stream, int(count), go), log=path, stream=stream, session=session, maxlen=1000) as buf:
     print("started", buf.session.id, flush=True)
     buf.wait()
+    print(buf.committed, streamlog.Log(path).stats()["map_size"], flush=True)
 """
 
 # argv: log, session id, streams...  Follows every stream in a thread of its own; prints "following",
@@ -237,40 +240,12 @@ def test_fifty_races_of_two_processes_creating_one_new_log(tmp_path):
             assert log.verify() == []
 
 
-# argv: log, stream, session ("new" or an id), count, go-file.  WRITER with a 1 MiB initial map, so the
-# map must grow many times while the other writers write; prints "started <id>", then the records it
-# committed and its own map size at the end.
-SMALL_MAP_WRITER = """
-import os, sys, time
-import streamlog
-from streamlog import SourceReader, StreamBuffer
-streamlog.store.INITIAL_MAP_SIZE = 1 << 20
-
-class Burst(SourceReader):
-    sleep_time_on_read_none_s = 0.001
-    def __init__(self, stream, count, go): self.stream, self.count, self.go = stream, count, go
-    def open(self): self.i = 0; self.going = False
-    def read(self):
-        if not self.going:
-            self.going = os.path.exists(self.go)
-            return None
-        if self.i >= self.count: raise StopIteration
-        self.i += 1
-        return (self.i, self.stream, b"m" * 200)
-    def close(self): pass
-    def key(self, data): return data[0]
-
-path, stream, session, count, go = sys.argv[1:6]
-session = None if session == "new" else int(session)
-with StreamBuffer(Burst(stream, int(count), go), log=path, stream=stream, session=session, maxlen=100) as buf:
-    print("started", buf.session.id, flush=True)
-    buf.wait()
-    print(buf.committed, streamlog.Log(path).stats()["map_size"], flush=True)
-"""
+# WRITER with a 1 MiB initial map, so the map must grow many times while the other writers write.
+SMALL_MAP_WRITER = "import streamlog.store\nstreamlog.store.INITIAL_MAP_SIZE = 1 << 20\n" + WRITER
 
 
 def test_the_map_grows_while_three_writers_write_and_every_one_carries_on(tmp_path, processes):
-    path, go, count = tmp_path / "lab.streamlog", tmp_path / "go", 40_000
+    path, go, count = tmp_path / "lab.streamlog", tmp_path / "go", 60_000
     writers = []
     for stream in ("a", "b", "c"):
         writer = start_python(SMALL_MAP_WRITER, path, stream, writers[0][1] if writers else "new", count, go)
@@ -293,35 +268,11 @@ def test_the_map_grows_while_three_writers_write_and_every_one_carries_on(tmp_pa
         assert committed == count and map_size >= used  # each writer grew the map or adopted another's growth
 
 
-# argv: log, limit.  Records (i, 1 KiB) about 2,000 a second into a new session under
-# Retention(max_bytes=limit) until its stdin closes; prints "started <id>", then the records it committed
-# and the stale reader slots its process cleared.
-PACED_RETAINED = """
-import sys, time
-import streamlog
-from streamlog import Retention, SourceReader, StreamBuffer
-class Paced(SourceReader):
-    sleep_time_on_read_none_s = 0.0005
-    def open(self): self.i = 0; self.due = time.monotonic()
-    def read(self):
-        if time.monotonic() < self.due: return None
-        self.due += 0.0005
-        self.i += 1
-        return (self.i, b"p" * 1024)
-    def close(self): pass
-    def key(self, data): return data[0]
-with StreamBuffer(Paced(), log=sys.argv[1], retention=Retention(max_bytes=int(sys.argv[2]))) as buf:
-    print("started", buf.session.id, flush=True)
-    sys.stdin.read()
-    buf.stop()
-    print(buf.committed, streamlog.Log(sys.argv[1]).stats()["stale_readers_cleared"], flush=True)
-"""
-
-
 def test_a_reader_killed_inside_a_read_transaction_is_cleared_by_one_of_three_writers(tmp_path, processes):
     path, limit = str(tmp_path / "rec.streamlog"), 2 << 20
     with streamlog.Log(path) as log:  # opened before the kill: opening clears stale slots by itself
-        writers = [start_python(PACED_RETAINED, path, limit, stdin=subprocess.PIPE) for _ in range(3)]
+        retention = json.dumps({"max_bytes": limit})
+        writers = [start_python(PACED_RECORDER, path, retention, 2000, 1024, stdin=subprocess.PIPE) for _ in range(3)]
         processes.extend(writers)
         assert all(w.stdout.readline().startswith("started") for w in writers), [w.stderr.read() for w in writers]
         recorded = lambda: sum(s.recorded for s in log.sessions())
