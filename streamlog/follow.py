@@ -12,13 +12,15 @@ import time
 from itertools import islice
 
 from streamlog import errors, notation
+from streamlog.log import Log
 from streamlog.query import Row
 from streamlog.reader import Entry
 from streamlog.remote import open_log
 
 __all__ = ["Follower", "ENDED_BY_UNTIL"]
 
-POLL_S = 0.005          # how often a followed session is checked for new records
+POLL_S = 0.005          # how often a followed session is checked without a notification channel
+LOOK_S = 0.25           # how often it is checked with one (a killed writer signals nothing)
 WAIT_POLL_S = 0.05      # how often the log is checked for a new session (or for being created)
 BATCH = 1000            # rows per yielded batch at most
 CREATION_GRACE_S = 5.0  # how long a log that appeared while waited for may look unfinished
@@ -80,7 +82,7 @@ class Follower:
                 session, waited = self._first_session(log)
             first = not waited  # a session that started while waited for is followed from its start
             while session is not None:
-                yield from self._follow(session, first)
+                yield from self._follow(log, session, first)
                 first = False
                 if not self.every or self._past_until():
                     return
@@ -162,7 +164,18 @@ class Follower:
 
     # -- following one session ---------------------------------------------------
 
-    def _follow(self, session, first):
+    def _follow(self, log, session, first):
+        """Batches of ``session``'s records as they are committed; sleeps on
+        the log's notification channel between looks (a local log) or polls
+        every POLL_S (a remote one, or where the channel is unavailable)."""
+        listener = log.listener() if isinstance(log, Log) else None  # before the first look
+        try:
+            yield from self._batches_of(session, first, listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _batches_of(self, session, first, listener):
         after = None
         since = self.since if first else None
         if first and not self.from_start and since is None:
@@ -188,7 +201,18 @@ class Follower:
             if self._past_until():
                 self.ended.append((session.id, ENDED_BY_UNTIL, None))
                 return
-            time.sleep(POLL_S)
+            self._sleep(listener)
+
+    def _sleep(self, listener):
+        """Until a writer commits (at most LOOK_S) or, without a channel, POLL_S; never past ``until``."""
+        channel = listener is not None and listener.available
+        pause = LOOK_S if channel else POLL_S
+        if self.until is not None:
+            pause = max(0.0, min(pause, self.until - time.time()))
+        if channel:
+            listener.wait(pause)
+        else:
+            time.sleep(pause)
 
 
 def _newest_entry(session, stream):

@@ -140,6 +140,15 @@ class Log:
         """Drop the hold taken by :meth:`begin_writing`."""
         self.store.release_writer()
 
+    def listener(self):
+        """A :class:`~streamlog.notify.Listener` that this log's writers (in
+        any process) wake after each commit.  Make it before looking at the
+        log, so that no commit after the look goes unnoticed; its
+        ``available`` is False where the channel cannot be used (a user who
+        may not write ``notify/``): then poll.  A killed writer sends
+        nothing, so a waiter should also look at the log now and then."""
+        return self.store.listener()
+
     # -- named cursors -----------------------------------------------------------
 
     def cursors(self):

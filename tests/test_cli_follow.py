@@ -2,6 +2,8 @@
 started before the log exists, recorders that come and go, one killed mid-session."""
 
 import json
+import os
+import queue
 import signal
 import subprocess
 import sys
@@ -9,7 +11,9 @@ import time
 
 import pytest
 
-from helpers import LIVE_RECORDER, load_tool
+from helpers import LIVE_RECORDER, Gate, load_tool, wait_until
+
+from streamlog import StreamBuffer
 
 STREAMLOG = [sys.executable, "-m", "streamlog"]
 DEADLINE_S = 60.0
@@ -135,3 +139,28 @@ def test_follow_since_on_a_closed_session_prints_what_arrived_since(tmp_path):
     assert result.exit_code == 0 and result.stdout == ""
     result = CliRunner().invoke(main, ["follow", str(log), "-s", "1", "--until", "-1h"])
     assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_follow_sleeps_on_the_notification_channel_and_leaves_it_when_done(tmp_path, processes):
+    """The follower registers in notify/ (so the recorder's commits wake it
+    instead of a polling loop), prints each record committed while it
+    sleeps, and removes its entry when the session closes."""
+    log = tmp_path / "woken.streamlog"
+    items = queue.Queue()
+    with StreamBuffer(Gate(items), log=log, commit_interval_s=0.001) as buffer:
+        items.put((0, "first"))
+        wait_until(lambda: buffer.committed == 1, "the first record committed")
+        follower = start("follow", log, "--from-start", "-f", "jsonl")
+        processes.append(follower)
+        followed = ChildLines(follower.stdout)
+        channel = log / "notify"
+        wait_until(lambda: channel.is_dir() and any(name.startswith(f"{follower.pid}-")
+                                                    for name in os.listdir(channel)),
+                   "the follower's entry in notify/", timeout=DEADLINE_S)
+        for key in range(1, 6):
+            items.put((key, "woken"))
+            wait_for(followed, lambda lines, key=key: len(lines) == key + 1, f"record {key}")
+        items.put(StopIteration)
+    assert follower.wait(DEADLINE_S) == 0
+    assert keys(followed.rest()) == list(range(6))
+    assert not any(name.startswith(f"{follower.pid}-") for name in os.listdir(channel))
