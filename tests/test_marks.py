@@ -109,6 +109,30 @@ def test_mark_refuses_clearly(tmp_path):
         assert [m[1] for m in log.session(-1).irange(stream="markers")] == ["first", "now, raised to the newest"]
 
 
+def test_record_join_exits_1_when_the_joined_stream_fails(tmp_path, processes):
+    """The session stays live (another process records it), but the joined
+    stream failed: the command says so on stderr and exits 1; the session's
+    creator then reports the session failed (failed wins over closed)."""
+    path = tmp_path / "lab.streamlog"
+    recorder = start_cli(processes, "record", "synth", path, "--rate", 10_000, "--quiet")
+    session = live_session(path)
+    failed = CliRunner().invoke(main, ["record", "lines", str(path), "-", "--join", "--stream", "notes",
+                                       "--max-record-bytes", "64"], input="short\n" + "x" * 200 + "\nlater\n")
+    assert failed.exit_code == 1, failed.output
+    assert failed.stdout.startswith(f"session {session.id} live, stream 'notes' failed: 1 records")
+    assert failed.stderr.splitlines()[-1] == (f"Error: stream 'notes' of session {session.id} failed: the record with "
+                                              f"key 2 of stream 'notes' is 204 bytes encoded, over the limit of 64 "
+                                              f"bytes (max_record_bytes)")
+    recorder.send_signal(signal.SIGINT)
+    _, err = recorder.communicate(timeout=DEADLINE_S)
+    assert recorder.returncode == 1 and err.startswith(f"Error: session {session.id} failed: stream 'notes': ")
+    with streamlog.Log(path) as log:
+        [session] = log.sessions()  # failed wins over closed: the session failed, its main stream closed
+        assert session.status == "failed"
+        assert session.stream_status("notes") == "failed" and session.stream_status("main") == "closed"
+        assert list(session.irange(stream="notes")) == [(1, "short")]
+
+
 def test_record_join_stream_records_beside_another_process(tmp_path, processes):
     path = tmp_path / "lab.streamlog"
     runner = CliRunner()

@@ -223,20 +223,30 @@ def run_recording(source, log, *, duration, maxlen, max_bytes, max_age, max_sess
                 status_line.clear()
                 buffer.stop()
             session = buffer.session  # refreshed by stop(); read it before the log is closed
+            joined = buffer.stream if join is not None else None
             if not quiet:
-                click.echo(summary_line(session, buffer.stream if join is not None else None)
-                           + (recipe.summary(session) if recipe.summary else ""))
-            failure = session.error if session.status == "failed" else None
+                click.echo(summary_line(session, joined) + (recipe.summary(session) if recipe.summary else ""))
+            failure = _failure(session, joined)
             code = None
             if recipe.exit_status and ended_by_itself and failure is None:
                 code = recipe.exit_status(session)
         finally:
             buffer.close()
     if failure is not None:
-        click.echo(f"Error: session {session.id} failed: {failure}", err=True)
+        click.echo(f"Error: {failure}", err=True)
         click.get_current_context().exit(1)
     if code:
         click.get_current_context().exit(code)
+
+
+def _failure(session, joined):
+    """What failed, for the error line, or None: the session, or for a
+    recorder that joined one (still live, maybe) its own stream."""
+    if joined is None:
+        return f"session {session.id} failed: {session.error}" if session.status == "failed" else None
+    if session.stream_status(joined) == "failed":
+        return f"stream {joined!r} of session {session.id} failed: {session.stream_info(joined)['error']}"
+    return None
 
 
 def _wait_for_end(buffer, stop, duration, status_line):
