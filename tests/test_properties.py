@@ -161,6 +161,38 @@ def test_a_non_key_anywhere_in_a_key_is_refused_naming_it(key, non_key, depth, f
 
 
 # --------------------------------------------------------------------------
+# blocks
+
+
+@KEY_SETTINGS
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=40), st.integers(-1, 7), st.integers(0, 45),
+       st.sampled_from(["record", "key", "above key", "session", "after session"]), st.booleans())
+def test_a_blocks_bisect_finds_what_a_linear_search_finds(user_keys, probe, seq, shape, strict):
+    """Block.bisect over records with equal keys, for record keys in, before,
+    after and between the block's, and for the bounds readers use (a key's
+    lowest and highest record key, the session's first and past its last)."""
+    from streamlog import records
+    from streamlog.records import v2
+
+    user_keys = sorted(user_keys)
+    prefix = records.session_prefix(3)
+    encoded = [encode_key(k) for k in user_keys]
+    [(block_key, value)] = v2.encode_commit(prefix, 5, encoded, [b"\xc0"] * len(encoded), [1] * len(encoded), 4096)
+    block = v2.Block(block_key, value[1:])
+    record_keys = block.record_keys(0, block.n)
+    if shape == "record":
+        target = records.record_key(prefix, encode_key(probe), seq)
+    elif shape == "key":
+        target = prefix + encode_key(probe)
+    elif shape == "above key":
+        target = records.same_key_bounds(records.record_key(prefix, encode_key(probe), 0))[1]
+    else:
+        target = prefix if shape == "session" else records.after_session(3)
+    expected = next((i for i, k in enumerate(record_keys) if k > target or (k == target and not strict)), block.n)
+    assert block.bisect(target, strict) == expected
+
+
+# --------------------------------------------------------------------------
 # reader cursors
 
 

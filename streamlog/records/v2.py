@@ -266,7 +266,13 @@ class Block:
     def bisect(self, record_key, strict):
         """The index of the first record whose key is ``>= record_key``
         (``> record_key`` if ``strict``); ``n`` if there is none."""
-        lo, hi = 0, self.n
+        last = self.key
+        if last < record_key or (strict and last == record_key):
+            return self.n
+        first = self.record_key(0)
+        if first > record_key or (not strict and first == record_key):
+            return 0
+        lo, hi = 1, self.n - 1  # record 0 does not qualify; record n - 1 (the block's key) does
         while lo < hi:
             mid = (lo + hi) // 2
             key = self.record_key(mid)
