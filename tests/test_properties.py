@@ -30,6 +30,8 @@ import streamlog
 from streamlog import SourceReader, StreamBuffer, errors
 from streamlog.errors import InvalidKey
 from streamlog import reader as reader_module
+from streamlog import records
+from streamlog.records import v2
 from streamlog.keys import decode_key, decode_key_prefix, encode_key, key_types_of
 from helpers import Gate, reference_order, sign
 
@@ -171,14 +173,13 @@ def test_a_blocks_bisect_finds_what_a_linear_search_finds(user_keys, probe, seq,
     """Block.bisect over records with equal keys, for record keys in, before,
     after and between the block's, and for the bounds readers use (a key's
     lowest and highest record key, the session's first and past its last)."""
-    from streamlog import records
-    from streamlog.records import v2
-
     user_keys = sorted(user_keys)
     prefix = records.session_prefix(3)
     encoded = [encode_key(k) for k in user_keys]
-    [(block_key, value)] = v2.encode_commit(prefix, 5, encoded, [b"\xc0"] * len(encoded), [1] * len(encoded), 4096)
-    block = v2.Block(block_key, value[1:])
+    (block_key, head), *continuations = v2.encode_commit(prefix, 5, encoded, [b"\xc0"] * len(encoded),
+                                                         [1] * len(encoded), 4096)
+    assert head[0] == len(continuations)  # one block: its head entry and its continuations
+    block = v2.Block(block_key, head[1:] + b"".join(value for _, value in continuations))
     record_keys = block.record_keys(0, block.n)
     if shape == "record":
         target = records.record_key(prefix, encode_key(probe), seq)
