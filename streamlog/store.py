@@ -209,6 +209,7 @@ class Store:
         self._dbs = {}
         self._dbs_lock = threading.Lock()
         self._write_txn_lock = threading.Lock()
+        self._turn_fd = None
         self._writer_lock_fd = None
         self.writer_token = None
         self._writer_users = 0
@@ -279,6 +280,9 @@ class Store:
     def _close_env(self):
         self.env.close()
         self._stop_lock_free_reading()
+        if self._turn_fd is not None:
+            os.close(self._turn_fd)
+            self._turn_fd = None
 
     def _stop_lock_free_reading(self):
         if self._reading_fd is not None:
@@ -582,35 +586,68 @@ class Store:
             with self._write_txn_lock:  # see _open_db: no thread of this process waits in LMDB
                 self._gate.enter()
                 try:
-                    try:
-                        txn = self.env.begin(write=True)
-                    except lmdb.MapResizedError:
-                        txn = None
-                    if txn is not None:
-                        self._writing_thread = threading.get_ident()
+                    committed = False
+                    with self._turn_to_write():
                         try:
-                            result = work(txn)
-                            txn.commit()
-                        except lmdb.MapFullError:
-                            txn.abort()
-                        except lmdb.Error as exc:
-                            txn.abort()
-                            raise _storage_error(self.path, exc) from exc
-                        except BaseException:
-                            txn.abort()
-                            raise
-                        else:
-                            self._notifier.signal()
-                            self._clear_stale_readers_when_due()
-                            return result
-                        finally:
-                            self._writing_thread = None
+                            txn = self.env.begin(write=True)
+                        except lmdb.MapResizedError:
+                            txn = None
+                        if txn is not None:
+                            self._writing_thread = threading.get_ident()
+                            try:
+                                result = work(txn)
+                                txn.commit()
+                                committed = True
+                            except lmdb.MapFullError:
+                                txn.abort()
+                            except lmdb.Error as exc:
+                                txn.abort()
+                                raise _storage_error(self.path, exc) from exc
+                            except BaseException:
+                                txn.abort()
+                                raise
+                            finally:
+                                self._writing_thread = None
+                    if committed:
+                        self._notifier.signal()
+                        self._clear_stale_readers_when_due()
+                        return result
                 finally:
                     self._gate.leave()
             if txn is None:
                 self._adopt_map_size()
             else:
                 self._grow()
+
+    @contextmanager
+    def _turn_to_write(self):
+        """Hold the exclusive ``flock`` on ``writers/`` for one write transaction.
+
+        It serialises the write transactions of all processes before LMDB's
+        own write mutex, so no process ever sleeps in that mutex (a robust
+        pthread mutex in ``lock.mdb``).  There a process killed after the
+        kernel woke it and before it took the mutex swallows the wake-up
+        while another process takes the free mutex without waking anyone:
+        the next waiter sleeps for ever (seen as a survivor of
+        ``crash_trials --writers 3`` that never ended).  The kernel's file
+        locks have no such window: a waiter that dies just leaves the queue.
+        Without ``writers/`` (only while a log is created, under the
+        creation lock) there is nobody to wait for.
+        """
+        if self._turn_fd is None:
+            try:
+                self._turn_fd = os.open(os.path.join(self.path, WRITERS_DIR),
+                                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                yield
+                return
+            except OSError as exc:
+                raise _access_error(self.path, os.path.join(self.path, WRITERS_DIR), exc) from exc
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
 
     def sync(self):
         """Flush everything committed to the disk (for a store opened with durability ``"off"``)."""

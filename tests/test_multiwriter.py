@@ -389,3 +389,46 @@ def test_the_crash_note_names_the_dead_writer_not_the_creator(tmp_path, processe
         f"session {session_id} crashed: its recorder (pid {victim.pid}) died; it holds what was committed before")
     [summary] = json.loads(CliRunner().invoke(main, ["sessions", str(path), "--json"]).output)
     assert (summary["pid"], summary["crashed_pids"]) == (creator.pid, [victim.pid])
+
+
+# argv: log.  Holds one write transaction open until a line comes on stdin; prints "writing", then "done".
+HOLD_A_WRITE = """
+import sys, streamlog
+log = streamlog.Log(sys.argv[1], create=False)
+def work(txn):
+    print("writing", flush=True)
+    sys.stdin.readline()
+log.store.write(work)
+print("done", flush=True)
+"""
+
+
+def blocked_flock_waiters():
+    """Pids waiting for an ``flock`` now (the kernel's lock table, /proc/locks)."""
+    with open("/proc/locks") as table:
+        return {int(line.split()[5]) for line in table if " -> FLOCK " in line}
+
+
+def test_writers_wait_for_their_turn_in_a_kernel_lock_and_one_killed_waiting_stops_no_other(tmp_path, processes):
+    """Writers of other processes wait for a write transaction in a kernel ``flock``, never asleep in LMDB's
+    shared mutex: a process killed while woken there, before it took the mutex, left the next waiter asleep
+    for ever (a survivor of crash_trials --writers 3 hung so)."""
+    path = tmp_path / "rec.streamlog"
+    with StreamBuffer(Counter(10), log=path) as buf:
+        buf.wait(DEADLINE_S)
+    holder = start_python(HOLD_A_WRITE, path, stdin=subprocess.PIPE)
+    processes.append(holder)
+    assert holder.stdout.readline() == "writing\n", holder.stderr.read()
+    waiters = [start_python(SESSIONS, path, 1) for _ in range(2)]
+    processes.extend(waiters)
+    wait_for(lambda: {w.pid for w in waiters} <= blocked_flock_waiters(), "both writers to wait in the flock",
+             timeout=DEADLINE_S)
+    waiters[0].send_signal(signal.SIGKILL)
+    assert waiters[0].wait(DEADLINE_S) == -signal.SIGKILL
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline() == "done\n" and holder.wait(DEADLINE_S) == 0
+    out, err = waiters[1].communicate(timeout=DEADLINE_S)
+    assert waiters[1].returncode == 0 and out.split() == ["2"], err
+    with streamlog.Log(path, create=False) as log:
+        assert [(s.id, s.status) for s in log.sessions()] == [(1, "closed"), (2, "closed")]
