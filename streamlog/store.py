@@ -14,8 +14,9 @@ rest of the package never sees ``lmdb`` exceptions:
 * stale reader slots of dead processes (killed inside a read transaction,
   they pin the pages of their snapshot) are cleared on open and by the
   writing process after its commits (see :meth:`Store.clear_stale_readers`);
-* any number of writing processes per log (LMDB serialises their write
-  transactions); each registers itself with a lock file of its own,
+* any number of writing processes per log; their write transactions take
+  turns in an ``flock`` on ``writers/`` before LMDB's write mutex (see
+  :meth:`Store._turn_to_write`); each registers itself with a lock file of its own,
   ``writers/<pid>-<token>.lock``, ``flock``ed while it lives (see
   :meth:`Store.acquire_writer` and :meth:`Store.live_writers`), so anyone can
   tell which writers are alive;
