@@ -433,10 +433,12 @@ class StreamBuffer:
         key_of = source.key
         writer = self._writer
         add = writer.add
-        publish_all = self._ring.extend
+        ring = self._ring
         feed = self._feed
+        write_lock = self._write_lock
         stop_requested = self._stop_requested
         sleep_on_none = self._sleep_on_none
+        commit_records, commit_bytes = self.commit_records, self._commit_bytes
         window_full = self.source_buffer.is_full if not self.auto_drop and self.maxlen is not None else None
         while not done():
             if window_full is not None and window_full():
@@ -455,23 +457,33 @@ class StreamBuffer:
                 self._commit_if_due()
                 stop_requested.wait(sleep_on_none)
                 continue
-            with self._write_lock:
+            with write_lock:
                 entries = []
                 try:
                     add(data if type(data) is ReadBatch else (data,), key_of, entries)
                 finally:
-                    publish_all(entries)
+                    if len(entries) == 1:
+                        ring.append(entries[0])
+                    else:
+                        ring.extend(entries)
                 if feed.waiters and not feed.notified:
                     feed.notify()
-                if self._full() or (writer.last_arrival_us - writer.oldest_pending_arrival_us) >= self._wait_us:
+                # a hand-off is due when a commit's worth is uncommitted, or (no group being written) when the
+                # oldest pending record has waited long enough; _in_flight is read without the lock, as a hint
+                # (a group the committer just finished is taken with the next record, or by the committer)
+                if (writer.next_seq - writer.committed_seq > commit_records
+                        or writer.pending_bytes + writer.in_flight_bytes >= commit_bytes
+                        or (self._in_flight is None and entries
+                            and writer.last_arrival_us - writer.oldest_pending_arrival_us >= self._wait_us)):
                     self._hand_off()
         return False
 
     def _full(self):
         """Whether the records not yet committed (pending, or being written)
         reach a commit's size, in records or bytes."""
-        return (self._writer.unwritten >= self.commit_records
-                or self._writer.unwritten_bytes >= self._commit_bytes)
+        writer = self._writer
+        return (writer.unwritten >= self.commit_records
+                or writer.pending_bytes + writer.in_flight_bytes >= self._commit_bytes)
 
     def _due(self):
         """Whether the pending records should be committed now: they reach a

@@ -40,7 +40,7 @@ import numpy as np
 
 from streamlog.errors import CorruptRecord, UnencodableRecord
 
-__all__ = ["encode_record", "decode_record", "decode_plain_records", "plain_array_header", "GENERAL_FIRST_BYTE",
+__all__ = ["encode_record", "record_encoder", "decode_record", "decode_plain_records", "plain_array_header", "GENERAL_FIRST_BYTE",
            "to_jsonable"]
 
 _GENERAL = 0xC1
@@ -89,10 +89,12 @@ def _packer():
     try:
         return _thread_state.packer
     except AttributeError:
-        packer = _thread_state.packer = msgpack.Packer(
-            default=_big_int_ext, use_bin_type=True, unicode_errors="surrogatepass"
-        )
+        packer = _thread_state.packer = _new_packer()
         return packer
+
+
+def _new_packer():
+    return msgpack.Packer(default=_big_int_ext, use_bin_type=True, unicode_errors="surrogatepass")
 
 
 def encode_record(record):
@@ -101,18 +103,30 @@ def encode_record(record):
     Raises :class:`~streamlog.errors.UnencodableRecord` naming the type and
     position of the first value that cannot be stored.  Thread-safe.
     """
-    kind = type(record)
-    if kind is tuple:
-        for item in record:
-            if type(item) not in _SCALARS:
-                return _encode_general(record)
-    elif kind not in _SCALARS:
-        return _encode_general(record)
     try:
-        packer = _thread_state.packer
+        encode = _thread_state.encode
     except AttributeError:
-        packer = _packer()
-    return packer.pack(record)
+        encode = _thread_state.encode = record_encoder()
+    return encode(record)
+
+
+def record_encoder():
+    """A function doing what :func:`encode_record` does, with a msgpack Packer
+    of its own, for one thread at a time (a recorder keeps one)."""
+    pack = _new_packer().pack
+    scalars = _SCALARS
+
+    def encode(record):
+        kind = type(record)
+        if kind is tuple:
+            for item in record:
+                if type(item) not in scalars:
+                    return _encode_general(record)
+        elif kind not in scalars:
+            return _encode_general(record)
+        return pack(record)
+
+    return encode
 
 
 def _encode_general(record):

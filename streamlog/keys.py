@@ -56,6 +56,9 @@ _STRING_END = b"\x00\x00"
 _ESCAPED_ZERO = b"\x00\xff"
 
 _POS_TAG = [bytes([_TAG_ZERO + n]) for n in range(_SMALL + 1)]
+# an int 0 <= k < _SMALL_LIMIT of n bytes encodes as the n + 2 big-endian bytes of _POS_HIGH[n] | k << 8
+# (its tag, its bytes, _INT_TAIL): one to_bytes call
+_POS_HIGH = [(_TAG_ZERO + n) << (8 * n + 8) for n in range(_SMALL + 1)]
 _NEG_TAG = [bytes([_TAG_ZERO - n]) for n in range(_SMALL + 1)]
 _U8 = struct.Struct(">B")
 _SMALL_LIMIT = 1 << (8 * _SMALL)
@@ -75,7 +78,7 @@ def encode_key(key):
     if kind is int:
         if 0 <= key < _SMALL_LIMIT:
             n = (key.bit_length() + 7) >> 3
-            return _POS_TAG[n] + key.to_bytes(n, "big") + _INT_TAIL
+            return (_POS_HIGH[n] | key << 8).to_bytes(n + 2, "big")
         return _int_bytes(key) + _INT_TAIL
     if kind is float:
         return _float_bytes(key)

@@ -14,11 +14,12 @@ kinds have an order in the encoding (numbers < str < bytes < tuple) but not a
 meaningful one, so mixing them is refused rather than silently sorted.
 """
 
+from itertools import repeat
 from time import time_ns
 from typing import NamedTuple
 
 from streamlog import errors, records
-from streamlog.codec import encode_record
+from streamlog.codec import record_encoder
 from streamlog.keys import encode_key, key_types_of
 from streamlog.source import call_failed
 
@@ -31,6 +32,7 @@ DEFAULT_MAX_RECORD_BYTES = 256 << 20
 _KIND_BOUND = {"number": b"\x40", "str": b"\x50", "bytes": b"\x60"}
 _TUPLE_BOUND = b"\x60"
 _SCALAR_KINDS = {str: "str", bytes: "bytes"}
+_WHOLE_BATCH = 16  # from this many records on, a batch is first tried whole (StreamWriter._add_whole)
 
 
 def key_kind(key):
@@ -62,15 +64,17 @@ class StreamWriter:
         self._prefix = records.session_prefix(session_id)
         self._page_size = self.store.page_size
         self._layout = records.layout(records.FORMAT_VERSION)
+        self._encode = record_encoder()
         self._keys = []  # encoded keys of the pending records
         self._payloads = []  # their encodings
         self._arrivals = []  # their arrival times (µs)
-        self._pending_bytes = 0
-        self._in_flight_bytes = 0  # of the batch prepared and not yet written
+        self.pending_bytes = 0  # encoded bytes of the pending records (not yet prepared)
+        self.in_flight_bytes = 0  # of the batch prepared and not yet written
+        self.oldest_pending_arrival_us = None  # arrival of the oldest pending record (None: none pending)
         self.next_seq = 0
         self.prepared_seq = -1
         self.committed_seq = -1
-        self.last_encoded_key = None
+        self.last_encoded_key = b""  # every encoding sorts after b""
         self.last_key = None
         self.key_kind = None
         self._kind_bound = b""  # no key yet: the first one takes the slow path
@@ -82,16 +86,6 @@ class StreamWriter:
     def unwritten(self):
         """How many records are not yet committed (pending or being written)."""
         return self.next_seq - 1 - self.committed_seq
-
-    @property
-    def unwritten_bytes(self):
-        """Encoded bytes of the records not yet committed."""
-        return self._pending_bytes + self._in_flight_bytes
-
-    @property
-    def oldest_pending_arrival_us(self):
-        arrivals = self._arrivals  # one read: the committer thread asks while the recorder swaps it
-        return arrivals[0] if arrivals else None
 
     def _check_key(self, key, encoded, last, previous_key):
         """The slow path of the key checks, for the first key, a key below
@@ -134,16 +128,20 @@ class StreamWriter:
         UnencodableRecord, RecordTooLarge, StreamlogError for a None record,
         or SourceFailed when ``key_of`` raises (with that exception as
         ``__cause__``); the records before the bad one stay added (and in
-        ``entries``), the bad one and those after it are not.
+        ``entries``), the bad one and those after it are not.  (A batch with
+        a bad record is looked at twice, so ``key_of`` may be called twice on
+        the records before it.)
         """
         now = time_ns() // 1000
         if now < self.last_arrival_us:
             now = self.last_arrival_us
+        if len(batch) >= _WHOLE_BATCH and self._add_whole(batch, key_of, entries, now):
+            return
         prefix = self._prefix
         entry_append = entries.append
         key_append, payload_append = self._keys.append, self._payloads.append
-        encode_k, encode_r, record_key = encode_key, encode_record, records.record_key
-        last = self.last_encoded_key or b""  # every encoding sorts after b""
+        encode_r, record_key = self._encode, records.record_key
+        last = self.last_encoded_key
         bound = self._kind_bound
         max_bytes = self.max_record_bytes
         previous_key = self.last_key
@@ -158,41 +156,81 @@ class StreamWriter:
                     key = key_of(record)
                 except Exception as exc:
                     raise call_failed("key()", exc) from exc
-                encoded = encode_k(key)
+                encoded = encode_key(key)
                 if not last <= encoded < bound:
                     bound = self._kind_bound = self._check_key(key, encoded, last, previous_key)
                 try:
                     payload = encode_r(record)
                 except errors.UnencodableRecord as exc:
                     raise self._unencodable_error(key, exc) from None
-                if len(payload) > max_bytes:
-                    raise self._too_large_error(key, len(payload))
+                length = len(payload)
+                if length > max_bytes:
+                    raise self._too_large_error(key, length)
                 key_append(encoded)
                 payload_append(payload)
                 entry_append((record_key(prefix, encoded, seq), record, now))
-                size += len(payload)
+                size += length
                 seq += 1
                 last = encoded
                 previous_key = key
         finally:
-            if seq > first:
-                self._arrivals += [now] * (seq - first)
-                self._pending_bytes += size
+            added = seq - first
+            if added:
+                if added == 1:
+                    self._arrivals.append(now)
+                else:
+                    self._arrivals += [now] * added
+                if self.oldest_pending_arrival_us is None:
+                    self.oldest_pending_arrival_us = now
+                self.pending_bytes += size
                 self.next_seq = seq
                 self.last_encoded_key = last
                 self.last_key = previous_key
                 self.last_arrival_us = now
+
+    def _add_whole(self, batch, key_of, entries, now):
+        """:meth:`add` for a batch whose records all pass the checks of its
+        loop, in a few passes over the batch with no Python code per record
+        beyond ``key_of`` and the encoders; False, with nothing added, when
+        any record needs that loop (a bad record, the stream's first key, a
+        tuple key: the loop raises for the bad one, after adding those before)."""
+        try:
+            keys = list(map(key_of, batch))
+            encoded = list(map(encode_key, keys))
+            payloads = list(map(self._encode, batch))
+        except Exception:
+            return False
+        sizes = list(map(len, payloads))
+        if (not self.last_encoded_key <= encoded[0] or not encoded[-1] < self._kind_bound
+                or encoded != sorted(encoded) or max(sizes) > self.max_record_bytes or None in batch):
+            return False
+        n = len(batch)
+        seq = self.next_seq
+        entries.extend(zip(map(records.record_key, repeat(self._prefix, n), encoded, range(seq, seq + n)),
+                           batch, repeat(now, n)))
+        self._keys += encoded
+        self._payloads += payloads
+        self._arrivals += [now] * n
+        if self.oldest_pending_arrival_us is None:
+            self.oldest_pending_arrival_us = now
+        self.pending_bytes += sum(sizes)
+        self.next_seq = seq + n
+        self.last_encoded_key = encoded[-1]
+        self.last_key = keys[-1]
+        self.last_arrival_us = now
+        return True
 
     def prepare(self):
         """Take the pending records out as one :class:`Batch` for :meth:`write`
         (None when none are pending); records added from now on are not in it."""
         if not self._keys:
             return None
-        batch = Batch(self.prepared_seq + 1, self._keys, self._payloads, self._arrivals, self._pending_bytes)
+        batch = Batch(self.prepared_seq + 1, self._keys, self._payloads, self._arrivals, self.pending_bytes)
         self.prepared_seq += len(self._keys)
         self._keys, self._payloads, self._arrivals = [], [], []
-        self._pending_bytes = 0
-        self._in_flight_bytes = batch.size
+        self.in_flight_bytes = batch.size
+        self.pending_bytes = 0
+        self.oldest_pending_arrival_us = None
         return batch
 
     def write(self, batch):
@@ -214,8 +252,8 @@ class StreamWriter:
             self.catalog.add_counts(txn, self.session_id, self.stream, count, batch.size, self.key_types)
 
         self.store.write(work)
-        self._in_flight_bytes = 0
         self.committed_seq = batch.first_seq + count - 1
+        self.in_flight_bytes = 0
         return count
 
     def restore(self, batch):
@@ -224,8 +262,9 @@ class StreamWriter:
         self._keys[:0] = batch.keys
         self._payloads[:0] = batch.payloads
         self._arrivals[:0] = batch.arrivals
-        self._pending_bytes += batch.size
-        self._in_flight_bytes = 0
+        self.pending_bytes += batch.size
+        self.in_flight_bytes = 0
+        self.oldest_pending_arrival_us = batch.arrivals[0]
         self.prepared_seq = batch.first_seq - 1
 
     def commit(self):

@@ -147,6 +147,11 @@ CASES = {
                                          dict(max_record_bytes=LIMIT), keys_through(25),
                                          "bytes encoded, over the limit of 1,000 bytes (max_record_bytes)"),
 }
+# the same bad records in batches of 20: a batch of 16 or more is first tried whole by the writer, which falls
+# back to record by record when any record is bad
+CASES.update({f"{name} (batch of 20)": (dict(options, batch=20), buffer_options, stored, words)
+              for name, (options, buffer_options, stored, words) in list(CASES.items())
+              if options.get("batch") and "read" not in name})
 
 READ_BACK = """
     import json, sys
