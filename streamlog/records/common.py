@@ -199,21 +199,6 @@ def joined(iterator, key, value, count, start):
     return b"".join(parts)
 
 
-def split_entries(key, value, head, piece, count_byte):
-    """The entries of ``value`` stored under ``key``: a head entry with the
-    first ``head`` bytes after ``count_byte(continuations)``, then
-    continuations of ``piece`` bytes."""
-    if head >= len(value):
-        return [(key, count_byte(0) + value)]
-    rest = len(value) - head
-    count = -(-rest // piece)
-    out = [(key, count_byte(count) + value[:head])]
-    for i in range(count):
-        start = head + i * piece
-        out.append((key + CHUNK_INDEX.pack(i + 1), value[start:start + piece]))
-    return out
-
-
 # -- the time index -------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from itertools import accumulate, repeat
+from itertools import accumulate
 from operator import itemgetter
 
 import numpy as np
@@ -48,7 +48,7 @@ from streamlog.keys import decode_key_prefix
 from streamlog.records import common
 from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, NODE_OVERHEAD, SEQ, SESSION_ID, SPLIT_ABOVE,
                                       after_session, chunk_plan, joined, prune_time_index, session_prefix,
-                                      split_entries, time_key)
+                                      time_key)
 
 VERSION = 2
 BLOCK_BYTES = 32 << 10
@@ -70,35 +70,67 @@ _NUMPY_KEYS = 64  # from this many keys on, Block.keys tries decoding them with 
 assert array("I").itemsize == 4
 
 
-def _count(n):
-    return bytes((n,))
-
-
-def _little(column):
-    """The bytes of a u32 column, little-endian."""
-    if _BIG_ENDIAN:
-        column.byteswap()
-    return column.tobytes()
-
-
 # -- writing ---------------------------------------------------------------------
 
 
 def encode_commit(prefix, first_seq, encoded_keys, payloads, arrivals, page_size):
     """The LMDB entries (key order) of records ``first_seq, first_seq + 1,
     ...`` of the session of ``prefix`` with these encoded keys, payloads and
-    arrival times (µs, not decreasing): as many blocks as their size needs."""
+    arrival times (µs, not decreasing): as many blocks as their size needs.
+
+    The values are memoryviews of one buffer per block (each payload is
+    copied once, into its block); LMDB copies them in at the put."""
     n = len(payloads)
-    arrivals = array("Q", arrivals)
     ends = list(accumulate(map(len, payloads)))
-    out = []
+    bounds = []
     start = 0
     while start < n:
         stop = _block_end(ends, start, arrivals)
-        out.extend(_block_entries(prefix, first_seq + start, encoded_keys[start:stop], payloads[start:stop],
-                                  arrivals[start:stop], page_size))
+        bounds.append((start, stop))
         start = stop
+    # the three u32 columns of every block at once: each record's value relative to its block's first record
+    starts = np.fromiter((b[0] for b in bounds), np.int64, len(bounds))
+    lengths = np.fromiter((b[1] - b[0] for b in bounds), np.int64, len(bounds))
+    record_ends = np.array(ends, dtype=np.int64)
+    key_ends = np.cumsum(np.fromiter(map(len, encoded_keys), np.int64, n))
+    times = np.array(arrivals, dtype=np.int64)
+    key_column = _relative(key_ends, starts, lengths, True)
+    delta_column = _relative(times, starts, lengths, False)
+    record_column = _relative(record_ends, starts, lengths, True)
+    keys_blob = b"".join(encoded_keys)
+    first_bytes = bytes(map(_first_byte, payloads))
+    session_id = common.session_of(prefix)
+    out = []
+    key_base = 0
+    for start, stop in bounds:
+        count = stop - start
+        key_stop = int(key_ends[stop - 1])
+        plain = _GENERAL_FIRST_BYTE not in first_bytes[start:stop]
+        parts = [
+            _HEAD.pack(0, _PLAIN if plain else 0, count, session_id, first_seq + start, arrivals[start],
+                       key_stop - key_base)[4:],
+            key_column[4 * start:4 * stop],
+            delta_column[4 * start:4 * stop],
+            record_column[4 * start:4 * stop],
+            keys_blob[key_base:key_stop],
+            plain_array_header(count) if plain else b"",
+        ]
+        parts += payloads[start:stop]
+        key = prefix + encoded_keys[stop - 1] + _seq_pack(first_seq + stop - 1)
+        out += _block_entries(key, parts, page_size)
+        key_base = key_stop
     return out
+
+
+def _relative(column, starts, lengths, cumulative):
+    """The little-endian u32 bytes of ``column`` (one value per record) less,
+    for each record, the value of its block's first record (``cumulative``:
+    the value before it, 0 for the first record of all)."""
+    if cumulative:
+        base = np.concatenate((np.zeros(1, np.int64), column[:-1]))[starts]
+    else:
+        base = column[starts]
+    return (column - np.repeat(base, lengths)).astype("<u4").tobytes()
 
 
 def _block_end(ends, start, arrivals):
@@ -112,28 +144,23 @@ def _block_end(ends, start, arrivals):
     return stop
 
 
-def _block_entries(prefix, first_seq, keys, payloads, arrivals, page_size):
-    n = len(payloads)
-    plain = _GENERAL_FIRST_BYTE not in bytes(map(_first_byte, payloads))
-    keys_blob = b"".join(keys)
-    first_arrival = arrivals[0]
-    if arrivals[-1] == first_arrival:
-        deltas = array("I", (0,)) * n
-    else:
-        deltas = array("I", map(int.__sub__, arrivals, repeat(first_arrival, n)))
-    body = b"".join([
-        _HEAD.pack(0, _PLAIN if plain else 0, n, common.session_of(prefix), first_seq, first_arrival,
-                   len(keys_blob))[4:],
-        _little(array("I", accumulate(map(len, keys)))),
-        _little(deltas),
-        _little(array("I", accumulate(map(len, payloads)))),
-        keys_blob,
-        plain_array_header(n) if plain else b"",
-    ] + payloads)
-    block = zlib.crc32(body).to_bytes(4, "little") + body
-    key = prefix + keys[-1] + _seq_pack(first_seq + n - 1)
-    head, piece = _split_plan(len(block) + 1, len(key), page_size)
-    return split_entries(key, block, head - 1, piece, _count)
+def _block_entries(key, parts, page_size):
+    """The entries of the block stored under ``key`` whose bytes after the
+    checksum are ``parts``: one buffer (count byte, checksum, parts) and
+    views of it for the head entry and each continuation."""
+    size = 4 + sum(map(len, parts))
+    head, piece = _split_plan(size + 1, len(key), page_size)
+    continuations = 0 if head >= size + 1 else -(-(size + 1 - head) // piece)
+    data = bytearray().join([bytes((continuations, 0, 0, 0, 0))] + parts)
+    view = memoryview(data)
+    view[1:5] = zlib.crc32(view[5:]).to_bytes(4, "little")
+    if not continuations:
+        return [(key, view)]
+    out = [(key, view[:head])]
+    for i in range(continuations):
+        at = head + i * piece
+        out.append((key + CHUNK_INDEX.pack(i + 1), view[at:at + piece]))
+    return out
 
 
 def _split_plan(value_len, key_len, page_size):
