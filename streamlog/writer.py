@@ -123,56 +123,64 @@ class StreamWriter:
         single record), keyed by ``key_of(record)``, all arrived now; append
         their ring entries ``(record_key, record, arrival_us)`` to ``entries``.
 
+        ``key_of`` is called once per record, in order, before any record of
+        the batch is encoded (sources may count on it: ReplaySource does).
         Raises InvalidKey, KeyKindError (a key of another kind than the
         stream's), KeyOrderError (a key smaller than the previous one),
         UnencodableRecord, RecordTooLarge, StreamlogError for a None record,
         or SourceFailed when ``key_of`` raises (with that exception as
         ``__cause__``); the records before the bad one stay added (and in
-        ``entries``), the bad one and those after it are not.  (A batch with
-        a bad record is looked at twice, so ``key_of`` may be called twice on
-        the records before it.)
+        ``entries``), the bad one and those after it are not.
         """
         now = time_ns() // 1000
         if now < self.last_arrival_us:
             now = self.last_arrival_us
-        if len(batch) >= _WHOLE_BATCH and self._add_whole(batch, key_of, entries, now):
+        key_failure = None
+        if len(batch) == 1:
+            try:
+                keys = (key_of(batch[0]),)
+            except Exception as exc:
+                keys, key_failure = (), call_failed("key()", exc)
+        else:
+            keys = []
+            try:
+                keys.extend(map(key_of, batch))  # on an exception, keys holds those of the records before
+            except Exception as exc:
+                key_failure = call_failed("key()", exc)
+        if key_failure is None and len(keys) >= _WHOLE_BATCH and self._add_whole(batch, keys, entries, now):
             return
-        prefix = self._prefix
-        entry_append = entries.append
-        key_append, payload_append = self._keys.append, self._payloads.append
-        encode_r, record_key = self._encode, records.record_key
-        last = self.last_encoded_key
-        bound = self._kind_bound
-        max_bytes = self.max_record_bytes
-        previous_key = self.last_key
+        # attributes, not locals, in the loop: a batch of 16 or more seldom gets here, a single record always
         first = seq = self.next_seq
+        last = self.last_encoded_key
+        previous_key = self.last_key
         size = 0
         try:
-            for record in batch:
+            for record, key in zip(batch, keys):
                 if record is None:
                     raise errors.StreamlogError("read() returned None inside a ReadBatch; None means 'no data' "
                                                 "and cannot be a record")
-                try:
-                    key = key_of(record)
-                except Exception as exc:
-                    raise call_failed("key()", exc) from exc
                 encoded = encode_key(key)
-                if not last <= encoded < bound:
-                    bound = self._kind_bound = self._check_key(key, encoded, last, previous_key)
+                if not last <= encoded < self._kind_bound:
+                    self._kind_bound = self._check_key(key, encoded, last, previous_key)
                 try:
-                    payload = encode_r(record)
+                    payload = self._encode(record)
                 except errors.UnencodableRecord as exc:
                     raise self._unencodable_error(key, exc) from None
                 length = len(payload)
-                if length > max_bytes:
+                if length > self.max_record_bytes:
                     raise self._too_large_error(key, length)
-                key_append(encoded)
-                payload_append(payload)
-                entry_append((record_key(prefix, encoded, seq), record, now))
+                self._keys.append(encoded)
+                self._payloads.append(payload)
+                entries.append((records.record_key(self._prefix, encoded, seq), record, now))
                 size += length
                 seq += 1
                 last = encoded
                 previous_key = key
+            if key_failure is not None:
+                if batch[len(keys)] is None:
+                    raise errors.StreamlogError("read() returned None inside a ReadBatch; None means 'no data' "
+                                                "and cannot be a record")
+                raise key_failure from key_failure.__cause__
         finally:
             added = seq - first
             if added:
@@ -188,14 +196,13 @@ class StreamWriter:
                 self.last_key = previous_key
                 self.last_arrival_us = now
 
-    def _add_whole(self, batch, key_of, entries, now):
+    def _add_whole(self, batch, keys, entries, now):
         """:meth:`add` for a batch whose records all pass the checks of its
         loop, in a few passes over the batch with no Python code per record
-        beyond ``key_of`` and the encoders; False, with nothing added, when
-        any record needs that loop (a bad record, the stream's first key, a
-        tuple key: the loop raises for the bad one, after adding those before)."""
+        beyond the encoders; False, with nothing added, when any record needs
+        that loop (a bad record, the stream's first key, a tuple key: the loop
+        raises for the bad one, after adding those before)."""
         try:
-            keys = list(map(key_of, batch))
             encoded = list(map(encode_key, keys))
             payloads = list(map(self._encode, batch))
         except Exception:

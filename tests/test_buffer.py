@@ -241,6 +241,36 @@ def test_batch_reads_store_each_record(tmp_path):
         assert [x[0] for x in buf.mk_reader()] == list(range(1, 10_001))
 
 
+@pytest.mark.parametrize("bad_at", [None, 230])
+def test_key_is_asked_once_per_record_in_order_also_in_batches(tmp_path, bad_at):
+    """ReadBatches of 50 (the writer first tries each whole, and goes record by
+    record for the stream's first key and for a bad record): key() sees every
+    record once, in order; a decreasing key at ``bad_at`` fails the session
+    with every record before it stored."""
+    asked = []
+
+    class Batches(Counter):
+        def read(self):
+            if self.i >= self.n:
+                raise StopIteration
+            self.i += 50
+            return ReadBatch((k - 2 if k == bad_at else k, b"x") for k in range(self.i - 49, self.i + 1))
+
+        def key(self, data):
+            asked.append(data[0])
+            return data[0]
+
+    with StreamBuffer(Batches(1_000), log=log_path(tmp_path)) as buf:
+        buf.wait(30)
+    stored = [x[0] for x in streamlog.Log(log_path(tmp_path)).session(-1).reader()] if bad_at is None else None
+    if bad_at is None:
+        assert asked == stored == list(range(1, 1_001))
+    else:
+        assert asked == [k - 2 if k == bad_at else k for k in range(1, 251)]  # its batch (201..250) is the last asked
+        assert buf.session.status == "failed" and "is smaller than the previous key" in buf.session.error
+        assert buf.session.count == bad_at - 1
+
+
 def test_big_records_are_split_and_reassembled(tmp_path):
     payloads = [np.full(n, n % 251, dtype=np.uint8) for n in (10, 700, 2048, 4096, 8192, 100_000)]
     items = queue.Queue()
