@@ -204,7 +204,7 @@ class StreamWriter:
         raises for the bad one, after adding those before)."""
         try:
             encoded = list(map(encode_key, keys))
-            payloads = list(map(self._encode, batch))
+            payloads = self._encode.many(batch)
         except Exception:
             return False
         sizes = list(map(len, payloads))
@@ -213,8 +213,7 @@ class StreamWriter:
             return False
         n = len(batch)
         seq = self.next_seq
-        entries.extend(zip(map(records.record_key, repeat(self._prefix, n), encoded, range(seq, seq + n)),
-                           batch, repeat(now, n)))
+        entries.extend(zip(records.record_keys(self._prefix, encoded, seq), batch, repeat(now, n)))
         self._keys += encoded
         self._payloads += payloads
         self._arrivals += [now] * n

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from streamlog.codec import decode_record, encode_record, to_jsonable
+from streamlog.codec import decode_record, encode_record, record_encoder, to_jsonable
 from streamlog.errors import NotALog, UnencodableRecord
 
 
@@ -74,6 +74,18 @@ def test_the_common_records_round_trip():
     round_trip((12345, b"x" * 64))
     round_trip((12345, np.arange(1024, dtype=np.float32)))
     round_trip((1717000000.25, "a line of text", None, 3))
+
+
+def test_a_recorder_encoder_encodes_as_encode_record_one_by_one_and_many_at_once():
+    plain = [(i, b"x" * i, "s", None, 2.5, True, 1 << 70) for i in range(50)] + [(), (1,)]
+    mixed = plain + [[1, 2], {"a": 1}, 7, "text", (1, [2]), (3, np.arange(3)), np.float32(1.5), bytearray(b"b")]
+    encode = record_encoder()
+    for records in (plain, mixed, mixed[::-1], [7, "a", None]):
+        expected = [encode_record(r) for r in records]
+        assert [encode(r) for r in records] == expected
+        assert encode.many(records) == expected
+    with pytest.raises(UnencodableRecord, match="type set"):
+        encode.many(plain + [(1, {2})])
 
 
 def test_tuples_stay_tuples_and_lists_stay_lists_at_every_depth():

@@ -233,8 +233,8 @@ def stored_entries(version, sizes):
             out += v1.entries(common.record_key(prefix, keys[seq], seq), 1000 + seq, payload, 4096)
         elif seq % 2 == 0:
             pair = payloads[seq:seq + 2]
-            out += [(key, bytes(value))  # the values are views of one buffer per block
-                    for key, value in v2.encode_commit(prefix, seq, keys[seq:seq + 2], pair, [1000 + seq] * len(pair), 4096)]
+            entries = v2.encode_commit(prefix, seq, keys[seq:seq + 2], pair, [1000 + seq] * len(pair), 4096)
+            out += [(key, bytes(value)) for key, value in entries]  # the values are views of one buffer per block
     return out
 
 

@@ -15,15 +15,15 @@ meaning, and format 2 also ``encode_commit``, ``append_commit`` and
 
 from streamlog.records import v1, v2
 from streamlog.records.common import (FORMAT_NAME, FORMAT_VERSION, READABLE_VERSIONS, after_session,
-                                      check_format_record, format_record, is_stream_db_name, key_before, key_bounds, key_of,
-                                      record_key, records_db_name, same_key_bounds, seq_of, session_of,
-                                      session_prefix,
-                                      stream_of_db_name, time_db_name, time_index_start)
+                                      check_format_record, format_record, is_stream_db_name, key_before,
+                                      key_bounds, key_of, record_key, record_keys, records_db_name, same_key_bounds,
+                                      seq_of, session_of, session_prefix, stream_of_db_name, time_db_name,
+                                      time_index_start)
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS", "after_session", "check_format_record",
            "format_record", "is_stream_db_name", "key_before", "key_bounds", "key_of", "layout", "record_key",
-           "records_db_name", "same_key_bounds", "seq_of", "session_of", "session_prefix", "stream_of_db_name", "time_db_name",
-           "time_index_start", "v1", "v2"]
+           "record_keys", "records_db_name", "same_key_bounds", "seq_of", "session_of", "session_prefix",
+           "stream_of_db_name", "time_db_name", "time_index_start", "v1", "v2"]
 
 _LAYOUTS = {v1.VERSION: v1, v2.VERSION: v2}
 

@@ -21,6 +21,7 @@ record keys, the sparse time index, continuation entries and the chunk plan.
 
 import struct
 import time
+from itertools import count
 
 import msgpack
 
@@ -117,6 +118,12 @@ def record_key(prefix, encoded_key, seq):
     """The record key of record ``seq`` with encoded key ``encoded_key`` in the
     session whose :func:`session_prefix` is ``prefix``."""
     return prefix + encoded_key + _seq_pack(seq)
+
+
+def record_keys(prefix, encoded_keys, first_seq):
+    """The record keys of records ``first_seq, first_seq + 1, ...`` with these
+    encoded keys, in the session whose :func:`session_prefix` is ``prefix``."""
+    return [prefix + key + seq for key, seq in zip(encoded_keys, map(_seq_pack, count(first_seq)))]
 
 
 def seq_of(record_key):
