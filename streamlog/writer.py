@@ -15,6 +15,7 @@ meaningful one, so mixing them is refused rather than silently sorted.
 """
 
 from itertools import repeat
+from operator import is_
 from time import time_ns
 from typing import NamedTuple
 
@@ -209,7 +210,8 @@ class StreamWriter:
             return False
         sizes = list(map(len, payloads))
         if (not self.last_encoded_key <= encoded[0] or not encoded[-1] < self._kind_bound
-                or encoded != sorted(encoded) or max(sizes) > self.max_record_bytes or None in batch):
+                or encoded != sorted(encoded) or max(sizes) > self.max_record_bytes
+                or any(map(is_, batch, repeat(None)))):  # not `None in batch`: that compares records with ==
             return False
         n = len(batch)
         seq = self.next_seq

@@ -271,6 +271,26 @@ def test_key_is_asked_once_per_record_in_order_also_in_batches(tmp_path, bad_at)
         assert buf.session.count == bad_at - 1
 
 
+def test_batches_of_bare_numpy_arrays_are_stored_whole(tmp_path):
+    """Records that are numpy arrays themselves, in ReadBatches of 20 (tried
+    whole by the writer: nothing may compare a record with ==)."""
+    class Arrays(Counter):
+        def read(self):
+            if self.i >= self.n:
+                raise StopIteration
+            self.i += 20
+            return ReadBatch(np.arange(3) + k for k in range(self.i - 20, self.i))
+
+        def key(self, data):
+            return int(data[0])
+
+    with StreamBuffer(Arrays(100), log=log_path(tmp_path)) as buf:
+        buf.wait(30)
+    assert buf.session.status == "closed", buf.session.error
+    got = list(streamlog.Log(log_path(tmp_path)).session(-1).reader())
+    assert [a.tolist() for a in got] == [[k, k + 1, k + 2] for k in range(100)]
+
+
 def test_big_records_are_split_and_reassembled(tmp_path):
     payloads = [np.full(n, n % 251, dtype=np.uint8) for n in (10, 700, 2048, 4096, 8192, 100_000)]
     items = queue.Queue()
