@@ -179,7 +179,7 @@ def test_a_blocks_bisect_finds_what_a_linear_search_finds(user_keys, probe, seq,
     (block_key, head), *continuations = v2.encode_commit(prefix, 5, encoded, [b"\xc0"] * len(encoded),
                                                          [1] * len(encoded), 4096)
     assert head[0] == len(continuations)  # one block: its head entry and its continuations
-    block = v2.Block(block_key, head[1:] + b"".join(value for _, value in continuations))
+    block = v2.Block(block_key, b"".join([head[1:], *(value for _, value in continuations)]))  # values are views
     record_keys = block.record_keys(0, block.n)
     if shape == "record":
         target = records.record_key(prefix, encode_key(probe), seq)
