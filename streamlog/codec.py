@@ -41,7 +41,8 @@ import numpy as np
 
 from streamlog.errors import CorruptRecord, UnencodableRecord
 
-__all__ = ["encode_record", "record_encoder", "decode_record", "decode_plain_records", "plain_array_header",
+__all__ = ["encode_record", "record_encoder", "decode_record", "decode_plain_records", "decode_general_bodies",
+           "plain_array_header",
            "GENERAL_FIRST_BYTE", "to_jsonable"]
 
 _GENERAL = 0xC1
@@ -359,6 +360,45 @@ def decode_plain_records(buf, count):
     if type(out) is not tuple or len(out) != count:
         raise CorruptRecord(f"damaged records: {len(out) if type(out) is tuple else 'no'} records where "
                             f"{count} were stored")
+    return out
+
+
+class _Declined(Exception):
+    """Raised by the ext hook of :func:`decode_general_bodies` at a value it leaves to :func:`decode_record`."""
+
+
+def _unmarked_ext(code, data):
+    if code == _EXT_BYTEARRAY:
+        return bytearray(data)
+    raise _Declined
+
+
+def decode_general_bodies(buf, ends):
+    """The records whose general-layout *bodies* (the msgpack after the
+    ``0xC1`` and body length) lie back to back in ``buf``, body ``j`` ending
+    at offset ``ends[j]``, decoded in one pass, as a list; for records with
+    no array data.
+
+    Returns None, deciding nothing, when the bytes are not exactly such
+    bodies (one that does not end at its offset, damaged msgpack) or a body
+    holds a list, numpy array or scalar or an int beyond 64 bits: decode
+    those with :func:`decode_record`, which says what is wrong.  What it
+    returns equals :func:`decode_record` of each record; as safe on hostile
+    bytes (no length beyond ``len(buf)``, only the bytearray ext).
+    """
+    unpacker = msgpack.Unpacker(use_list=False, ext_hook=_unmarked_ext, strict_map_key=False,
+                                unicode_errors="surrogatepass", max_buffer_size=max(len(buf), 1))
+    out = []
+    append, unpack, tell = out.append, unpacker.unpack, unpacker.tell
+    try:
+        unpacker.feed(buf)
+        for end in ends:
+            append(unpack())
+            if tell() != end:
+                return None
+    except (_Declined, ValueError, TypeError, IndexError, KeyError, OverflowError, RecursionError,
+            msgpack.UnpackException):
+        return None
     return out
 
 

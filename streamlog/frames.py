@@ -28,12 +28,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from streamlog import columns
 from streamlog.codec import to_jsonable
 from streamlog.errors import RecordShapeError
 from streamlog.extras import require
 from streamlog.log import DEFAULT_STREAM
 
 BATCH_ROWS = 65_536  # rows per Arrow record batch (and Parquet row group)
+GROUP_RECORDS = 1024  # records read at once from small blocks (see _groups)
+_NUMPY_KEYS = 64  # from this many keys of a block on, they are tried as an int64 array
 _RESERVED = ("key", "time")
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
@@ -54,12 +57,6 @@ def entries(session, stream, start=None, stop=None, by="key"):
     """``Session.ientries`` of ``stream`` between ``start`` and ``stop``:
     keys with ``by="key"``, arrival times (epoch seconds) with ``by="time"``."""
     return session.ientries(stream=stream, **_selection(start, stop, by))
-
-
-def columns(session, stream, start=None, stop=None, by="key"):
-    """``Session.icolumns`` of ``stream`` (the records of :func:`entries`, a
-    stored block at a time)."""
-    return session.icolumns(stream=stream, **_selection(start, stop, by))
 
 
 def _selection(start, stop, by):
@@ -135,7 +132,10 @@ def _auto(key, record):
 def block_values(get, keys, found):
     """``[get(key, record) ...]`` for one block's keys and records, at C
     speed where the automatic getter finds them all ``(key, value)`` pairs."""
-    if get is _auto and found and set(map(type, found)) == {tuple} and set(map(len, found)) == {2}:
+    kinds = set(map(type, found)) if get is _auto else None
+    if kinds == {dict}:  # no dict is a (key, value) pair
+        return list(found)
+    if kinds == {tuple} and set(map(len, found)) == {2}:
         try:
             pairs = list(map(_FIRST, found)) == keys
         except (TypeError, ValueError):  # an array compared with a key
@@ -164,6 +164,107 @@ def _key_array(keys, key_types):
     return out
 
 
+def blocks(session, stream, start=None, stop=None, by="key"):
+    """The stored blocks of ``stream`` holding the records of :func:`entries`
+    (committed ones), undecoded: ``BufferReader.iblocks``."""
+    return session.reader(stream).iblocks(**_selection(start, stop, by))
+
+
+class _Group(NamedTuple):
+    """Consecutive block parts read together: their keys (an int64 array
+    for int keys, else a list), arrival times and undecoded records."""
+
+    parts: list
+    keys: object
+    times_us: np.ndarray
+
+    def encodings(self):
+        """``(buffer, ends)`` of all the group's records (see ``Block.encodings``), or None (format 1)."""
+        found = [part.block.encodings(part.lo, part.hi) for part in self.parts]
+        if any(enc is None for enc in found):
+            return None
+        if len(found) == 1:
+            return found[0]
+        sizes = np.cumsum([len(buffer) for buffer, _ in found[:-1]], dtype=np.int64)
+        ends = np.concatenate([found[0][1]] + [e + at for (_, e), at in zip(found[1:], sizes)])
+        return b"".join(buffer for buffer, _ in found), ends
+
+    def records(self):
+        """The group's decoded records, one by one (``Block.records``)."""
+        return [record for part in self.parts for record in part.block.records(part.lo, part.hi)]
+
+    def key_list(self):
+        return self.keys.tolist() if isinstance(self.keys, np.ndarray) else self.keys
+
+
+def _groups(parts, key_types, records=GROUP_RECORDS):
+    """The block parts in :class:`_Group` s of at least ``records`` records
+    (the last one fewer), so that a decode of many records at once pays its
+    fixed costs once for many small blocks."""
+    group, count = [], 0
+    for part in parts:
+        group.append(part)
+        count += part.hi - part.lo
+        if count >= records:
+            yield _group(group, key_types)
+            group, count = [], 0
+    if group:
+        yield _group(group, key_types)
+
+
+def _group(parts, key_types):
+    keys = [_part_keys(part, key_types) for part in parts]
+    times = [part.block.arrivals(part.lo, part.hi) for part in parts]
+    return _Group(parts, _joined_keys(keys, key_types), np.concatenate(times) if len(times) > 1 else times[0])
+
+
+def _part_keys(part, key_types):
+    """A part's keys: an int64 array where the block decodes them so (many small ints), else a list."""
+    if key_types == "int" and part.hi - part.lo >= _NUMPY_KEYS:
+        keys = part.block.small_int_keys(part.lo, part.hi)
+        if keys is not None:
+            return keys
+    return part.block.keys(part.lo, part.hi, key_types)
+
+
+def _joined_keys(parts, key_types):
+    """Key parts (int64 arrays or lists) as one int64 array for int keys that fit, else as one list."""
+    if key_types == "int" and parts:
+        try:
+            return np.concatenate([np.asarray(part, dtype=np.int64) for part in parts])
+        except OverflowError:
+            pass
+    return [key for part in parts for key in (part.tolist() if isinstance(part, np.ndarray) else part)]
+
+
+def _gathered(group):
+    """The values of a group's records as the automatic getter gives them,
+    gathered by :mod:`streamlog.columns`: a numpy array of numbers or an
+    :class:`~streamlog.columns.Arrays`; None where that does not apply."""
+    encodings = group.encodings()
+    if encodings is None:
+        return None
+    found = columns.numbers(*encodings)
+    if found is None:
+        found = columns.arrays(*encodings)
+        if found is None:
+            return None
+    if found.firsts is not None and not (isinstance(group.keys, np.ndarray) and
+                                         np.array_equal(found.firsts, group.keys)):
+        return None  # not (key, value) pairs: the records themselves are the values
+    return found.values if isinstance(found, columns.Numbers) else found
+
+
+def _as_list(values):
+    """A group's values as the list of per-record values the decode of each record gives."""
+    if isinstance(values, columns.Arrays):
+        flat = np.concatenate(values.pieces).view(values.dtype)
+        return list(flat.reshape((-1,) + values.shape))
+    if isinstance(values, np.ndarray):
+        return values.tolist()
+    return values
+
+
 def to_numpy(session, stream=None, start=None, stop=None, *, by="key", layout="auto", value=None):
     """The values of a stream of fixed-shape numeric records as one
     contiguous array, with per-record companions: a :class:`StreamArrays`.
@@ -176,27 +277,62 @@ def to_numpy(session, stream=None, start=None, stop=None, *, by="key", layout="a
     gives a sample rate (audio, synth) and stacks otherwise.  Raises
     RecordShapeError naming the first record that does not fit (another
     shape or dtype, not numeric, an audio gap).
+
+    Blocks of uniform records (numbers, arrays of one dtype and shape, or
+    ``(key, value)`` pairs of those) are gathered from the stored bytes by
+    :mod:`streamlog.columns`; any other block is decoded record by record.
     """
     if layout not in ("auto", "stack", "concat"):
         raise ValueError(f'layout must be "auto", "stack" or "concat", not {layout!r}')
     stream = stream_name(session, stream)
+    key_types = session.stream_info(stream)["key_types"]
     get = value_getter(session, stream, value)
-    keys, times, values = [], [], []
-    for block in columns(session, stream, start, stop, by):
-        keys += block.keys
-        times.append(block.times_us)
-        values += block_values(get, block.keys, block.records)
-    key_array = _key_array(keys, session.stream_info(stream)["key_types"])
+    key_parts, times, value_parts = [], [], []
+    for group in _groups(blocks(session, stream, start, stop, by), key_types):
+        key_parts.append(group.keys)
+        times.append(group.times_us)
+        values = _gathered(group) if get is _auto else None
+        value_parts.append(block_values(get, group.key_list(), group.records()) if values is None else values)
     times_us = np.concatenate(times) if times else np.empty(0, dtype=np.int64)
-    if not values:
+    joined = _joined_keys(key_parts, key_types)
+    key_array = joined if isinstance(joined, np.ndarray) else _key_array(joined, key_types)
+    if not value_parts:
         return StreamArrays(np.empty(0), key_array, times_us, np.empty(0, dtype=np.int64))
     where = f"session {session.id} stream {stream!r}"
+    concat = layout == "concat" or (layout == "auto" and sample_rate(session, stream) is not None)
+    fast = _fast_numpy(value_parts, key_array, times_us, concat)
+    if fast is not None:
+        return fast
+    values = [v for part in value_parts for v in _as_list(part)]
+    keys = joined.tolist() if isinstance(joined, np.ndarray) else joined
     if isinstance(values[0], np.ndarray) and values[0].ndim >= 1:
-        concat = layout == "concat" or (layout == "auto" and sample_rate(session, stream) is not None)
         return _arrays(values, keys, key_array, times_us, concat, where)
     if layout == "concat":
         raise RecordShapeError(f"{where}: records are not arrays of samples, so they cannot be concatenated")
     return StreamArrays(_numbers(values, keys, where), key_array, times_us, np.arange(len(values), dtype=np.int64))
+
+
+def _fast_numpy(parts, key_array, times_us, concat):
+    """The StreamArrays of value parts that were all gathered alike (all
+    number arrays, or all arrays of one dtype and shape, after the first
+    axis with ``concat``), or None."""
+    if all(type(part) is np.ndarray for part in parts):
+        values = np.concatenate(parts)
+        return StreamArrays(values, key_array, times_us, np.arange(len(values), dtype=np.int64))
+    if not all(isinstance(part, columns.Arrays) for part in parts):
+        return None
+    first = parts[0]
+    if any(part.dtype != first.dtype or (part.shape[1:] if concat else part.shape) !=
+           (first.shape[1:] if concat else first.shape) for part in parts):
+        return None
+    flat = np.concatenate([piece for part in parts for piece in part.pieces]).view(first.dtype)
+    if not concat:
+        return StreamArrays(flat.reshape((-1,) + first.shape), key_array, times_us,
+                            np.arange(len(key_array), dtype=np.int64))
+    lengths = np.concatenate([np.full(part.count, part.shape[0], dtype=np.int64) for part in parts])
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    return StreamArrays(flat.reshape((-1,) + first.shape[1:]), key_array, times_us, offsets)
 
 
 def _arrays(values, keys, key_array, times_us, concat, where):
@@ -305,20 +441,20 @@ class _Columns:
 
     def add_values(self, values):
         """``add(flatten(value))`` for each of ``values``, column by column
-        when they are all flat dicts with the same keys in the same order."""
+        when they are all flat dicts with the same keys."""
         kinds = set(map(type, values))
         if not kinds:
             return
         if dict not in kinds and tuple not in kinds:  # each value is one cell of column "value"
             self._add_column("value", values)
             return
-        names = _flat_names(values, kinds)
-        if names is None:
+        cells = _flat_columns(values, kinds)
+        if cells is None:
             for value in values:
                 self.add(flatten(value))
             return
-        for name in names:
-            self._add_column(name, list(map(itemgetter(name), values)), done=False)
+        for name, column in cells.items():
+            self._add_column(name, column, done=False)
         self._end_rows(len(values))
 
     def _add_column(self, name, cells, done=True):
@@ -337,42 +473,74 @@ class _Columns:
                 column += [None] * (rows - len(column))
 
 
-def _flat_names(values, kinds):
-    """The keys of ``values`` if all are dicts with those keys in that order,
-    none reserved (see :func:`flatten`) and no cell a non-empty dict; else None."""
+def _flat_columns(values, kinds):
+    """``{name: cells}`` of ``values`` if all are dicts with the same keys
+    (in the first one's order), none reserved (see :func:`flatten`) and no
+    cell a non-empty dict; else None."""
     if kinds != {dict}:
         return None
-    layouts = set(map(tuple, values))
-    if len(layouts) != 1:
+    names = values[0].keys()
+    if not all(map(names.__eq__, map(dict.keys, values))):
         return None
-    names = layouts.pop()
     if any(name in names for name in _RESERVED) or not all(type(name) is str for name in names):
         return None
-    for name in names:
-        if dict in set(map(type, map(itemgetter(name), values))) and any(
-                type(value[name]) is dict and value[name] for value in values):
+    cells = {name: list(map(itemgetter(name), values)) for name in names}
+    for column in cells.values():
+        if dict in set(map(type, column)) and any(type(cell) is dict and cell for cell in column):
             return None
-    return names
+    return cells
 
 
 def _table_rows(session, stream, start, stop, by, value, batch_rows):
-    """Yield ``(keys, times_us, columns)`` for batches of up to ``batch_rows`` records."""
+    """Yield ``(keys, times_us, columns)`` for batches of up to ``batch_rows``
+    records (None: one batch); ``keys`` an int64 array for int keys that fit
+    (else a list), ``columns`` name -> cells (a list, or a numpy array for a
+    column of numbers gathered at once)."""
     get = value_getter(session, stream, value)
-    keys, times, table = [], [], _Columns()
-    for block in columns(session, stream, start, stop, by):
-        values = block_values(get, block.keys, block.records)
-        at = 0
-        while at < len(values):
-            end = len(values) if batch_rows is None else min(len(values), at + batch_rows - len(keys))
-            keys += block.keys[at:end]
-            times.append(block.times_us[at:end])
-            table.add_values(values[at:end])
+    key_types = session.stream_info(stream)["key_types"]
+    keys, times, values, rows = [], [], [], 0
+    for group in _groups(blocks(session, stream, start, stop, by), key_types):
+        found = _table_values(group, get)
+        at, count = 0, len(group.times_us)
+        while at < count:
+            end = count if batch_rows is None else min(count, at + batch_rows - rows)
+            keys.append(group.keys[at:end])
+            times.append(group.times_us[at:end])
+            values.append(found[at:end])
+            rows += end - at
             at = end
-            if batch_rows is not None and len(keys) >= batch_rows:
-                yield keys, np.concatenate(times), table.data
-                keys, times, table = [], [], _Columns()
-    if keys or batch_rows is None:
-        yield keys, np.concatenate(times) if times else np.empty(0, dtype=np.int64), table.data
+            if batch_rows is not None and rows >= batch_rows:
+                yield _joined_keys(keys, key_types), np.concatenate(times), _cells(values)
+                keys, times, values, rows = [], [], [], 0
+    if rows or batch_rows is None:
+        yield (_joined_keys(keys, key_types), np.concatenate(times) if times else np.empty(0, dtype=np.int64),
+               _cells(values))
+
+
+def _table_values(group, get):
+    """A group's values for a table: a numpy array of numbers gathered at
+    once, else a list (dict records decoded in one pass where they can be)."""
+    if get is _auto:
+        encodings = group.encodings()
+        if encodings is not None:
+            found = columns.numbers(*encodings)
+            if found is not None and (found.firsts is None or (isinstance(group.keys, np.ndarray) and
+                                                               np.array_equal(found.firsts, group.keys))):
+                return found.values
+            records = columns.general_records(*encodings)
+            if records is not None:
+                return block_values(get, group.key_list(), records)
+    return block_values(get, group.key_list(), group.records())
+
+
+def _cells(parts):
+    """The columns of a batch's value parts (numpy arrays of numbers or lists of values)."""
+    if parts and all(isinstance(part, np.ndarray) for part in parts):
+        return {"value": np.concatenate(parts)}
+    table = _Columns()
+    for part in parts:
+        table.add_values(part.tolist() if isinstance(part, np.ndarray) else part)
+    return table.data
 
 
 def to_pandas(session, stream=None, start=None, stop=None, *, by="key", value=None):
@@ -444,12 +612,14 @@ def iter_arrow_batches(session, stream=None, start=None, stop=None, *, by="key",
 
 
 def _arrow_keys(pa, keys):
-    if keys and type(keys[0]) is tuple:
+    if len(keys) and type(keys[0]) is tuple:
         keys = [{str(i): item for i, item in enumerate(key)} for key in keys]
     return pa.array(keys)
 
 
 def _arrow_column(pa, name, cells, shapes, schema, keys):
+    if isinstance(cells, np.ndarray):  # numbers gathered at once; _conform casts them to the schema's type
+        return pa.array(cells)
     arrays = [c for c in cells if isinstance(c, np.ndarray)]
     if not arrays:
         if schema is not None and name in schema.names:
@@ -457,7 +627,7 @@ def _arrow_column(pa, name, cells, shapes, schema, keys):
                 return pa.array(cells, schema.field(name).type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                 row = _first_misfit(pa, cells, schema.field(name).type)
-                raise RecordShapeError(f"the record with key {keys[row]!r}: column {name!r} holds "
+                raise RecordShapeError(f"the record with key {_key_at(keys, row)!r}: column {name!r} holds "
                                        f"{_describe(cells[row])}, not {schema.field(name).type} ({exc})") from None
         try:
             return pa.array(cells)
@@ -470,7 +640,7 @@ def _arrow_column(pa, name, cells, shapes, schema, keys):
     if len(arrays) != len(cells) - missing or any(a.dtype != first.dtype for a in arrays):
         row = next(i for i, c in enumerate(cells) if c is not None and
                    (not isinstance(c, np.ndarray) or c.dtype != first.dtype))
-        raise RecordShapeError(f"the record with key {keys[row]!r}: column {name!r} holds {_describe(cells[row])}, "
+        raise RecordShapeError(f"the record with key {_key_at(keys, row)!r}: column {name!r} holds {_describe(cells[row])}, "
                                f"the first record {_describe(first)}")
     lengths = np.array([0 if f is None else len(f) for f in flat], dtype=np.int32)
     offsets = np.zeros(len(flat) + 1, dtype=np.int32)
@@ -478,6 +648,11 @@ def _arrow_column(pa, name, cells, shapes, schema, keys):
     values = np.concatenate([f for f in flat if f is not None])
     mask = pa.array([c is None for c in cells]) if missing else None
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=mask)
+
+
+def _key_at(keys, i):
+    """Key ``i`` of a batch's keys (an array or a list) as a Python value."""
+    return keys[i].item() if isinstance(keys, np.ndarray) else keys[i]
 
 
 def _first_misfit(pa, cells, arrow_type):
@@ -492,7 +667,7 @@ def _first_misfit(pa, cells, arrow_type):
 def _conform(pa, schema, columns, keys, session, stream):
     extra = [name for name in columns if name not in schema.names]
     if extra:
-        raise RecordShapeError(f"session {session.id} stream {stream!r}: records from key {keys[0]!r} on have "
+        raise RecordShapeError(f"session {session.id} stream {stream!r}: records from key {_key_at(keys, 0)!r} on have "
                                f"column(s) {', '.join(map(repr, extra))} that the first {BATCH_ROWS} records lack")
     arrays = []
     for field in schema:
@@ -504,7 +679,7 @@ def _conform(pa, schema, columns, keys, session, stream):
                 array = array.cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise RecordShapeError(f"session {session.id} stream {stream!r}: column {field.name!r} from key "
-                                       f"{keys[0]!r} on holds {array.type}, not {field.type} ({exc})") from None
+                                       f"{_key_at(keys, 0)!r} on holds {array.type}, not {field.type} ({exc})") from None
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

@@ -103,6 +103,18 @@ class Columns(NamedTuple):
     records: list
 
 
+class BlockPart(NamedTuple):
+    """Records ``lo .. hi - 1`` of one stored block (see
+    :meth:`BufferReader.iblocks`), undecoded: ``block`` is a
+    :class:`streamlog.records.v2.Block` (format 1: a
+    :class:`streamlog.records.v1.Run`), whose ``keys``, ``arrivals`` and
+    ``records`` methods decode them."""
+
+    block: Any
+    lo: int
+    hi: int
+
+
 class LiveFeed:
     """The stream a StreamBuffer of this process is recording into ``ring``
     (a :class:`~streamlog.ring.Ring`) and the databases ``db``, ``time_db``
@@ -824,6 +836,39 @@ class BufferReader:
                     yield part
                 if beyond:
                     return
+            if exhausted or after is None:
+                return
+
+    def iblocks(self, start=None, stop=None, *, since=None, until=None):
+        """Lazy :class:`BlockPart` s, one per stored block, of the records of
+        :meth:`icolumns` (the same bounds, all inclusive, None open; never an
+        empty one), undecoded, for decoders that take a block's columns at
+        once.  Arrival times never decrease within a stream, so the records
+        of a block within ``since..until`` are one run ``lo .. hi - 1``.
+        Reads as :meth:`icolumns` does; does not move the cursor."""
+        feed = self._feed
+        lo, hi, _ = self._key_bounds(start, stop, None)
+        lo_us = None if since is None else round(since * 1e6)
+        hi_us = None if until is None else round(until * 1e6)
+        if lo_us is not None:
+            lo = max(lo, self._time_index_start(lo_us))
+        after = None
+        while feed.db is not None:
+            with feed.store.read() as txn:
+                parts, after, exhausted = self._layout.scan_blocks(txn, feed.db, lo, hi, _SCAN_CHUNK, after)
+            for block, first, end in parts:
+                if lo_us is not None or hi_us is not None:
+                    times_us = block.arrivals(first, end)
+                    beyond = hi_us is not None and times_us[-1] > hi_us
+                    start_at = first if lo_us is None else first + int(np.searchsorted(times_us, lo_us))
+                    end = end if not beyond else first + int(np.searchsorted(times_us, hi_us, side="right"))
+                    first = start_at
+                    if end > first:
+                        yield BlockPart(block, first, end)
+                    if beyond:
+                        return
+                else:
+                    yield BlockPart(block, first, end)
             if exhausted or after is None:
                 return
 

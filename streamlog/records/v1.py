@@ -128,6 +128,49 @@ def scan_columns(txn, db, start, stop, limit, after=None, key_types=None):
     return [(keys, arrivals, [record for _, _, record in found])], found[-1][0], len(found) < limit
 
 
+class Run:
+    """Records of format 1 read in one scan, offering the record accessors of
+    a format-2 :class:`~streamlog.records.v2.Block` (``n``, ``keys``,
+    ``arrivals``, ``records``, ``encodings``, ``small_int_keys``; format 1
+    has no blocks and no byte columns, so the last two give None)."""
+
+    __slots__ = ("n", "_found")
+
+    def __init__(self, found):
+        self._found = found
+        self.n = len(found)
+
+    def keys(self, lo, hi, key_types=None):
+        """The decoded keys of records ``lo .. hi - 1``."""
+        return [key_of(record_key, key_types) for record_key, _, _ in self._found[lo:hi]]
+
+    def arrivals(self, lo, hi):
+        """The arrival times (µs) of records ``lo .. hi - 1``: a numpy int64 array."""
+        return np.fromiter((arrival for _, arrival, _ in self._found[lo:hi]), dtype=np.int64, count=hi - lo)
+
+    def records(self, lo, hi):
+        """The decoded records ``lo .. hi - 1``."""
+        return [record for _, _, record in self._found[lo:hi]]
+
+    def encodings(self, lo, hi):
+        """None: a run keeps no column of encodings (see ``v2.Block.encodings``)."""
+        return None
+
+    def small_int_keys(self, lo, hi):
+        """None: keys are decoded one by one (see ``v2.Block.small_int_keys``)."""
+        return None
+
+
+def scan_blocks(txn, db, start, stop, limit, after=None):
+    """The records of :func:`scan` as :func:`streamlog.records.v2.scan_blocks`
+    gives them: ``(parts, last record key, exhausted)``, ``parts`` one
+    ``(run, 0, n)`` for all of them, ``run`` a :class:`Run`."""
+    found = scan(txn, db, start, stop, limit=limit, after=after, with_time=True)
+    if not found:
+        return [], None, True
+    return [(Run(found), 0, len(found))], found[-1][0], len(found) < limit
+
+
 def _position(cursor, start, after):
     """Put ``cursor`` on the first head entry at or after ``start``, or
     strictly after record ``after``; False if there is none."""

@@ -270,6 +270,12 @@ class Block:
     def _small_int_keys(self, lo, hi):
         """The keys ``lo .. hi - 1`` as a list of ints when every one is an
         integer ``0 <= key < 2**56`` (decoded with numpy), else None."""
+        values = self.small_int_keys(lo, hi)
+        return None if values is None else values.tolist()
+
+    def small_int_keys(self, lo, hi):
+        """The keys ``lo .. hi - 1`` as a numpy int64 array when every one is
+        an integer ``0 <= key < 2**56`` (decoded with numpy), else None."""
         ends = np.frombuffer(self.key_end, dtype=np.uint32)[max(lo - 1, 0):hi].astype(np.int64)
         starts = ends[:-1] if lo else np.concatenate(([0], ends[:-1]))
         ends = ends[1:] if lo else ends
@@ -281,7 +287,7 @@ class Block:
         for j in range(int(sizes.max())):
             more = sizes > j
             values[more] = (values[more] << 8) | column[starts[more] + 1 + j]
-        return values.tolist()
+        return values
 
     def arrivals(self, lo, hi):
         """The arrival times (µs) of records ``lo .. hi - 1``: a numpy int64 array."""
@@ -289,6 +295,18 @@ class Block:
 
     def payload_bytes(self):
         return self.record_end[self.n - 1]
+
+    def encodings(self, lo, hi):
+        """``(buffer, ends)``: the encodings of records ``lo .. hi - 1`` back
+        to back (a memoryview of the block) and where each ends in it (a
+        numpy int64 array), for decoders that take many records at once."""
+        ends = np.frombuffer(self.record_end, dtype=np.uint32)[max(lo - 1, 0):hi].astype(np.int64)
+        first = 0
+        if lo:
+            first = int(ends[0])
+            ends = ends[1:] - first
+        at = self.records_at
+        return memoryview(self.data)[at + first:at + first + int(ends[-1])], ends
 
     def bisect(self, record_key, strict):
         """The index of the first record whose key is ``>= record_key``
@@ -476,6 +494,17 @@ def scan_columns(txn, db, start, stop, limit, after=None, key_types=None):
         out.append((block.keys(lo, hi, key_types), block.arrivals(lo, hi), block.records(lo, hi)))
 
     last, exhausted = _forward(txn, db, start, stop, limit, after, take)
+    return out, last, exhausted
+
+
+def scan_blocks(txn, db, start, stop, limit, after=None):
+    """The records of :func:`scan` (``start <= record key <= stop``, strictly
+    after ``after`` if given, at most ``limit``) as the blocks holding them,
+    undecoded: ``(parts, last record key, exhausted)`` where ``parts`` holds
+    one ``(block, lo, hi)`` per block touched (its records ``lo .. hi - 1``)
+    and ``exhausted`` whether the range ended."""
+    out = []
+    last, exhausted = _forward(txn, db, start, stop, limit, after, lambda block, lo, hi: out.append((block, lo, hi)))
     return out, last, exhausted
 
 

@@ -1,0 +1,216 @@
+"""Many records' encodings decoded at once into columns, with numpy.
+
+A format-2 block stores its records' encodings back to back with a column of
+where each ends (``Block.encodings``).  When the records are uniform, their
+values can be taken from those bytes at once instead of decoding one Python
+object per record.  Each function here takes such a ``buffer`` (bytes-like)
+and ``ends`` (a numpy int64 array: record ``j`` is
+``buffer[ends[j - 1]:ends[j]]``, ``ends[-1] == len(buffer)``) and reads the
+codec's layouts (see :mod:`streamlog.codec`: plain records are msgpack,
+general ones ``0xC1``, a u32be body length, the msgpack body, then the raw
+bytes of their numpy arrays):
+
+* :func:`numbers`: records that are all numbers (msgpack ints that fit
+  int64, or all floats), or all ``(int, number)`` pairs;
+* :func:`arrays`: records that are all C-ordered numeric numpy arrays of one
+  dtype and shape, or all ``(int, array)`` pairs;
+* :func:`general_records`: general-layout records without array data
+  (dicts of scalars and tuples), decoded in one msgpack pass.
+
+Every byte they use is checked (vectorised); a function *declines* (returns
+None) whenever the records are not of its kind, differ from one another in
+kind, or are damaged in any way, and never raises for their bytes.  The
+caller then decodes those records one by one (``Block.records``), which
+raises :class:`~streamlog.errors.CorruptRecord` for damaged bytes as every
+reader does.  What a function accepts it decodes to exactly what
+:func:`~streamlog.codec.decode_record` gives record by record.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from streamlog.codec import GENERAL_FIRST_BYTE, decode_general_bodies, decode_record, encode_record
+from streamlog.errors import CorruptRecord
+
+_HEADER = 5  # a general record's first byte and u32be body length
+_PAIR = 0x92  # msgpack: an array of two items (a tuple of two)
+_FLOAT64 = 0xCB
+_EIGHT = np.arange(8, dtype=np.int64)
+_FIXED_GATHER = 64  # arrays of at most this many bytes are gathered by one fancy index per block
+
+
+def _int_tables():
+    """Per first byte: the bytes after the tag of a msgpack int (-1: not an
+    int), whether it is signed, the value of a fixint."""
+    size = np.full(256, -1, dtype=np.int64)
+    signed = np.zeros(256, dtype=bool)
+    fixed = np.zeros(256, dtype=np.int64)
+    size[:0x80] = 0
+    fixed[:0x80] = np.arange(0x80)
+    size[0xE0:] = 0
+    fixed[0xE0:] = np.arange(0xE0, 0x100) - 0x100
+    for tag, (n, sign) in {0xCC: (1, False), 0xCD: (2, False), 0xCE: (4, False), 0xCF: (8, False),
+                           0xD0: (1, True), 0xD1: (2, True), 0xD2: (4, True), 0xD3: (8, True)}.items():
+        size[tag], signed[tag] = n, sign
+    return size, signed, fixed
+
+
+_INT_SIZE, _INT_SIGNED, _FIXINT = _int_tables()
+
+
+class Numbers(NamedTuple):
+    """Records that are numbers or ``(int, number)`` pairs: ``firsts`` the
+    pairs' first items (int64; None when the records are bare numbers),
+    ``values`` the numbers (int64 or float64)."""
+
+    firsts: object
+    values: np.ndarray
+
+
+class Arrays(NamedTuple):
+    """Records that are numpy arrays or ``(int, array)`` pairs: ``firsts``
+    as in :class:`Numbers`, ``count`` records, each array's ``dtype`` and
+    ``shape``, and ``pieces``: uint8 arrays whose concatenation is the
+    arrays' bytes, in order (C order, ``count`` arrays of ``shape``)."""
+
+    firsts: object
+    count: int
+    dtype: np.dtype
+    shape: tuple
+    pieces: list
+
+
+def _spans(buffer, ends):
+    """``(u8, starts, ends)``: the buffer as uint8 (no copy) and each record's bounds."""
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1]
+    return np.frombuffer(buffer, dtype=np.uint8), starts, ends
+
+
+def _gather(u8, at, width):
+    """``u8[at[j]:at[j] + width]`` for each j as an ``(len(at), width)``
+    array; offsets past the end read the last byte (callers check that the
+    bytes they use lie inside)."""
+    return u8[np.minimum(at[:, None] + np.arange(width), len(u8) - 1)]
+
+
+def _ints(u8, at, size):
+    """The msgpack ints at offsets ``at`` (their tags in ``u8``), given
+    ``size = _INT_SIZE[tags]`` (all >= 0; each int inside ``u8``): int64
+    values, or None if one is an unsigned 64-bit int beyond int64."""
+    tags = u8[at]
+    raw = _gather(u8, at + 1, 8).view(">u8").ravel().astype(np.uint64)
+    shift = (8 - np.maximum(size, 1)).astype(np.uint64) * np.uint64(8)
+    unsigned = raw >> shift
+    values = unsigned.astype(np.int64)
+    short = (size > 0) & (size < 8) & _INT_SIGNED[tags]
+    if short.any():
+        bits = (size[short] * 8).astype(np.uint64)
+        negative = (unsigned[short] >> (bits - np.uint64(1))) & np.uint64(1) == 1
+        values[short] -= np.where(negative, np.left_shift(1, bits.astype(np.int64)), 0)
+    if ((size == 8) & ~_INT_SIGNED[tags] & (values < 0)).any():
+        return None
+    return np.where(size == 0, _FIXINT[tags], values)
+
+
+def _int_at(u8, at, end):
+    """The msgpack ints at ``at``, each required to end exactly at ``end``: int64 or None."""
+    size = _INT_SIZE[u8[at]]
+    if (size < 0).any() or (at + 1 + size != end).any():
+        return None
+    return _ints(u8, at, size)
+
+
+def _number_at(u8, at, end):
+    """The numbers (all ints or all float64) at ``at``, each ending at ``end``: an array or None."""
+    if u8[at[0]] == _FLOAT64:
+        if (u8[at] != _FLOAT64).any() or (end - at != 9).any():
+            return None
+        return _gather(u8, at + 1, 8).view(">f8").ravel().astype(np.float64)
+    return _int_at(u8, at, end)
+
+
+def numbers(buffer, ends):
+    """The records as :class:`Numbers`, or None (declined: not all numbers
+    of one kind, not all pairs, or damaged)."""
+    u8, starts, ends = _spans(buffer, ends)
+    if u8[starts[0]] != _PAIR:
+        values = _number_at(u8, starts, ends)
+        return None if values is None else Numbers(None, values)
+    if (u8[starts] != _PAIR).any():
+        return None
+    firsts_at = starts + 1
+    size = _INT_SIZE[u8[firsts_at]]
+    if (size < 0).any():
+        return None
+    values_at = firsts_at + 1 + size
+    if (values_at >= ends).any():
+        return None
+    values = _number_at(u8, values_at, ends)
+    if values is None:
+        return None
+    firsts = _ints(u8, firsts_at, size)
+    return None if firsts is None else Numbers(firsts, values)
+
+
+def arrays(buffer, ends):
+    """The records as :class:`Arrays`, or None (declined: not all C-ordered
+    numeric arrays of one dtype and shape, nor all such pairs, or damaged)."""
+    u8, starts, ends = _spans(buffer, ends)
+    if (u8[starts] != GENERAL_FIRST_BYTE).any():
+        return None
+    try:
+        first = decode_record(buffer[:int(ends[0])])
+    except CorruptRecord:  # the caller's record-by-record decode says what is wrong
+        return None
+    pair = type(first) is tuple and len(first) == 2 and type(first[0]) is int
+    array = first[1] if pair else first
+    if (type(array) is not np.ndarray or array.dtype.kind not in "biufc" or not array.ndim or not array.size
+            or not array.flags.c_contiguous):
+        return None
+    template = encode_record(np.zeros(array.shape, array.dtype))
+    entry = np.frombuffer(template, dtype=np.uint8)[_HEADER:len(template) - array.nbytes]
+    size, width = array.nbytes, len(entry)
+    data_at = ends - size
+    entry_at = data_at - width
+    if (entry_at < starts + _HEADER).any() or (_body_lengths(u8, starts) != data_at - starts - _HEADER).any():
+        return None
+    if not (_gather(u8, entry_at, width) == entry).all():
+        return None
+    firsts = None
+    if pair:
+        if (u8[starts + _HEADER] != _PAIR).any():
+            return None
+        firsts = _int_at(u8, starts + _HEADER + 1, entry_at)
+        if firsts is None:
+            return None
+    elif (entry_at != starts + _HEADER).any():
+        return None
+    if size <= _FIXED_GATHER:
+        pieces = [_gather(u8, data_at, size).ravel()]
+    else:
+        pieces = [u8[at:at + size] for at in data_at.tolist()]
+    return Arrays(firsts, len(ends), array.dtype, array.shape, pieces)
+
+
+def general_records(buffer, ends):
+    """The records, all of the general layout without array data, decoded
+    in one pass as a list (see :func:`~streamlog.codec.decode_general_bodies`),
+    or None (declined)."""
+    u8, starts, ends = _spans(buffer, ends)
+    if (ends - starts < _HEADER).any() or (u8[starts] != GENERAL_FIRST_BYTE).any():
+        return None
+    body_length = _body_lengths(u8, starts)
+    if (body_length != ends - starts - _HEADER).any():
+        return None
+    keep = np.ones(len(u8), dtype=bool)
+    keep[(starts[:, None] + _EIGHT[:_HEADER]).ravel()] = False
+    bodies = u8[keep].tobytes()
+    return decode_general_bodies(bodies, np.cumsum(body_length.astype(np.int64)).tolist())
+
+
+def _body_lengths(u8, starts):
+    """The u32be body lengths of the general-layout records at ``starts``."""
+    return _gather(u8, starts + 1, 4).view(">u4").ravel().astype(np.int64)
