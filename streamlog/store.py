@@ -46,6 +46,7 @@ import os
 import pwd
 import secrets
 import stat
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -701,6 +702,24 @@ class Store:
                                               f"({target}); its owner can share it with a group you are in "
                                               f"(`streamlog record --group GROUP`, or Log(path, group=...))")
         return errors.LogAccessDenied(f"cannot write log {self.path}: {user} may not write it")
+
+    def release_map_pages(self):
+        """Take the pages of ``data.mdb`` this process has read out of its
+        resident set; True if done.  On Linux: ``madvise(MADV_DONTNEED)``
+        over the file's mappings in ``/proc/self/maps``; elsewhere nothing
+        (False).  The pages stay in the page cache and the next read maps
+        them again, so no data changes: the map is read-only (no
+        ``writemap``), and the mappings are looked up and advised while no
+        map resize can run (the transaction gate held).  For long scans,
+        whose RSS would otherwise grow by every page they read."""
+        self._check_usable()
+        if _MADVISE is None:
+            return False
+        self._gate.enter()
+        try:
+            return _drop_mapped_pages(os.path.join(self.path, DATA_FILE))
+        finally:
+            self._gate.leave()
 
     def _check_usable(self):
         self._refuse_if_inherited()
@@ -1472,3 +1491,48 @@ def _round_up_pow2(n):
     while size < n:
         size *= 2
     return size
+
+
+def _libc_madvise():
+    """libc's ``madvise`` (ctypes), or None where there is none to use (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise.restype = ctypes.c_int
+    return madvise
+
+
+_MADVISE = _libc_madvise()
+_MADV_DONTNEED = 4  # Linux
+
+
+def _drop_mapped_pages(path):
+    """``madvise(MADV_DONTNEED)`` over this process's mappings of the file at
+    ``path`` (matched by its real path, or by device and inode); True if
+    there was one and every call succeeded."""
+    try:
+        status = os.stat(path)
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    found, failed = False, False
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[4].isdigit():
+            continue
+        major, _, minor = fields[3].partition(":")
+        same_file = int(fields[4]) == status.st_ino and os.makedev(int(major, 16), int(minor, 16)) == status.st_dev
+        if not same_file and fields[5].rstrip("\n") != real:
+            continue
+        start, end = (int(address, 16) for address in fields[0].split("-"))
+        found = True
+        failed |= _MADVISE(start, end - start, _MADV_DONTNEED) != 0
+    return found and not failed
