@@ -30,7 +30,7 @@ import numpy as np
 
 from streamlog import columns
 from streamlog.codec import to_jsonable
-from streamlog.errors import RecordShapeError
+from streamlog.errors import CorruptRecord, RecordShapeError
 from streamlog.extras import require
 from streamlog.log import DEFAULT_STREAM
 
@@ -172,11 +172,13 @@ def blocks(session, stream, start=None, stop=None, by="key"):
 
 class _Group(NamedTuple):
     """Consecutive block parts read together: their keys (an int64 array
-    for int keys, else a list), arrival times and undecoded records."""
+    for int keys, else a list), arrival times and undecoded records, and
+    the store they were read from."""
 
     parts: list
     keys: object
     times_us: np.ndarray
+    store: object
 
     def encodings(self):
         """``(buffer, ends)`` of all the group's records (see ``Block.encodings``), or None (format 1)."""
@@ -190,14 +192,18 @@ class _Group(NamedTuple):
         return b"".join(buffer for buffer, _ in found), ends
 
     def records(self):
-        """The group's decoded records, one by one (``Block.records``)."""
-        return [record for part in self.parts for record in part.block.records(part.lo, part.hi)]
+        """The group's decoded records, one by one (``Block.records``); a
+        damaged record raises the CorruptRecord a read would."""
+        try:
+            return [record for part in self.parts for record in part.block.records(part.lo, part.hi)]
+        except CorruptRecord as exc:
+            raise self.store.damaged(exc) from None
 
     def key_list(self):
         return self.keys.tolist() if isinstance(self.keys, np.ndarray) else self.keys
 
 
-def _groups(parts, key_types, records=GROUP_RECORDS):
+def _groups(session, parts, key_types, records=GROUP_RECORDS):
     """The block parts in :class:`_Group` s of at least ``records`` records
     (the last one fewer), so that a decode of many records at once pays its
     fixed costs once for many small blocks."""
@@ -206,16 +212,20 @@ def _groups(parts, key_types, records=GROUP_RECORDS):
         group.append(part)
         count += part.hi - part.lo
         if count >= records:
-            yield _group(group, key_types)
+            yield _group(session, group, key_types)
             group, count = [], 0
     if group:
-        yield _group(group, key_types)
+        yield _group(session, group, key_types)
 
 
-def _group(parts, key_types):
-    keys = [_part_keys(part, key_types) for part in parts]
+def _group(session, parts, key_types):
+    try:
+        keys = [_part_keys(part, key_types) for part in parts]
+    except CorruptRecord as exc:
+        raise session.log.store.damaged(exc) from None
     times = [part.block.arrivals(part.lo, part.hi) for part in parts]
-    return _Group(parts, _joined_keys(keys, key_types), np.concatenate(times) if len(times) > 1 else times[0])
+    return _Group(parts, _joined_keys(keys, key_types), np.concatenate(times) if len(times) > 1 else times[0],
+                  session.log.store)
 
 
 def _part_keys(part, key_types):
@@ -288,7 +298,7 @@ def to_numpy(session, stream=None, start=None, stop=None, *, by="key", layout="a
     key_types = session.stream_info(stream)["key_types"]
     get = value_getter(session, stream, value)
     key_parts, times, value_parts = [], [], []
-    for group in _groups(blocks(session, stream, start, stop, by), key_types):
+    for group in _groups(session, blocks(session, stream, start, stop, by), key_types):
         key_parts.append(group.keys)
         times.append(group.times_us)
         values = _gathered(group) if get is _auto else None
@@ -326,6 +336,8 @@ def _fast_numpy(parts, key_array, times_us, concat):
            (first.shape[1:] if concat else first.shape) for part in parts):
         return None
     flat = np.concatenate([piece for part in parts for piece in part.pieces]).view(first.dtype)
+    if not first.dtype.isnative:  # as np.stack and np.concatenate of such arrays give them
+        flat = flat.astype(first.dtype.newbyteorder("="))
     if not concat:
         return StreamArrays(flat.reshape((-1,) + first.shape), key_array, times_us,
                             np.arange(len(key_array), dtype=np.int64))
@@ -499,7 +511,7 @@ def _table_rows(session, stream, start, stop, by, value, batch_rows):
     get = value_getter(session, stream, value)
     key_types = session.stream_info(stream)["key_types"]
     keys, times, values, rows = [], [], [], 0
-    for group in _groups(blocks(session, stream, start, stop, by), key_types):
+    for group in _groups(session, blocks(session, stream, start, stop, by), key_types):
         found = _table_values(group, get)
         at, count = 0, len(group.times_us)
         while at < count:

@@ -548,10 +548,16 @@ class Store:
         except lmdb.Error as exc:
             raise _read_error(self.path, exc) from exc
         except errors.CorruptRecord as exc:
-            raise errors.CorruptRecord(f"log {self.path} is damaged: {exc}", session=exc.session,
-                                       stream=exc.stream, key=exc.key) from None
+            raise self.damaged(exc) from None
         finally:
             self._gate.leave()
+
+    def damaged(self, exc):
+        """The CorruptRecord that reports ``exc`` (a CorruptRecord met reading
+        this log, inside a read transaction or in bytes read by one) with the
+        log's path, as every read does."""
+        return errors.CorruptRecord(f"log {self.path} is damaged: {exc}", session=exc.session, stream=exc.stream,
+                                    key=exc.key)
 
     def write(self, work):
         """Run ``work(txn)`` in a write transaction and commit; return its result.
