@@ -136,6 +136,9 @@ def numbers(buffer, ends):
     """The records as :class:`Numbers`, or None (declined: not all numbers
     of one kind, not all pairs, or damaged)."""
     u8, starts, ends = _spans(buffer, ends)
+    width = int(ends[0])
+    if len(u8) == width * len(ends) and (ends - starts == width).all():
+        return _fixed_numbers(u8.reshape(-1, width))
     if u8[starts[0]] != _PAIR:
         values = _number_at(u8, starts, ends)
         return None if values is None else Numbers(None, values)
@@ -153,6 +156,47 @@ def numbers(buffer, ends):
         return None
     firsts = _ints(u8, firsts_at, size)
     return None if firsts is None else Numbers(firsts, values)
+
+
+def _fixed_numbers(rows):
+    """:func:`numbers` of records of one length, one per row of ``rows``."""
+    firsts, at = None, 0
+    if rows[0, 0] == _PAIR:
+        if (rows[:, 0] != _PAIR).any():
+            return None
+        firsts, size = _fixed_int(rows, 1)
+        if firsts is None:
+            return None
+        at = 1 + size
+    if at < rows.shape[1] and rows[0, at] == _FLOAT64:
+        if rows.shape[1] - at != 9 or (rows[:, at] != _FLOAT64).any():
+            return None
+        return Numbers(firsts, rows[:, at + 1:].copy().view(">f8").ravel().astype(np.float64))
+    values, size = _fixed_int(rows, at)
+    if values is None or at + size != rows.shape[1]:
+        return None
+    return Numbers(firsts, values)
+
+
+def _fixed_int(rows, at):
+    """``(values, bytes)``: the msgpack ints starting in column ``at`` of
+    ``rows``, all of one tag (or all fixints) and so one length, as int64;
+    ``(None, 0)`` if they are not."""
+    if at >= rows.shape[1]:
+        return None, 0
+    tags = rows[:, at]
+    size = int(_INT_SIZE[tags[0]])
+    if size < 0 or at + 1 + size > rows.shape[1]:
+        return None, 0
+    if size == 0:
+        return (None, 0) if (_INT_SIZE[tags] != 0).any() else (_FIXINT[tags], 1)
+    if (tags != tags[0]).any():
+        return None, 0
+    signed = bool(_INT_SIGNED[tags[0]])
+    values = rows[:, at + 1:at + 1 + size].copy().view(f">{'i' if signed else 'u'}{size}").ravel()
+    if not signed and size == 8 and (values >= 1 << 63).any():
+        return None, 0
+    return values.astype(np.int64), 1 + size
 
 
 def arrays(buffer, ends):

@@ -31,12 +31,13 @@ import numpy as np
 from streamlog import columns
 from streamlog.codec import to_jsonable
 from streamlog.errors import CorruptRecord, RecordShapeError
+from streamlog.keys import small_ints
 from streamlog.extras import require
 from streamlog.log import DEFAULT_STREAM
 
 BATCH_ROWS = 65_536  # rows per Arrow record batch (and Parquet row group)
-GROUP_RECORDS = 1024  # records read at once from small blocks (see _groups)
-_NUMPY_KEYS = 64  # from this many keys of a block on, they are tried as an int64 array
+GROUP_RECORDS = 8192  # records decoded at once, from as many blocks as hold them (see _groups) ...
+GROUP_BLOCKS = 64  # ... but from at most this many blocks
 _RESERVED = ("key", "time")
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
@@ -182,14 +183,7 @@ class _Group(NamedTuple):
 
     def encodings(self):
         """``(buffer, ends)`` of all the group's records (see ``Block.encodings``), or None (format 1)."""
-        found = [part.block.encodings(part.lo, part.hi) for part in self.parts]
-        if any(enc is None for enc in found):
-            return None
-        if len(found) == 1:
-            return found[0]
-        sizes = np.cumsum([len(buffer) for buffer, _ in found[:-1]], dtype=np.int64)
-        ends = np.concatenate([found[0][1]] + [e + at for (_, e), at in zip(found[1:], sizes)])
-        return b"".join(buffer for buffer, _ in found), ends
+        return _joined_runs([part.block.encodings(part.lo, part.hi) for part in self.parts])
 
     def records(self):
         """The group's decoded records, one by one (``Block.records``); a
@@ -203,15 +197,16 @@ class _Group(NamedTuple):
         return self.keys.tolist() if isinstance(self.keys, np.ndarray) else self.keys
 
 
-def _groups(session, parts, key_types, records=GROUP_RECORDS):
-    """The block parts in :class:`_Group` s of at least ``records`` records
-    (the last one fewer), so that a decode of many records at once pays its
-    fixed costs once for many small blocks."""
+def _groups(session, parts, key_types):
+    """The block parts in :class:`_Group` s of at least GROUP_RECORDS
+    records or GROUP_BLOCKS parts (the last one fewer), so that a decode of
+    many records at once pays its fixed costs once for many small blocks,
+    and joins at most GROUP_BLOCKS blocks' bytes."""
     group, count = [], 0
     for part in parts:
         group.append(part)
         count += part.hi - part.lo
-        if count >= records:
+        if count >= GROUP_RECORDS or len(group) >= GROUP_BLOCKS:
             yield _group(session, group, key_types)
             group, count = [], 0
     if group:
@@ -220,21 +215,33 @@ def _groups(session, parts, key_types, records=GROUP_RECORDS):
 
 def _group(session, parts, key_types):
     try:
-        keys = [_part_keys(part, key_types) for part in parts]
+        keys = _group_keys(parts, key_types)
     except CorruptRecord as exc:
         raise session.log.store.damaged(exc) from None
     times = [part.block.arrivals(part.lo, part.hi) for part in parts]
-    return _Group(parts, _joined_keys(keys, key_types), np.concatenate(times) if len(times) > 1 else times[0],
-                  session.log.store)
+    return _Group(parts, keys, np.concatenate(times) if len(times) > 1 else times[0], session.log.store)
 
 
-def _part_keys(part, key_types):
-    """A part's keys: an int64 array where the block decodes them so (many small ints), else a list."""
-    if key_types == "int" and part.hi - part.lo >= _NUMPY_KEYS:
-        keys = part.block.small_int_keys(part.lo, part.hi)
+def _group_keys(parts, key_types):
+    """The keys of block parts: an int64 array where they are all small
+    non-negative ints (decoded at once, ``keys.small_ints``), else a list."""
+    if key_types == "int":
+        encoded = _joined_runs([part.block.encoded_keys(part.lo, part.hi) for part in parts])
+        keys = None if encoded is None else small_ints(*encoded)
         if keys is not None:
             return keys
-    return part.block.keys(part.lo, part.hi, key_types)
+    return _joined_keys([part.block.keys(part.lo, part.hi, key_types) for part in parts], key_types)
+
+
+def _joined_runs(runs):
+    """``(buffer, ends)`` runs of encodings (``Block.encodings``) as one, or None if one is None."""
+    if any(run is None for run in runs):
+        return None
+    if len(runs) == 1:
+        return runs[0]
+    sizes = np.cumsum([len(buffer) for buffer, _ in runs[:-1]], dtype=np.int64)
+    ends = np.concatenate([runs[0][1]] + [e + at for (_, e), at in zip(runs[1:], sizes)])
+    return b"".join(buffer for buffer, _ in runs), ends
 
 
 def _joined_keys(parts, key_types):

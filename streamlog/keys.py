@@ -37,7 +37,7 @@ import numpy as np
 
 from streamlog.errors import CorruptRecord, InvalidKey
 
-__all__ = ["encode_key", "decode_key", "decode_key_prefix", "key_types_of"]
+__all__ = ["encode_key", "decode_key", "decode_key_prefix", "key_types_of", "small_ints"]
 
 _TAG_NEG_INF = 0x16
 _TAG_NEG_BIG = 0x17  # integer part below -(256**8)
@@ -350,3 +350,35 @@ def _decode_tuple(data, pos, types):
         item, pos = _decode(data, pos, item_types[index] if index < len(item_types) else None)
         items.append(item)
     return tuple(items), pos + 1
+
+
+def small_ints(buffer, ends):
+    """The keys encoded back to back in ``buffer`` (key ``j`` ends at
+    ``ends[j]``, a numpy int64 array) as a numpy int64 array when every one
+    is an integer ``0 <= key < 2**56``, decoded with numpy; else None (also
+    for bytes that are no such keys: decode those with :func:`decode_key_prefix`)."""
+    column = np.frombuffer(buffer, dtype=np.uint8)
+    if not len(ends) or ends[-1] != len(column):
+        return None
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1]
+    width = int(ends[0])
+    if 2 <= width <= 9 and len(column) == width * len(ends) and (ends - starts == width).all():
+        rows = column.reshape(-1, width)  # keys of one length: one row each
+        size = width - 2
+        if (rows[:, 0] != _TAG_ZERO + size).any() or rows[:, -1].any():
+            return None
+        padded = np.zeros((len(rows), 8), dtype=np.uint8)
+        padded[:, 8 - size:] = rows[:, 1:1 + size]
+        return padded.view(">u8").ravel().astype(np.int64)
+    if (ends - starts < 2).any():
+        return None
+    sizes = column[starts].astype(np.int64) - _TAG_ZERO  # the tag of a non-negative int: 0x20 + its byte count
+    if (sizes < 0).any() or (sizes > 7).any() or (ends - starts != sizes + 2).any() or column[ends - 1].any():
+        return None
+    values = np.zeros(len(starts), dtype=np.int64)
+    for j in range(int(sizes.max())):
+        more = sizes > j
+        values[more] = (values[more] << 8) | column[starts[more] + 1 + j]
+    return values

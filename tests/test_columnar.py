@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import streamlog
 from streamlog import ReadBatch, SourceReader, columns, errors
 from streamlog.codec import decode_general_bodies, decode_record, encode_record
+from streamlog.keys import decode_key_prefix, encode_key, small_ints
 from streamlog.records import common
 from audio_helpers import record
 
@@ -370,3 +371,21 @@ def test_general_bodies_that_run_into_each_other_are_refused():
     bodies = msgpack.packb([1]) [:1] + msgpack.packb(1) + msgpack.packb(2)  # [1], 2 spread over a cut body
     assert decode_general_bodies(bodies, [1, 3]) is None
     assert decode_general_bodies(msgpack.packb({"a": 1}) + msgpack.packb((2, 3)), [4, 7]) == [{"a": 1}, (2, 3)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 2**60), min_size=1, max_size=40), st.data())
+def test_small_int_keys_decode_exactly_or_are_refused(keys, data):
+    encoded = [encode_key(k) for k in keys]
+    buffer = bytearray(b"".join(encoded))
+    ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+    found = small_ints(bytes(buffer), ends)
+    assert (found is None) == any(k >= 2**56 for k in keys)
+    assert found is None or found.tolist() == keys
+    for _ in range(data.draw(st.integers(0, 3))):
+        buffer[data.draw(st.integers(0, len(buffer) - 1))] = data.draw(st.integers(0, 255))
+    found = small_ints(bytes(buffer), ends)
+    if found is not None:  # each key decodes alone to what was found, and ends where it should
+        starts = [0] + ends[:-1].tolist()
+        for value, start, end in zip(found.tolist(), starts, ends.tolist()):
+            assert decode_key_prefix(bytes(buffer[start:end])) == (value, end - start)

@@ -131,7 +131,7 @@ def scan_columns(txn, db, start, stop, limit, after=None, key_types=None):
 class Run:
     """Records of format 1 read in one scan, offering the record accessors of
     a format-2 :class:`~streamlog.records.v2.Block` (``n``, ``keys``,
-    ``arrivals``, ``records``, ``encodings``, ``small_int_keys``; format 1
+    ``arrivals``, ``records``, ``encodings``, ``encoded_keys``; format 1
     has no blocks and no byte columns, so the last two give None)."""
 
     __slots__ = ("n", "_found")
@@ -156,8 +156,8 @@ class Run:
         """None: a run keeps no column of encodings (see ``v2.Block.encodings``)."""
         return None
 
-    def small_int_keys(self, lo, hi):
-        """None: keys are decoded one by one (see ``v2.Block.small_int_keys``)."""
+    def encoded_keys(self, lo, hi):
+        """None: a run keeps no column of encoded keys (see ``v2.Block.encoded_keys``)."""
         return None
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from streamlog.codec import GENERAL_FIRST_BYTE, decode_plain_records, decode_record, plain_array_header
 from streamlog.errors import CorruptRecord
-from streamlog.keys import decode_key_prefix
+from streamlog.keys import decode_key_prefix, small_ints
 from streamlog.records import common
 from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, NODE_OVERHEAD, SEQ, SESSION_ID, SPLIT_ABOVE,
                                       after_session, chunk_plan, joined, prune_time_index, session_prefix,
@@ -276,18 +276,7 @@ class Block:
     def small_int_keys(self, lo, hi):
         """The keys ``lo .. hi - 1`` as a numpy int64 array when every one is
         an integer ``0 <= key < 2**56`` (decoded with numpy), else None."""
-        ends = np.frombuffer(self.key_end, dtype=np.uint32)[max(lo - 1, 0):hi].astype(np.int64)
-        starts = ends[:-1] if lo else np.concatenate(([0], ends[:-1]))
-        ends = ends[1:] if lo else ends
-        column = np.frombuffer(self.data, dtype=np.uint8, count=int(self.key_end[self.n - 1]), offset=self.keys_at)
-        sizes = column[starts].astype(np.int64) - 0x20  # the tag of a non-negative int: 0x20 + its byte count
-        if (sizes < 0).any() or (sizes > 7).any() or (ends - starts != sizes + 2).any() or column[ends - 1].any():
-            return None
-        values = np.zeros(len(starts), dtype=np.int64)
-        for j in range(int(sizes.max())):
-            more = sizes > j
-            values[more] = (values[more] << 8) | column[starts[more] + 1 + j]
-        return values
+        return small_ints(*self.encoded_keys(lo, hi))
 
     def arrivals(self, lo, hi):
         """The arrival times (µs) of records ``lo .. hi - 1``: a numpy int64 array."""
@@ -300,12 +289,18 @@ class Block:
         """``(buffer, ends)``: the encodings of records ``lo .. hi - 1`` back
         to back (a memoryview of the block) and where each ends in it (a
         numpy int64 array), for decoders that take many records at once."""
-        ends = np.frombuffer(self.record_end, dtype=np.uint32)[max(lo - 1, 0):hi].astype(np.int64)
+        return self._run(self.record_end, self.records_at, lo, hi)
+
+    def encoded_keys(self, lo, hi):
+        """``(buffer, ends)`` as :meth:`encodings`, of the encoded keys."""
+        return self._run(self.key_end, self.keys_at, lo, hi)
+
+    def _run(self, column, at, lo, hi):
+        ends = np.frombuffer(column, dtype=np.uint32)[max(lo - 1, 0):hi].astype(np.int64)
         first = 0
         if lo:
             first = int(ends[0])
             ends = ends[1:] - first
-        at = self.records_at
         return memoryview(self.data)[at + first:at + first + int(ends[-1])], ends
 
     def bisect(self, record_key, strict):
