@@ -15,7 +15,9 @@ bytes of their numpy arrays):
 * :func:`arrays`: records that are all C-ordered numeric numpy arrays of one
   dtype and shape, or all ``(int, array)`` pairs;
 * :func:`general_records`: general-layout records without array data
-  (dicts of scalars and tuples), decoded in one msgpack pass.
+  (dicts of scalars and tuples), decoded in one msgpack pass;
+* :func:`flat_dicts`: dicts of one layout (the same keys, each with values
+  of one kind and encoded length), as columns without making the dicts.
 
 Every byte they use is checked (vectorised); a function *declines* (returns
 None) whenever the records are not of its kind, differ from one another in
@@ -258,3 +260,120 @@ def general_records(buffer, ends):
 def _body_lengths(u8, starts):
     """The u32be body lengths of the general-layout records at ``starts``."""
     return _gather(u8, starts + 1, 4).view(">u4").ravel().astype(np.int64)
+
+
+class Table(NamedTuple):
+    """Records that are all dicts of one layout, as columns: ``names`` (the
+    keys, str, in the records' order) and ``columns`` (per name a numpy
+    array of int64, float64 or bool, or a list of str or of None), ``count``
+    rows."""
+
+    names: tuple
+    columns: dict
+    count: int
+
+
+def flat_dicts(buffer, ends):
+    """The records as a :class:`Table`, or None (declined): every record a
+    dict of the general layout without array data, all of one length, with
+    the same str keys (at most 31 bytes each) in the same order and values
+    that are each, by key, all float, all ints of one encoding, all bools,
+    all None or all str of one encoded length, so that the records differ
+    only in those values' bytes.  As :func:`general_records` would give the
+    dicts, column by column, without making one."""
+    u8, starts, ends = _spans(buffer, ends)
+    width = int(ends[0])
+    if width <= _HEADER or len(u8) != width * len(ends) or not (ends - starts == width).all():
+        return None
+    rows = u8.reshape(-1, width)
+    layout = _dict_layout(bytes(rows[0]))
+    if layout is None:
+        return None
+    names, values = layout
+    fixed = np.ones(width, dtype=bool)
+    for _, at, size, _ in values:
+        fixed[at:at + size] = False
+    if not (rows[:, fixed] == rows[0, fixed]).all():
+        return None
+    out = {}
+    for name, (kind, at, size, tag) in zip(names, values):
+        column = _dict_column(rows, kind, at, size, tag)
+        if column is None:
+            return None
+        out[name] = column
+    return Table(names, out, len(rows))
+
+
+def _dict_layout(record):
+    """``(names, values)`` of a general-layout record that is a dict of
+    scalars, from its bytes: ``values`` one ``(kind, offset, size, tag)``
+    per key (the bytes that may differ between records of this layout);
+    None for any other record."""
+    if record[0] != GENERAL_FIRST_BYTE or int.from_bytes(record[1:_HEADER], "big") != len(record) - _HEADER:
+        return None
+    head = record[_HEADER]
+    if not 0x80 <= head <= 0x8F:
+        return None
+    at, names, values = _HEADER + 1, [], []
+    for _ in range(head - 0x80):
+        if at >= len(record) or not 0xA0 <= record[at] <= 0xBF:
+            return None
+        end = at + 1 + record[at] - 0xA0
+        try:
+            name = record[at + 1:end].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return None
+        if end >= len(record) or name in names:
+            return None
+        tag = record[end]
+        size = int(_INT_SIZE[tag])
+        if tag == _FLOAT64:
+            value = ("float", end + 1, 8, tag)
+        elif size == 0:
+            value = ("fixint", end, 1, tag)
+        elif size > 0:
+            value = ("int", end + 1, size, tag)
+        elif tag in (0xC2, 0xC3):
+            value = ("bool", end, 1, tag)
+        elif tag == 0xC0:
+            value = ("none", end + 1, 0, tag)
+        elif 0xA0 <= tag <= 0xBF:
+            value = ("str", end + 1, tag - 0xA0, tag)
+        else:
+            return None
+        names.append(name)
+        values.append(value)
+        at = value[1] + value[2]
+    return (tuple(names), values) if at == len(record) else None
+
+
+def _dict_column(rows, kind, at, size, tag):
+    """One column of :func:`flat_dicts`: the values at ``at`` (``size``
+    bytes after the fixed tag ``tag``) of every row, or None."""
+    cells = rows[:, at:at + size]
+    if kind == "float":
+        return cells.copy().view(">f8").ravel().astype(np.float64)
+    if kind == "fixint":
+        tags = cells.ravel()
+        if (_INT_SIZE[tags] != 0).any():
+            return None
+        return _FIXINT[tags]
+    if kind == "int":
+        signed = bool(_INT_SIGNED[tag])
+        values = cells.copy().view(f">{'i' if signed else 'u'}{size}").ravel()
+        if not signed and size == 8 and (values >= 1 << 63).any():
+            return None
+        return values.astype(np.int64)
+    if kind == "bool":
+        flags = cells.ravel()
+        if not ((flags == 0xC2) | (flags == 0xC3)).all():
+            return None
+        return flags == 0xC3
+    if kind == "none":
+        return [None] * len(rows)
+    try:
+        if (cells == cells[0]).all():
+            return [bytes(cells[0]).decode("utf-8", "surrogatepass")] * len(rows)
+        return [bytes(cell).decode("utf-8", "surrogatepass") for cell in cells]
+    except UnicodeDecodeError:
+        return None

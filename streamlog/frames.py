@@ -476,6 +476,12 @@ class _Columns:
             self._add_column(name, column, done=False)
         self._end_rows(len(values))
 
+    def add_columns(self, table):
+        """The rows of a :class:`~streamlog.columns.Table` (dicts of one layout), column by column."""
+        for name, column in table.columns.items():
+            self._add_column(name, column.tolist() if isinstance(column, np.ndarray) else list(column), done=False)
+        self._end_rows(table.count)
+
     def _add_column(self, name, cells, done=True):
         column = self.data.get(name)
         if column is None:
@@ -498,12 +504,15 @@ def _flat_columns(values, kinds):
     cell a non-empty dict; else None."""
     if kinds != {dict}:
         return None
-    names = values[0].keys()
-    if not all(map(names.__eq__, map(dict.keys, values))):
-        return None
+    names = tuple(values[0])
     if any(name in names for name in _RESERVED) or not all(type(name) is str for name in names):
         return None
-    cells = {name: list(map(itemgetter(name), values)) for name in names}
+    try:
+        cells = {name: list(map(itemgetter(name), values)) for name in names}
+    except KeyError:  # a dict without one of the first one's keys
+        return None
+    if set(map(len, values)) != {len(names)}:  # with all of them and no more: the same keys
+        return None
     for column in cells.values():
         if dict in set(map(type, column)) and any(type(cell) is dict and cell for cell in column):
             return None
@@ -525,7 +534,7 @@ def _table_rows(session, stream, start, stop, by, value, batch_rows):
             end = count if batch_rows is None else min(count, at + batch_rows - rows)
             keys.append(group.keys[at:end])
             times.append(group.times_us[at:end])
-            values.append(found[at:end])
+            values.append(_rows(found, at, end))
             rows += end - at
             at = end
             if batch_rows is not None and rows >= batch_rows:
@@ -546,20 +555,44 @@ def _table_values(group, get):
             if found is not None and (found.firsts is None or (isinstance(group.keys, np.ndarray) and
                                                                np.array_equal(found.firsts, group.keys))):
                 return found.values
+            table = columns.flat_dicts(*encodings)
+            if table is not None and not any(name in _RESERVED for name in table.names):
+                return table
             records = columns.general_records(*encodings)
             if records is not None:
                 return block_values(get, group.key_list(), records)
     return block_values(get, group.key_list(), group.records())
 
 
+def _rows(values, start, stop):
+    """Rows ``start .. stop - 1`` of a group's values (see :func:`_table_values`)."""
+    if isinstance(values, columns.Table):
+        return columns.Table(values.names, {name: column[start:stop] for name, column in values.columns.items()},
+                             stop - start)
+    return values[start:stop]
+
+
 def _cells(parts):
-    """The columns of a batch's value parts (numpy arrays of numbers or lists of values)."""
+    """The columns of a batch's value parts (numpy arrays of numbers,
+    :class:`~streamlog.columns.Table` s of dicts, or lists of values)."""
     if parts and all(isinstance(part, np.ndarray) for part in parts):
         return {"value": np.concatenate(parts)}
+    if parts and all(isinstance(part, columns.Table) and part.names == parts[0].names for part in parts):
+        return {name: _joined_column([part.columns[name] for part in parts]) for name in parts[0].names}
     table = _Columns()
     for part in parts:
-        table.add_values(part.tolist() if isinstance(part, np.ndarray) else part)
+        if isinstance(part, columns.Table):
+            table.add_columns(part)
+        else:
+            table.add_values(part.tolist() if isinstance(part, np.ndarray) else part)
     return table.data
+
+
+def _joined_column(chunks):
+    """Chunks of one column (numpy arrays or lists) as one: an array if all are arrays of one dtype, else a list."""
+    if all(isinstance(chunk, np.ndarray) and chunk.dtype == chunks[0].dtype for chunk in chunks):
+        return np.concatenate(chunks)
+    return [cell for chunk in chunks for cell in (chunk.tolist() if isinstance(chunk, np.ndarray) else chunk)]
 
 
 def to_pandas(session, stream=None, start=None, stop=None, *, by="key", value=None):
@@ -577,10 +610,28 @@ def to_pandas(session, stream=None, start=None, stop=None, *, by="key", value=No
     stream = stream_name(session, stream)
     keys, times, cells = next(_table_rows(session, stream, start, stop, by, value, None))
     frame = pd.DataFrame({"key": _key_array(keys, session.stream_info(stream)["key_types"]),
-                          "time": _utc(pd, times), **cells})
+                          "time": _utc(pd, times), **_typed(cells)})
     if is_time_keyed(session, stream):
         frame = frame.set_index(pd.DatetimeIndex(_utc(pd, keys), name="key")).drop(columns="key")
     return frame
+
+
+def _typed(cells):
+    """``cells`` with each column of only floats, or only ints that fit
+    int64, as a numpy array (what pandas makes of such a list, made faster)."""
+    out = {}
+    for name, column in cells.items():
+        if type(column) is list:
+            kinds = set(map(type, column))
+            if kinds == {float}:
+                column = np.array(column, dtype=np.float64)
+            elif kinds == {int}:
+                try:
+                    column = np.array(column, dtype=np.int64)
+                except OverflowError:
+                    pass
+        out[name] = column
+    return out
 
 
 def _utc(pd, times_us):
@@ -790,7 +841,7 @@ def join(session, streams, *, tolerance=None, direction="backward", start=None, 
         frame = pd.DataFrame({"time": _utc(pd, wall),
                               f"{name}.key": _key_array(keys, session.stream_info(name)["key_types"]),
                               f"{name}.arrival": _utc(pd, times),
-                              **{f"{name}.{column}": values for column, values in cells.items()}})
+                              **{f"{name}.{column}": values for column, values in _typed(cells).items()}})
         frame = frame.sort_values("time", kind="stable", ignore_index=True)
         joined = frame if joined is None else pd.merge_asof(joined, frame, on="time", tolerance=tolerance,
                                                              direction=direction)

@@ -343,6 +343,13 @@ def check_columns(buffer, ends):
     found = columns.general_records(buffer, ends)
     if found is not None:
         assert expected is not None and all(map(same, found, expected))
+    found = columns.flat_dicts(buffer, ends)
+    if found is not None:
+        assert expected is not None and found.count == len(expected)
+        cells = {name: column.tolist() if isinstance(column, np.ndarray) else column
+                 for name, column in found.columns.items()}
+        rows = [{name: cells[name][i] for name in found.names} for i in range(found.count)]
+        assert all(same(list(a), list(b)) and same(list(a.values()), list(b.values())) for a, b in zip(rows, expected))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -389,3 +396,25 @@ def test_small_int_keys_decode_exactly_or_are_refused(keys, data):
         starts = [0] + ends[:-1].tolist()
         for value, start, end in zip(found.tolist(), starts, ends.tolist()):
             assert decode_key_prefix(bytes(buffer[start:end])) == (value, end - start)
+
+
+same_width_dicts = st.lists(st.fixed_dictionaries({
+    "n": st.integers(0, 127), "m": st.integers(-2**31, -2**15 - 1), "x": st.floats(allow_nan=False),
+    "s": st.text(alphabet="abc\u00e9", min_size=2, max_size=2), "ok": st.booleans(), "none": st.none()}),
+    min_size=1, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(same_width_dicts, st.data())
+def test_dicts_of_one_layout_become_columns_exactly_or_are_refused(records, data):
+    buffer, ends = laid_out(records)
+    check_columns(buffer, ends)
+    one_length = len(set(ends.tolist()[:1] + np.diff(ends).tolist())) == 1
+    if one_length and len({tuple(r) for r in records}) == 1:  # one layout: taken as columns
+        table = columns.flat_dicts(buffer, ends)
+        assert table is not None and table.names == tuple(records[0])
+        assert table.columns["n"].tolist() == [r["n"] for r in records] and table.columns["s"] == [r["s"] for r in records]
+    damaged = bytearray(buffer)
+    for _ in range(data.draw(st.integers(1, 3))):
+        damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+    check_columns(bytes(damaged), ends)
