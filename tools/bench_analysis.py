@@ -8,6 +8,8 @@ of its own, so that its peak RSS is the export's alone):
   loop over ``session.irange()`` concatenating the blocks;
 * ``to_numpy`` of scalar records, against ``numpy.load`` and a loop
   building the array from ``irange``;
+* for both, the blocks read and checked without decoding anything
+  (``BufferReader.iblocks``): the floor under ``to_numpy``;
 * ``to_pandas`` of dict records with 4 fields, against
   ``pandas.DataFrame(list(session.irange()))``;
 * the Parquet export of scalar records: seconds, peak RSS and peak
@@ -112,6 +114,12 @@ def record_source(path, source):
     return log, log.session(-1)
 
 
+def read_blocks(session):
+    """Read every stored block of the session's main stream and check it
+    (LMDB, checksum, header), decoding nothing: the floor under to_numpy."""
+    return sum(part.hi - part.lo for part in session.reader().iblocks())
+
+
 def best(fn):
     """(best seconds of REPEATS runs, the last result)."""
     times, result = [], None
@@ -147,6 +155,8 @@ def fig_analysis(bench, Figure, mode):
         row("streamlog", label, lambda: session.to_numpy(), items)
         row("numpy", f"numpy.load, {name}", lambda: np.load(npy), items, vs=label)
         row("python", f"irange loop, {name}", lambda: loop(session), items, vs=label)
+        row("streamlog", f"blocks read and checked, not decoded, {name}", lambda: read_blocks(session), items,
+            vs=label)
         log_.close()
 
     block = np.random.default_rng(1).standard_normal(BLOCK).astype(np.float32)

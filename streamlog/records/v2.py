@@ -497,7 +497,9 @@ def scan_blocks(txn, db, start, stop, limit, after=None):
     after ``after`` if given, at most ``limit``) as the blocks holding them,
     undecoded: ``(parts, last record key, exhausted)`` where ``parts`` holds
     one ``(block, lo, hi)`` per block touched (its records ``lo .. hi - 1``)
-    and ``exhausted`` whether the range ended."""
+    and ``exhausted`` whether the range ended.  The blocks hold their own
+    bytes (read transactions copy values: no ``buffers=True``), so they may
+    be used after ``txn`` ends."""
     out = []
     last, exhausted = _forward(txn, db, start, stop, limit, after, lambda block, lo, hi: out.append((block, lo, hi)))
     return out, last, exhausted
