@@ -816,11 +816,7 @@ class BufferReader:
         ``key_types`` as for :meth:`ientries`.  Does not move the cursor.
         """
         feed = self._feed
-        lo, hi, _ = self._key_bounds(start, stop, None)
-        lo_us = None if since is None else round(since * 1e6)
-        hi_us = None if until is None else round(until * 1e6)
-        if lo_us is not None:
-            lo = max(lo, self._time_index_start(lo_us))
+        lo, hi, lo_us, hi_us = self._stored_bounds(start, stop, since, until)
         after = None
         while feed.db is not None:
             with feed.store.read() as txn:
@@ -847,11 +843,7 @@ class BufferReader:
         of a block within ``since..until`` are one run ``lo .. hi - 1``.
         Reads as :meth:`icolumns` does; does not move the cursor."""
         feed = self._feed
-        lo, hi, _ = self._key_bounds(start, stop, None)
-        lo_us = None if since is None else round(since * 1e6)
-        hi_us = None if until is None else round(until * 1e6)
-        if lo_us is not None:
-            lo = max(lo, self._time_index_start(lo_us))
+        lo, hi, lo_us, hi_us = self._stored_bounds(start, stop, since, until)
         after = None
         while feed.db is not None:
             with feed.store.read() as txn:
@@ -871,6 +863,17 @@ class BufferReader:
                     yield BlockPart(block, first, end)
             if exhausted or after is None:
                 return
+
+    def _stored_bounds(self, start, stop, since, until):
+        """``(lo, hi, lo_us, hi_us)`` of :meth:`icolumns`' bounds: record keys
+        (the start moved up to where ``since`` begins in the time index) and
+        arrival µs (None: open)."""
+        lo, hi, _ = self._key_bounds(start, stop, None)
+        lo_us = None if since is None else round(since * 1e6)
+        hi_us = None if until is None else round(until * 1e6)
+        if lo_us is not None:
+            lo = max(lo, self._time_index_start(lo_us))
+        return lo, hi, lo_us, hi_us
 
     def tail_entries(self, n, *, key_types=None):
         """The ``n`` newest committed records as :class:`Entry` tuples, oldest

@@ -17,34 +17,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import streamlog
-from streamlog import ReadBatch, SourceReader, columns, errors
+from streamlog import columns, errors
 from streamlog.codec import decode_general_bodies, decode_record, encode_record
 from streamlog.keys import decode_key_prefix, encode_key, small_ints
 from streamlog.records import common
 from audio_helpers import record
+from test_frames import Records as FramesRecords
 
 
-class Records(SourceReader):
-    """``records`` handed out in ReadBatches of ``batch``, keyed by ``key(record)``."""
+class Records(FramesRecords):
+    """``records`` handed out in ReadBatches of ``batch``, keyed by ``key(record)``, with ``info``."""
 
     def __init__(self, records, key, batch=300, info=None):
-        self.records, self._key, self.batch, self._info = records, key, batch, info or {}
-
-    def open(self):
-        self.i = 0
-
-    def read(self):
-        if self.i >= len(self.records):
-            raise StopIteration
-        chunk = self.records[self.i:self.i + self.batch]
-        self.i += len(chunk)
-        return ReadBatch(chunk)
-
-    def close(self):
-        pass
-
-    def key(self, data):
-        return self._key(data)
+        super().__init__(records, key, batch)
+        self._info = info or {}
 
     @property
     def info(self):
