@@ -2,8 +2,9 @@
 Arrow record batches, and streams joined by wall-clock time.
 
 Everything here reads a stored :class:`~streamlog.Session` through its
-public API (:meth:`~streamlog.Session.icolumns`, a stored block at a time),
-lazily and in order.
+public API (``session.reader().iblocks()``, the stored blocks undecoded),
+lazily and in order, and decodes many records at once where they are
+uniform (:mod:`streamlog.columns`), one by one where they are not.
 ``start``/``stop`` select records as ``Session.irange`` does: keys
 ``start <= key <= stop`` with ``by="key"``, arrival times in epoch seconds
 with ``by="time"`` (both bounds inclusive, None = open).
