@@ -388,6 +388,8 @@ def decode_general_bodies(buf, ends):
     """
     unpacker = msgpack.Unpacker(use_list=False, ext_hook=_unmarked_ext, strict_map_key=False,
                                 unicode_errors="surrogatepass", max_buffer_size=max(len(buf), 1))
+    if len(ends) and ends[-1] != len(buf):
+        return None
     out = []
     append, unpack, tell = out.append, unpacker.unpack, unpacker.tell
     try:
