@@ -42,8 +42,7 @@ import numpy as np
 from streamlog.errors import CorruptRecord, UnencodableRecord
 
 __all__ = ["encode_record", "record_encoder", "decode_record", "decode_plain_records", "decode_general_bodies",
-           "plain_array_header",
-           "GENERAL_FIRST_BYTE", "to_jsonable"]
+           "plain_array_header", "GENERAL_FIRST_BYTE", "to_jsonable"]
 
 _GENERAL = 0xC1
 GENERAL_FIRST_BYTE = _GENERAL
