@@ -56,7 +56,7 @@ class StreamBuffer:
       decoded.  A buffer joining ``session=`` cannot add labels.
     * ``retention``: a :class:`Retention` applied while recording.
     * ``durability``: ``"full"`` (fsync each group commit; a power cut loses
-      at most the last commit interval), ``"normal"`` (a power cut may undo the
+      only records not yet committed), ``"normal"`` (a power cut may undo the
       last commit), ``"off"`` (no fsync: a power cut may lose or damage
       recent data).  A killed process loses only records not yet committed
       in any mode.  None: the log's mode (``"full"`` for a log opened here).
