@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 import streamlog
-from helpers import REPO, load_tool, run_python
+from helpers import REPO, load_tool, run_python, wait_until
 from streamlog import Retention, StreamBuffer
 from streamlog.cli import main
 from streamlog.sources.command import CommandSource
@@ -35,14 +35,6 @@ SEED = 61125
 
 
 crash_trials = load_tool("crash_trials")  # with the progress-file helpers of tools/crash_child.py
-
-
-def wait_for(predicate, what):
-    deadline = time.monotonic() + DEADLINE_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def start_recorder(processes, path, progress, mode="full"):
@@ -186,7 +178,7 @@ def test_a_signal_makes_the_cli_recorder_close_its_session_with_every_line_print
                                  sys.executable, "-c", PRODUCER, str(printed)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     processes.append(recorder)
-    wait_for(lambda: printed_so_far(printed) >= 50, "the command to print 50 lines")
+    wait_until(lambda: printed_so_far(printed) >= 50, "the command to print 50 lines", timeout=DEADLINE_S)
     before_signal = printed_so_far(printed)
     recorder.send_signal(signum)
     stdout, stderr = recorder.communicate(timeout=DEADLINE_S)
@@ -216,7 +208,7 @@ def test_stopping_a_command_recording_keeps_the_lines_the_command_printed_before
     flag = tmp_path / "flag"
     source = CommandSource([sys.executable, "-c", BURST, str(flag), "500"])
     with StreamBuffer(source, log=str(tmp_path / "cmd.streamlog")) as buf:
-        wait_for(flag.exists, "the command to print its lines")
+        wait_until(flag.exists, "the command to print its lines", timeout=DEADLINE_S)
         buf.stop()  # the lines are in the pipe, most likely not read yet
         lines = [record[2] for record in buf.session.reader()]
     assert lines == [str(i) for i in range(500)]

@@ -57,37 +57,29 @@ def killed_after(code, *args):
     return out
 
 
-def test_a_named_cursor_killed_mid_stream_resumes_at_its_last_ack_in_a_new_process(tmp_path):
+def test_a_named_cursor_killed_mid_stream_resumes_at_its_last_ack_in_a_new_process(tmp_path, processes):
     path = str(tmp_path / "rec.streamlog")
     items = queue.Queue()
     with StreamBuffer(Gate(items), log=path) as buf:
         for i in range(1, 61):
             items.put((i, "x"))
         first = start_python(ACK_EACH_BATCH, path)
-        try:
-            lines = []
-            while sum(line[0] == "got" for line in lines) < 4:  # kill it while it reads the live session
-                line = first.stdout.readline()
-                assert line, first.stderr.read()
-                lines.append(line.split())
-            first.send_signal(signal.SIGKILL)
-            assert first.wait(DEADLINE_S) == -signal.SIGKILL
-            lines += [line.split() for line in first.stdout.read().splitlines()]
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
+        processes.append(first)
+        lines = []
+        while sum(line[0] == "got" for line in lines) < 4:  # kill it while it reads the live session
+            line = first.stdout.readline()
+            assert line, first.stderr.read()
+            lines.append(line.split())
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(DEADLINE_S) == -signal.SIGKILL
+        lines += [line.split() for line in first.stdout.read().splitlines()]
         second = start_python(FOLLOW_AUTO, path)  # resumes while the session is live, and follows it
-        try:
-            for i in range(61, 101):
-                items.put((i, "x"))
-            items.put(StopIteration)
-            buf.wait(DEADLINE_S)
-            out, err = second.communicate(timeout=DEADLINE_S)
-        finally:
-            if second.poll() is None:
-                second.kill()
-                second.wait()
+        processes.append(second)
+        for i in range(61, 101):
+            items.put((i, "x"))
+        items.put(StopIteration)
+        buf.wait(DEADLINE_S)
+        out, err = second.communicate(timeout=DEADLINE_S)
     assert second.returncode == 0, err
     resumed = [int(word) for word in out.split()]
     batches = [[int(word) for word in line[1:]] for line in lines if line[0] == "got"]

@@ -29,26 +29,22 @@ def listeners(path):
     return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
 
 
-def test_a_follower_in_another_process_is_woken_by_each_commit_and_leaves_the_channel(tmp_path):
+def test_a_follower_in_another_process_is_woken_by_each_commit_and_leaves_the_channel(tmp_path, processes):
     path = str(tmp_path / "rec.streamlog")
     items = queue.Queue()
     with StreamBuffer(Gate(items), log=path) as buf:
         follower = start_python(FOLLOW, path)
-        try:
-            assert follower.stdout.readline() == "following\n", follower.stderr.read()
-            wait_for(lambda: len(listeners(path)) == 1, what="the follower's listener")
-            [name] = listeners(path)
-            assert name.startswith(f"{follower.pid}-")
-            for i in range(1, 201):  # one record per commit: the follower sleeps between them
-                items.put((i, "x"))
-                wait_for(lambda: buf.committed == i, what="a commit")
-            items.put(StopIteration)
-            buf.wait(DEADLINE_S)
-            out, err = follower.communicate(timeout=DEADLINE_S)
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-                follower.wait()
+        processes.append(follower)
+        assert follower.stdout.readline() == "following\n", follower.stderr.read()
+        wait_for(lambda: len(listeners(path)) == 1, what="the follower's listener")
+        [name] = listeners(path)
+        assert name.startswith(f"{follower.pid}-")
+        for i in range(1, 201):  # one record per commit: the follower sleeps between them
+            items.put((i, "x"))
+            wait_for(lambda: buf.committed == i, what="a commit")
+        items.put(StopIteration)
+        buf.wait(DEADLINE_S)
+        out, err = follower.communicate(timeout=DEADLINE_S)
     assert follower.returncode == 0, err
     assert out.split() == [str(i) for i in range(1, 201)]
     assert listeners(path) == []  # it removed its entry when it exited

@@ -15,6 +15,7 @@ from streamlog import Log, StreamBuffer
 from streamlog.sources.command import CommandSource
 from streamlog.sources.lines import LineSource
 from streamlog.sources.synth import SynthSource, synth_block
+from helpers import wait_until
 
 DEADLINE_S = 10.0
 
@@ -61,13 +62,6 @@ def process_gone(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-def wait_for(condition, what):
-    end = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 # -- LineSource ---------------------------------------------------------------
@@ -242,7 +236,7 @@ def test_command_close_stops_the_child_and_its_children():
     [(_, _, grandchild)] = read_until(source, 1)
     source.close()
     assert source.info["exit_status"] == -signal.SIGTERM and source.info["exit_signal"] == "SIGTERM"
-    wait_for(lambda: process_gone(int(grandchild)), "the grandchild to end")
+    wait_until(lambda: process_gone(int(grandchild)), "the grandchild to end", timeout=DEADLINE_S)
 
 
 def test_command_close_kills_a_child_that_ignores_sigterm():
