@@ -13,14 +13,13 @@ from itertools import islice
 
 from streamlog import errors, notation
 from streamlog.log import Log
+from streamlog.notify import POLL_FALLBACK_S
 from streamlog.query import Row
 from streamlog.reader import Entry
 from streamlog.remote import open_log
 
 __all__ = ["Follower", "ENDED_BY_UNTIL"]
 
-POLL_S = 0.005          # how often a followed session is checked without a notification channel
-LOOK_S = 0.25           # how often it is checked with one (a killed writer signals nothing)
 WAIT_POLL_S = 0.05      # how often the log is checked for a new session (or for being created)
 BATCH = 1000            # rows per yielded batch at most
 CREATION_GRACE_S = 5.0  # how long a log that appeared while waited for may look unfinished
@@ -165,9 +164,10 @@ class Follower:
     # -- following one session ---------------------------------------------------
 
     def _follow(self, log, session, first):
-        """Batches of ``session``'s records as they are committed; sleeps on
-        the log's notification channel between looks (a local log) or polls
-        every POLL_S (a remote one, or where the channel is unavailable)."""
+        """Batches of ``session``'s records as they are committed; between
+        looks it sleeps on the log's notification channel (a local log, see
+        :meth:`streamlog.notify.Listener.pause`) or polls every
+        POLL_FALLBACK_S (a remote one)."""
         listener = log.listener() if isinstance(log, Log) else None  # before the first look
         try:
             yield from self._batches_of(session, first, listener)
@@ -204,15 +204,12 @@ class Follower:
             self._sleep(listener)
 
     def _sleep(self, listener):
-        """Until a writer commits (at most LOOK_S) or, without a channel, POLL_S; never past ``until``."""
-        channel = listener is not None and listener.available
-        pause = LOOK_S if channel else POLL_S
-        if self.until is not None:
-            pause = max(0.0, min(pause, self.until - time.time()))
-        if channel:
-            listener.wait(pause)
+        """Until the next look at the session; never past ``until``."""
+        left = None if self.until is None else self.until - time.time()
+        if listener is not None:
+            listener.pause(left)
         else:
-            time.sleep(pause)
+            time.sleep(POLL_FALLBACK_S if left is None else max(0.0, min(left, POLL_FALLBACK_S)))
 
 
 def _newest_entry(session, stream):

@@ -22,11 +22,15 @@ import os
 import re
 import secrets
 import socket
+import time
 import weakref
 
 NOTIFY_DIR = "notify"
 POLL_FALLBACK_S = 0.005
 """How often a follower without a listener looks at the log."""
+LOOK_EVERY_S = 0.25
+"""How often a follower with a listener looks at the log although nothing
+woke it: a SIGKILLed writer sends nothing, and its death is seen so."""
 _ADDRESS_PREFIX = b"\0streamlog-notify-"
 _LISTENER_NAME = re.compile(r"[0-9]+-[0-9a-f]{12}")
 
@@ -117,6 +121,17 @@ class Listener:
         except BlockingIOError:
             pass
         return True
+
+    def pause(self, timeout=None):
+        """Sleep between two looks at the log: until a writer signals, at most
+        LOOK_EVERY_S; without the channel (``available`` False) POLL_FALLBACK_S.
+        Never longer than ``timeout`` seconds (None: no limit of its own)."""
+        longest = LOOK_EVERY_S if self.available else POLL_FALLBACK_S
+        pause = longest if timeout is None else max(0.0, min(timeout, longest))
+        if self.available:
+            self.wait(pause)
+        else:
+            time.sleep(pause)
 
     def close(self):
         """Remove this listener from the channel."""

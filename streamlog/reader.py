@@ -20,13 +20,11 @@ import numpy as np
 
 from streamlog import errors, records
 from streamlog.cursors import check_ack
-from streamlog.notify import POLL_FALLBACK_S
 from streamlog.keys import encode_key
 from streamlog.source import SourceReader
 
 _READ_AHEAD = 1024
 _SCAN_CHUNK = 4096
-_LIVENESS_CHECK_S = 0.25  # a follower asleep looks at least this often whether the writers still live
 _END = object()
 # what the scans yield per record: (record key, record), (record key, arrival_us, record), or the record alone
 _ENTRIES, _TIMED, _RECORDS = "entries", "timed", "records"
@@ -266,9 +264,8 @@ class StoredFeed:
 
     def wait(self, seq, timeout):
         """Sleep until record ``seq`` is committed or the stream ended (False
-        on timeout): woken by the writers' notifications, looking at least
-        every _LIVENESS_CHECK_S (a killed writer sends nothing); where there
-        is no notification channel, polling every POLL_FALLBACK_S."""
+        on timeout): woken by the writers' notifications, looking between
+        them as :meth:`streamlog.notify.Listener.pause` says."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._listener is None:
             self._listener = self.store.listener()  # before the first look: no commit after it goes unnoticed
@@ -279,10 +276,7 @@ class StoredFeed:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            if self._listener.available:
-                self._listener.wait(_LIVENESS_CHECK_S if remaining is None else min(remaining, _LIVENESS_CHECK_S))
-            else:
-                time.sleep(POLL_FALLBACK_S if remaining is None else min(remaining, POLL_FALLBACK_S))
+            self._listener.pause(remaining)
 
     def failure(self):
         return errors.SourceFailed(self.error)
