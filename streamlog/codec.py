@@ -139,6 +139,10 @@ def record_encoder():
 
 
 def _encode_general(record):
+    if type(record) is tuple:
+        encoded = _encode_flat_arrays(record)
+        if encoded is not None:
+            return encoded
     buffers = _Buffers()
     _thread_state.alike_big_ints = {}
     try:
@@ -153,6 +157,42 @@ def _encode_general(record):
     finally:
         _thread_state.alike_big_ints = None
     return b"".join([_GENERAL_HEADER.pack(_GENERAL, len(body)), body, *buffers])
+
+
+def _encode_flat_arrays(record):
+    """The general-layout encoding of a tuple of scalars (ints within 64
+    bits) and C-contiguous, non-empty numpy arrays of simple dtypes (a numpy
+    buffer with its key or time stamp), byte for byte what the general path
+    writes, in one pass; None, deciding nothing, for any other tuple.  Arrays
+    of a dtype never seen in the general path first go there."""
+    items = []
+    arrays = []
+    offset = 0
+    heads = _array_heads
+    for item in record:
+        kind = type(item)
+        if kind in _SCALARS:
+            if kind is int and not _MIN_INT64 <= item <= _MAX_UINT64:
+                return None
+            items.append(item)
+        elif kind is np.ndarray:
+            head = heads.get(item.dtype)
+            if head is None or not item.flags.c_contiguous or not item.size:
+                return None
+            items.append((*head, item.shape, False, offset))
+            arrays.append(item)
+            offset += item.nbytes
+        else:
+            return None
+    try:
+        body = _packer().pack(tuple(items))
+    except ValueError:  # a str or bytes beyond msgpack's limits: the general path says so
+        return None
+    return b"".join([_GENERAL_HEADER.pack(_GENERAL, len(body)), body, *arrays])
+
+
+_MIN_INT64 = -(1 << 63)
+_MAX_UINT64 = (1 << 64) - 1
 
 
 _MAX_ALIKE_BIG_INTS = 16
@@ -219,7 +259,16 @@ def _array_to_msgpack(array, buffers):
     offset = buffers.size
     if array.size:
         buffers.add(array.T if fortran else array if flags.c_contiguous else np.ascontiguousarray(array))
-    return (_ARRAY_MARKER, _dtype_spec(array.dtype), array.shape, fortran, offset)
+    spec = _dtype_spec(array.dtype)
+    if type(spec) is str and len(_array_heads) < _MAX_CACHED_DTYPES:
+        _array_heads[array.dtype] = (_ARRAY_MARKER, spec)
+    return (_ARRAY_MARKER, spec, array.shape, fortran, offset)
+
+
+_array_heads = {}
+"""dtype -> the first two fields of its arrays' body entries, for the simple
+dtypes (those described by ``dtype.str``) whose arrays the general path has
+encoded, so that :func:`_encode_flat_arrays` may encode such arrays."""
 
 
 class _Buffers(list):
