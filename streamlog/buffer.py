@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from streamlog import errors
 from streamlog.catalog import DEFAULT_STREAM
+from streamlog.cursors import check_ack
 from streamlog.log import Log, Session
 from streamlog.reader import BufferReader, LiveFeed
 from streamlog.retention import Pruner, Retention
@@ -318,19 +319,27 @@ class StreamBuffer:
 
     # -- reading -------------------------------------------------------------
 
-    def mk_reader(self, buffer_reader_class=None, **reader_defaults):
+    def mk_reader(self, buffer_reader_class=None, *, name=None, ack="manual", **reader_defaults):
         """A new reader with its own cursor at the session's first record.
 
         ``buffer_reader_class``: a BufferReader subclass to make (default: the
         source's ``buffer_reader_class`` attribute if it has one, as in
         stream2py, else BufferReader); ``reader_defaults`` go to its constructor.
-        Raises StreamNotStartedError before :meth:`start`, and
-        StreamAlreadyStoppedError after :meth:`close` released the log.
+        ``name`` and ``ack`` make it a durable named cursor over the live
+        session, as ``Session.reader(name=..., ack=...)`` does for a stored one
+        (it resumes strictly after what a reader of that name acknowledged).
+        Raises StreamNotStartedError before :meth:`start`,
+        StreamAlreadyStoppedError after :meth:`close` released the log, and
+        for ``name`` what ``Session.reader`` raises (BadCursorName, CursorError,
+        ConfigurationError, and LogError without a log of format 2).
         """
         self._check_readable("making readers")
         cls = buffer_reader_class or getattr(self.source_reader, "buffer_reader_class", BufferReader)
         if not (isinstance(cls, type) and issubclass(cls, BufferReader)):
             raise TypeError(f"buffer_reader_class must be a subclass of streamlog.BufferReader, not {cls!r}")
+        check_ack(ack, name is not None)
+        if name is not None:
+            reader_defaults.update(cursor=self.log.open_cursor(name, self.session.id, self.stream), ack=ack)
         return cls(self._feed, **reader_defaults)
 
     def attach_reader(self, reader):

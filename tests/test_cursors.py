@@ -147,6 +147,31 @@ def test_an_acknowledged_cursor_resumes_when_the_stream_grows(tmp_path):
             assert [r[0] for r in log.session(-1).reader(name="live")] == list(range(11, 21))
 
 
+def test_a_named_reader_of_the_live_buffer_resumes_after_its_ack_and_is_stored_in_the_log(tmp_path):
+    path = str(tmp_path / "rec.streamlog")
+    items = queue.Queue()
+    with StreamBuffer(Gate(items), log=path) as buf:
+        for i in range(1, 11):
+            items.put((i, "x"))
+        reader = buf.mk_reader(name="live")
+        assert [reader.next()[0] for _ in range(6)] == list(range(1, 7))
+        reader.ack()
+        assert [reader.next()[0] for _ in range(2)] == [7, 8]  # not acknowledged
+        again = buf.mk_reader(name="live", ack="auto")
+        assert again.next()[0] == 7
+        assert again.next()[0] == 8  # acknowledges 7
+        with pytest.raises(errors.ConfigurationError, match="needs a named reader"):
+            buf.mk_reader(ack="auto")
+        with pytest.raises(errors.BadCursorName, match="bad cursor name"):
+            buf.mk_reader(name="a b")
+        items.put(StopIteration)
+        buf.wait(DEADLINE_S)
+    with streamlog.Log(path, create=False) as log:
+        [cursor] = log.cursors()
+        assert (cursor.name, cursor.session, cursor.seq) == ("live", 1, 6)  # records 1..7 (seq 0..6)
+        assert log.session(1).reader(name="live").next()[0] == 8
+
+
 def test_bad_uses_of_named_cursors_are_clear_errors(tmp_path):
     path = str(tmp_path / "rec.streamlog")
     record(path, 10)
