@@ -34,12 +34,14 @@ import numpy as np
 
 from streamlog.codec import GENERAL_FIRST_BYTE, decode_general_bodies, decode_record, encode_record
 from streamlog.errors import CorruptRecord
+from streamlog.keys import equal_runs, row_field
 
 _HEADER = 5  # a general record's first byte and u32be body length
 _PAIR = 0x92  # msgpack: an array of two items (a tuple of two)
 _FLOAT64 = 0xCB
 _EIGHT = np.arange(8, dtype=np.int64)
 _FIXED_GATHER = 64  # arrays of at most this many bytes are gathered by one fancy index per block
+_RUNS = 16  # numbers() decodes runs of records of one encoded length at once when there are at most this many
 
 
 def _int_tables():
@@ -73,8 +75,9 @@ class Numbers(NamedTuple):
 class Arrays(NamedTuple):
     """Records that are numpy arrays or ``(int, array)`` pairs: ``firsts``
     as in :class:`Numbers`, ``count`` records, each array's ``dtype`` and
-    ``shape``, and ``pieces``: uint8 arrays whose concatenation is the
-    arrays' bytes, in order (C order, ``count`` arrays of ``shape``)."""
+    ``shape``, and ``pieces``: 2-D uint8 arrays (views of the buffer), a
+    row per array holding its bytes (C order), whose concatenation (along
+    axis 0) is the ``count`` arrays in order."""
 
     firsts: object
     count: int
@@ -138,9 +141,14 @@ def numbers(buffer, ends):
     """The records as :class:`Numbers`, or None (declined: not all numbers
     of one kind, not all pairs, or damaged)."""
     u8, starts, ends = _spans(buffer, ends)
-    width = int(ends[0])
-    if len(u8) == width * len(ends) and (ends - starts == width).all():
-        return _fixed_numbers(u8.reshape(-1, width))
+    lengths = ends - starts
+    runs = equal_runs(lengths)
+    if len(runs) <= _RUNS:
+        if not lengths.all():
+            return None
+        parts = [_fixed_numbers(u8[int(starts[lo]):int(ends[hi - 1])].reshape(-1, int(lengths[lo])))
+                 for lo, hi in runs]
+        return _joined_numbers(parts)
     if u8[starts[0]] != _PAIR:
         values = _number_at(u8, starts, ends)
         return None if values is None else Numbers(None, values)
@@ -160,6 +168,21 @@ def numbers(buffer, ends):
     return None if firsts is None else Numbers(firsts, values)
 
 
+def _joined_numbers(parts):
+    """Runs' :class:`Numbers` (None: declined) as one, or None unless all
+    are of one kind (pairs or not, ints or floats)."""
+    if any(part is None for part in parts):
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if any((part.firsts is None) != (first.firsts is None) or part.values.dtype != first.values.dtype
+           for part in parts):
+        return None
+    firsts = None if first.firsts is None else np.concatenate([part.firsts for part in parts])
+    return Numbers(firsts, np.concatenate([part.values for part in parts]))
+
+
 def _fixed_numbers(rows):
     """:func:`numbers` of records of one length, one per row of ``rows``."""
     firsts, at = None, 0
@@ -173,7 +196,7 @@ def _fixed_numbers(rows):
     if at < rows.shape[1] and rows[0, at] == _FLOAT64:
         if rows.shape[1] - at != 9 or (rows[:, at] != _FLOAT64).any():
             return None
-        return Numbers(firsts, rows[:, at + 1:].copy().view(">f8").ravel().astype(np.float64))
+        return Numbers(firsts, row_field(rows, at + 1, ">f8").astype(np.float64))
     values, size = _fixed_int(rows, at)
     if values is None or at + size != rows.shape[1]:
         return None
@@ -195,7 +218,7 @@ def _fixed_int(rows, at):
     if (tags != tags[0]).any():
         return None, 0
     signed = bool(_INT_SIGNED[tags[0]])
-    values = rows[:, at + 1:at + 1 + size].copy().view(f">{'i' if signed else 'u'}{size}").ravel()
+    values = row_field(rows, at + 1, f">{'i' if signed else 'u'}{size}")
     if not signed and size == 8 and (values >= 1 << 63).any():
         return None, 0
     return values.astype(np.int64), 1 + size
@@ -219,6 +242,15 @@ def arrays(buffer, ends):
     template = encode_record(np.zeros(array.shape, array.dtype))
     entry = np.frombuffer(template, dtype=np.uint8)[_HEADER:len(template) - array.nbytes]
     size, width = array.nbytes, len(entry)
+    lengths = ends - starts
+    runs = equal_runs(lengths)
+    if len(runs) <= _RUNS:
+        parts = [_fixed_arrays(u8[int(starts[lo]):int(ends[hi - 1])].reshape(-1, int(lengths[lo])), entry, size,
+                               pair) for lo, hi in runs]
+        if any(part is None for part in parts):
+            return None
+        firsts = np.concatenate([part[0] for part in parts]) if pair else None
+        return Arrays(firsts, len(ends), array.dtype, array.shape, [part[1] for part in parts])
     data_at = ends - size
     entry_at = data_at - width
     if (entry_at < starts + _HEADER).any() or (_body_lengths(u8, starts) != data_at - starts - _HEADER).any():
@@ -235,10 +267,35 @@ def arrays(buffer, ends):
     elif (entry_at != starts + _HEADER).any():
         return None
     if size <= _FIXED_GATHER:
-        pieces = [_gather(u8, data_at, size).ravel()]
+        pieces = [_gather(u8, data_at, size)]
     else:
-        pieces = [u8[at:at + size] for at in data_at.tolist()]
+        pieces = [u8[at:at + size].reshape(1, size) for at in data_at.tolist()]
     return Arrays(firsts, len(ends), array.dtype, array.shape, pieces)
+
+
+def _fixed_arrays(rows, entry, size, pair):
+    """:func:`arrays` of records of one encoded length, one per row of
+    ``rows``, whose arrays are ``size`` bytes after the msgpack ``entry``
+    (a uint8 array) describing them: ``(firsts or None, a 2-D view of the
+    arrays' bytes)``, or None."""
+    length, width = rows.shape[1], len(entry)
+    entry_at = length - size - width
+    if entry_at < _HEADER or (rows[:, 0] != GENERAL_FIRST_BYTE).any():
+        return None
+    if (row_field(rows, 1, ">u4") != length - _HEADER - size).any():
+        return None
+    if not (rows[:, entry_at:entry_at + width] == entry).all():
+        return None
+    firsts = None
+    if pair:
+        if entry_at < _HEADER + 2 or (rows[:, _HEADER] != _PAIR).any():
+            return None
+        firsts, used = _fixed_int(rows, _HEADER + 1)
+        if firsts is None or _HEADER + 1 + used != entry_at:
+            return None
+    elif entry_at != _HEADER:
+        return None
+    return firsts, rows[:, length - size:]
 
 
 def general_records(buffer, ends):

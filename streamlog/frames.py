@@ -39,6 +39,7 @@ from streamlog.log import DEFAULT_STREAM
 BATCH_ROWS = 65_536  # rows per Arrow record batch (and Parquet row group)
 GROUP_RECORDS = 8192  # records decoded at once, from as many blocks as hold them (see _groups) ...
 GROUP_BLOCKS = 64  # ... but from at most this many blocks
+GROWING_BYTES = 64 << 20  # to_numpy's arrays start with room for this many bytes (virtual memory until used)
 _RESERVED = ("key", "time")
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
@@ -305,6 +306,11 @@ def to_numpy(session, stream=None, start=None, stop=None, *, by="key", layout="a
     stream = stream_name(session, stream)
     key_types = session.stream_info(stream)["key_types"]
     get = value_getter(session, stream, value)
+    concat = layout == "concat" or (layout == "auto" and sample_rate(session, stream) is not None)
+    if get is _auto and key_types == "int" and session.log.format_version >= 2:
+        found = _chunked_numpy(session.reader(stream).ichunks(**_selection(start, stop, by)), concat)
+        if found is not None:
+            return found
     key_parts, times, value_parts = [], [], []
     for group in _groups(session, blocks(session, stream, start, stop, by), key_types):
         key_parts.append(group.keys)
@@ -317,7 +323,6 @@ def to_numpy(session, stream=None, start=None, stop=None, *, by="key", layout="a
     if not value_parts:
         return StreamArrays(np.empty(0), key_array, times_us, np.empty(0, dtype=np.int64))
     where = f"session {session.id} stream {stream!r}"
-    concat = layout == "concat" or (layout == "auto" and sample_rate(session, stream) is not None)
     fast = _fast_numpy(value_parts, key_array, times_us, concat)
     if fast is not None:
         return fast
@@ -328,6 +333,84 @@ def to_numpy(session, stream=None, start=None, stop=None, *, by="key", layout="a
     if layout == "concat":
         raise RecordShapeError(f"{where}: records are not arrays of samples, so they cannot be concatenated")
     return StreamArrays(_numbers(values, keys, where), key_array, times_us, np.arange(len(values), dtype=np.int64))
+
+
+class _Growing:
+    """A numpy array of ``dtype`` with rows of ``shape``, built by appending
+    along the first axis: room for :data:`GROWING_BYTES` first, doubled
+    in place when full (``ndarray.resize``: realloc, which moves a big
+    allocation's pages instead of copying them), so that what is appended
+    is written once."""
+
+    def __init__(self, dtype, shape=()):
+        self.dtype, self.shape, self.size = dtype, shape, 0
+        self.row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        self.data = np.empty((max(1, GROWING_BYTES // max(self.row_bytes, 1)),) + shape, dtype)
+
+    def fits(self, dtype, shape):
+        return dtype == self.dtype and shape == self.shape
+
+    def add(self, pieces, rows):
+        """Append ``rows`` rows whose bytes are those of the arrays
+        ``pieces`` (uint8 ones, or contiguous ones of any dtype), in order."""
+        if self.size + rows > len(self.data):
+            self.data.resize((max(2 * len(self.data), self.size + rows),) + self.shape, refcheck=False)
+        flat = self.data.reshape(-1).view(np.uint8)
+        at = self.size * self.row_bytes
+        for piece in pieces:
+            if piece.dtype != np.uint8:
+                piece = piece.view(np.uint8)
+            np.copyto(flat[at:at + piece.size].reshape(piece.shape), piece)
+            at += piece.size
+        self.size += rows
+
+    def array(self):
+        self.data.resize((self.size,) + self.shape, refcheck=False)
+        return self.data
+
+
+def _chunked_numpy(chunks, concat):
+    """:func:`to_numpy` of a stream with int keys and the automatic getter
+    from its chunks (``BufferReader.ichunks``), each decoded at once by
+    :mod:`streamlog.columns` and appended to the result (the arrays'
+    bytes copied once, out of the chunk); None (declined: the caller
+    decodes block by block) unless every chunk's keys are small ints and
+    its records all numbers of one kind or arrays of one dtype and shape
+    (after the first axis with ``concat``), or such ``(key, value)``
+    pairs, alike in every chunk."""
+    keys, times, values, kind, rows = _Growing(np.dtype(np.int64)), _Growing(np.dtype(np.int64)), None, None, []
+    for chunk in chunks:
+        chunk_keys = small_ints(*chunk.keys)
+        if chunk_keys is None:
+            return None
+        found = columns.numbers(*chunk.records) or columns.arrays(*chunk.records)
+        if found is None or (found.firsts is not None and not np.array_equal(found.firsts, chunk_keys)):
+            return None
+        if isinstance(found, columns.Numbers):
+            dtype, shape, pieces = found.values.dtype, (), [found.values]
+        else:
+            dtype, shape, pieces = found.dtype, found.shape[1:] if concat else found.shape, found.pieces
+            rows.append((found.shape[0] if concat else 1, found.count))
+        if values is None:
+            values, kind = _Growing(dtype, shape), type(found)
+        elif type(found) is not kind or not values.fits(dtype, shape):
+            return None
+        values.add(pieces, chunk.count * (rows[-1][0] if concat and rows else 1))
+        keys.add([chunk_keys], chunk.count)
+        times.add([chunk.arrivals], chunk.count)
+    if values is None:
+        return None
+    out = values.array()
+    if not out.dtype.isnative:  # as np.stack and np.concatenate of such arrays give them
+        out = out.astype(out.dtype.newbyteorder("="))
+    key_array = keys.array()
+    if concat and rows:
+        lengths = np.repeat(*np.array(rows, dtype=np.int64).T)
+        offsets = np.zeros(len(key_array), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+    else:
+        offsets = np.arange(len(key_array), dtype=np.int64)
+    return StreamArrays(out, key_array, times.array(), offsets)
 
 
 def _fast_numpy(parts, key_array, times_us, concat):

@@ -352,6 +352,38 @@ def _decode_tuple(data, pos, types):
     return tuple(items), pos + 1
 
 
+_KEY_RUNS = 16  # small_ints decodes runs of keys of one length at once when there are at most this many
+
+
+def _fixed_small_ints(column, width):
+    """:func:`small_ints` of keys all ``width`` bytes long, back to back in ``column`` (uint8)."""
+    if not 2 <= width <= 9:
+        return None
+    rows = column.reshape(-1, width)
+    size = width - 2
+    if (rows[:, 0] != _TAG_ZERO + size).any() or rows[:, -1].any():
+        return None
+    if size in (1, 2, 4):
+        return row_field(rows, 1, f">u{size}").astype(np.int64)
+    if size == 3:  # the tag and the value as one big-endian u32
+        return row_field(rows, 0, ">u4").astype(np.int64) & 0xFFFFFF
+    padded = np.zeros((len(rows), 8), dtype=np.uint8)
+    padded[:, 8 - size:] = rows[:, 1:1 + size]
+    return padded.view(">u8").ravel().astype(np.int64)
+
+
+def row_field(rows, at, dtype):
+    """The item of ``dtype`` at byte ``at`` of each row of ``rows`` (a
+    C-contiguous 2-D uint8 array): a strided view, one item per row."""
+    return np.ndarray((len(rows),), dtype, buffer=rows, offset=at, strides=(rows.shape[1],))
+
+
+def equal_runs(values):
+    """``[(lo, hi), ...]``: the runs of equal items of a 1-D numpy array, in order."""
+    cuts = [0, *(np.flatnonzero(values[1:] != values[:-1]) + 1).tolist(), len(values)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 def small_ints(buffer, ends):
     """The keys encoded back to back in ``buffer`` (key ``j`` ends at
     ``ends[j]``, a numpy int64 array) as a numpy int64 array when every one
@@ -363,15 +395,13 @@ def small_ints(buffer, ends):
     starts = np.empty_like(ends)
     starts[0] = 0
     starts[1:] = ends[:-1]
-    width = int(ends[0])
-    if 2 <= width <= 9 and len(column) == width * len(ends) and (ends - starts == width).all():
-        rows = column.reshape(-1, width)  # keys of one length: one row each
-        size = width - 2
-        if (rows[:, 0] != _TAG_ZERO + size).any() or rows[:, -1].any():
+    lengths = ends - starts
+    runs = equal_runs(lengths)
+    if len(runs) <= _KEY_RUNS:  # runs of keys of one length: a row each
+        parts = [_fixed_small_ints(column[int(starts[lo]):int(ends[hi - 1])], int(lengths[lo])) for lo, hi in runs]
+        if any(part is None for part in parts):
             return None
-        padded = np.zeros((len(rows), 8), dtype=np.uint8)
-        padded[:, 8 - size:] = rows[:, 1:1 + size]
-        return padded.view(">u8").ravel().astype(np.int64)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
     if (ends - starts < 2).any():
         return None
     sizes = column[starts].astype(np.int64) - _TAG_ZERO  # the tag of a non-negative int: 0x20 + its byte count

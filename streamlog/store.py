@@ -518,8 +518,10 @@ class Store:
     # -- transactions --------------------------------------------------------
 
     @contextmanager
-    def read(self):
-        """A short read transaction; never hold it across calls.
+    def read(self, buffers=False):
+        """A short read transaction; never hold it across calls.  With
+        ``buffers`` its values are views of the memory map, valid only
+        inside it (see py-lmdb's ``buffers=True``).
 
         LMDB errors inside it (a damaged page, no free reader slot) raise
         NotALog / LogError naming the log; a CorruptRecord gets the log's
@@ -531,7 +533,7 @@ class Store:
         try:
             while True:
                 try:
-                    txn = self.env.begin(buffers=False)
+                    txn = self.env.begin(buffers=buffers)
                     break
                 except lmdb.MapResizedError:
                     # adopting another process's map growth waits for this process's

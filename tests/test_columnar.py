@@ -6,6 +6,7 @@ crafted blocks), and on hostile bytes (hypothesis) nothing but that or a
 refusal."""
 
 import os
+import shutil
 import zlib
 
 import lmdb
@@ -242,6 +243,54 @@ def test_a_damaged_or_crafted_block_is_the_error_every_read_gives(tmp_path, kind
         session = log.session(1)
         assert error_of(lambda: session.to_pandas(start=400)) == error_of(lambda: list(session.ientries(400)))
         assert "its checksum does not match" in error_of(lambda: session.to_arrow(start=400))
+
+
+def flip_last_byte(path, index):
+    """Flip a bit of the last byte of the head entry of the ``index``-th
+    block of stream main, leaving its checksum as it was."""
+    env = lmdb.open(str(path), max_dbs=128)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(b"r:main", txn=txn)
+            head = [key for key, _ in txn.cursor(db) if common.is_head_key(key)][index]
+            value = bytearray(txn.get(head, db=db))
+            value[-1] ^= 0x40
+            txn.put(head, bytes(value), db=db)
+    finally:
+        env.close()
+
+
+def too_many_records(block):
+    block[5:9] = (5_000).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("index", [5, 70])
+@pytest.mark.parametrize("damage", ["checksum", "header"])
+def test_a_damaged_block_among_blocks_checked_in_parallel_is_the_error_every_read_gives(tmp_path, damage, index):
+    """to_numpy reads up to 64 blocks at once and checks them in parallel
+    threads (BufferReader.ichunks); a damaged one, in the first chunk or
+    the second, is reported as a record-by-record read reports it."""
+    recorded = tmp_path / "recorded.streamlog"
+    samples = np.arange(1_000, dtype=np.float32)
+    with streamlog.StreamBuffer(Records([(i, samples + i) for i in range(800)], first, batch=100),
+                                log=recorded) as buf:
+        assert buf.wait(30)
+    with streamlog.Log(recorded, readonly=True) as log:
+        assert log.session(1).to_numpy().values.shape == (800, 1_000)
+        assert len(list(log.session(1).reader().ichunks())) == 2
+    path = tmp_path / "damaged.streamlog"
+    shutil.copytree(recorded, path)
+    if damage == "checksum":
+        flip_last_byte(path, index)
+    else:
+        rewrite_block(path, index, too_many_records)
+    with streamlog.Log(path, readonly=True) as log:
+        session = log.session(1)
+        message = error_of(lambda: list(session.ientries()))
+        assert error_of(session.to_numpy) == message
+        assert error_of(lambda: list(session.reader().ichunks(start=3))) == message
+    problem = "its checksum does not match" if damage == "checksum" else "a block header that does not fit"
+    assert f"of session 1 holding the records after key " in message and problem in message
 
 
 def test_the_export_takes_the_pages_it_read_out_of_the_resident_set(lab_log, tmp_path):

@@ -197,13 +197,20 @@ def damaged_record(record_key, problem):
 def joined(iterator, key, value, count, start):
     """The data of a split entry: ``value[start:]`` of its head entry and the
     ``count`` continuation entries that follow it in ``iterator``."""
+    return b"".join(entry_parts(iterator, key, value, count, start))
+
+
+def entry_parts(iterator, key, value, count, start):
+    """The data of a split entry as the list of its pieces (as read: views
+    of the memory map in a ``buffers=True`` transaction), unjoined: see
+    :func:`joined`."""
     parts = [value[start:]]
     for index in range(1, count + 1):
         entry = next(iterator, None)
         if entry is None or entry[0] != key + CHUNK_INDEX.pack(index):
             raise CorruptRecord(f"continuation {index} of {count} is missing")
         parts.append(entry[1])
-    return b"".join(parts)
+    return parts
 
 
 # -- the time index -------------------------------------------------------------------

@@ -32,13 +32,17 @@ it held (a crafted block with a valid checksum can at worst decode to wrong
 records or raise CorruptRecord: every slice stays inside the block).
 """
 
+import os
 import struct
 import sys
+import threading
 import zlib
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
 from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,8 +51,8 @@ from streamlog.errors import CorruptRecord
 from streamlog.keys import decode_key_prefix, small_ints
 from streamlog.records import common
 from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, NODE_OVERHEAD, SEQ, SESSION_ID, SPLIT_ABOVE,
-                                      after_session, chunk_plan, joined, prune_time_index, session_prefix,
-                                      time_key)
+                                      after_session, chunk_plan, entry_parts, joined, prune_time_index,
+                                      session_prefix, time_key)
 
 VERSION = 2
 BLOCK_BYTES = 32 << 10
@@ -63,10 +67,15 @@ _PLAIN_HEADER = len(plain_array_header(0))
 _MAX_DELTA = 0xFFFFFFFF
 _PAGE_HEADER = 16
 _seq_pack = SEQ.pack
+_u32 = struct.Struct("<I").unpack_from
 _first_byte = itemgetter(0)
 _GENERAL_FIRST_BYTE = GENERAL_FIRST_BYTE
 _BIG_ENDIAN = sys.byteorder == "big"
 _NUMPY_KEYS = 64  # from this many keys on, Block.keys tries decoding them with numpy
+CHUNK_BLOCKS = 64
+""":func:`scan_chunk` reads at most this many blocks at once."""
+_CHECK_THREADS = max(1, min(4, os.cpu_count() or 1))  # threads checking a chunk's checksums
+_CHECK_INLINE = 256 << 10  # chunks of fewer bytes are checked in the calling thread
 assert array("I").itemsize == 4
 
 
@@ -210,8 +219,7 @@ class Block:
         if zlib.crc32(memoryview(data)[4:]) != crc:
             raise CorruptRecord("its checksum does not match")
         columns = _HEAD_SIZE + 12 * n
-        if not 1 <= n <= BLOCK_RECORDS or len(data) < columns + keys_len or flags & ~_PLAIN:
-            raise CorruptRecord(f"a block header that does not fit the block ({n} records)")
+        _check_header(n, flags, len(data), columns + keys_len)
         view = memoryview(data)
         self.key_end = _column(view, _HEAD_SIZE, n)
         self.delta = _column(view, _HEAD_SIZE + 4 * n, n)
@@ -219,8 +227,7 @@ class Block:
         self.keys_at = columns
         self.plain = bool(flags & _PLAIN)
         self.records_at = columns + keys_len + (_PLAIN_HEADER if self.plain else 0)
-        if self.key_end[n - 1] != keys_len or self.records_at + self.record_end[n - 1] != len(data):
-            raise CorruptRecord("a block whose columns do not match its contents")
+        _check_columns(self.key_end[n - 1] == keys_len and self.records_at + self.record_end[n - 1] == len(data))
         self.n = n
         self.first_seq = first_seq
         self.first_arrival = first_arrival
@@ -359,6 +366,18 @@ class Block:
             if decode_key_prefix(encoded)[1] != len(encoded):
                 raise CorruptRecord(f"the key of seq {self.first_seq + i} has bytes after its end")
             previous = encoded
+
+
+def _check_header(n, flags, size, needed):
+    """CorruptRecord unless a header saying ``n`` records and ``flags`` fits a
+    block of ``size`` bytes whose columns and keys take ``needed``."""
+    if not 1 <= n <= BLOCK_RECORDS or size < needed or flags & ~_PLAIN:
+        raise CorruptRecord(f"a block header that does not fit the block ({n} records)")
+
+
+def _check_columns(fit):
+    if not fit:
+        raise CorruptRecord("a block whose columns do not match its contents")
 
 
 def _column(view, at, n):
@@ -503,6 +522,255 @@ def scan_blocks(txn, db, start, stop, limit, after=None):
     out = []
     last, exhausted = _forward(txn, db, start, stop, limit, after, lambda block, lo, hi: out.append((block, lo, hi)))
     return out, last, exhausted
+
+
+class Chunk(NamedTuple):
+    """Consecutive records of one stream taken from many blocks at once (see
+    :func:`scan_chunk`), column by column: ``count`` records, their encoded
+    keys and their encodings as ``(buffer, ends)`` pairs (as
+    :meth:`Block.encoded_keys` and :meth:`Block.encodings` give them, for
+    all of them at once) and their arrival times (µs, numpy int64)."""
+
+    count: int
+    keys: tuple
+    arrivals: np.ndarray
+    records: tuple
+
+    def part(self, lo, hi):
+        """The chunk of records ``lo .. hi - 1`` of this one."""
+        return Chunk(hi - lo, _run_part(self.keys, lo, hi), self.arrivals[lo:hi], _run_part(self.records, lo, hi))
+
+
+def _run_part(run, lo, hi):
+    buffer, ends = run
+    first = int(ends[lo - 1]) if lo else 0
+    return memoryview(buffer)[first:int(ends[hi - 1])], ends[lo:hi] - first
+
+
+class _Taken:
+    """Views of the columns and bytes of the records taken from blocks, in
+    order (of the memory map: valid inside the transaction); :func:`_chunk`
+    joins several into a Chunk that owns its bytes."""
+
+    def __init__(self):
+        self.counts, self.firsts, self.key_from, self.record_from, self.key_sizes, self.record_sizes = ([] for _ in
+                                                                                                        range(6))
+        self.key_ends, self.deltas, self.record_ends, self.key_views, self.record_views = [], [], [], [], []
+
+    def add(self, segments, columns, n, first_arrival, records_at, lo, hi):
+        """Records ``lo .. hi - 1`` of the block whose bytes are ``segments``
+        (its header, columns and keys all in the first one)."""
+        head = segments[0]
+        records_column = _HEAD_SIZE + 8 * n
+        key_from = _u32(head, _HEAD_SIZE + 4 * (lo - 1))[0] if lo else 0
+        key_to = _u32(head, _HEAD_SIZE + 4 * (hi - 1))[0]
+        record_from = _u32(head, records_column + 4 * (lo - 1))[0] if lo else 0
+        record_to = _u32(head, records_column + 4 * (hi - 1))[0]
+        self.counts.append(hi - lo)
+        self.firsts.append(first_arrival)
+        self.key_from.append(key_from)
+        self.record_from.append(record_from)
+        self.key_sizes.append(key_to - key_from)
+        self.record_sizes.append(record_to - record_from)
+        self.key_ends.append(head[_HEAD_SIZE + 4 * lo:_HEAD_SIZE + 4 * hi])
+        self.deltas.append(head[_HEAD_SIZE + 4 * (n + lo):_HEAD_SIZE + 4 * (n + hi)])
+        self.record_ends.append(head[records_column + 4 * lo:records_column + 4 * hi])
+        self.key_views.append(head[columns + key_from:columns + key_to])
+        if len(segments) == 1:
+            self.record_views.append(head[records_at + record_from:records_at + record_to])
+        else:
+            self.record_views += _pieces(segments, records_at + record_from, records_at + record_to)
+
+
+def _chunk(takens):
+    """The Chunk of the records of ``takens``, in order (each column's bytes joined: copied once)."""
+    def joined(name):
+        return [item for taken in takens for item in getattr(taken, name)]
+
+    counts = joined("counts")
+    repeats = np.array(counts, dtype=np.int64)
+
+    def column(name, bases):
+        values = np.frombuffer(b"".join(joined(name)), "<u4").astype(np.int64)
+        values += np.repeat(bases, repeats)
+        return values
+
+    def run(views, ends, froms, sizes):
+        starts = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(joined(sizes)[:-1], out=starts[1:])
+        return b"".join(joined(views)), column(ends, starts - np.array(joined(froms), dtype=np.int64))
+
+    return Chunk(sum(counts), run("key_views", "key_ends", "key_from", "key_sizes"),
+                 column("deltas", np.array(joined("firsts"), dtype=np.int64)),
+                 run("record_views", "record_ends", "record_from", "record_sizes"))
+
+
+def _pieces(segments, start, stop):
+    """Views of bytes ``start .. stop - 1`` of the block made of ``segments``."""
+    out = []
+    for segment in segments:
+        size = len(segment)
+        if stop <= 0:
+            break
+        if start < size:
+            out.append(segment[max(start, 0):min(stop, size)])
+        start -= size
+        stop -= size
+    return out
+
+
+def _crc(segments):
+    """zlib.crc32 of a block's bytes after its checksum, its pieces unjoined."""
+    crc = zlib.crc32(segments[0][4:])
+    for segment in segments[1:]:
+        crc = zlib.crc32(segment, crc)
+    return crc
+
+
+def _take(blocks):
+    """Every record of ``blocks`` (``(key, segments)`` each, not yet
+    checked), each block's structure and checksum checked: ``(a _Taken,
+    None)``, or ``(a _Taken, (index, problem))`` stopping at the first
+    damaged block."""
+    taken = _Taken()
+    for i, (key, segments) in enumerate(blocks):
+        try:
+            crc, segments = _checked_layout(key, segments, taken)
+        except (CorruptRecord, IndexError) as exc:
+            return taken, (i, exc)
+        if _crc(segments) != crc:
+            return taken, (i, "its checksum does not match")
+    return taken, None
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _checkers():
+    """The threads that take and check chunks' blocks (zlib.crc32 releases the GIL), made on first use."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_CHECK_THREADS, thread_name_prefix="streamlog-check")
+        return _pool
+
+
+def _take_all(blocks):
+    """:func:`_take` of ``blocks``, in parallel threads when they are big
+    (waiting for every thread): ``(the _Taken s in order, None or (index
+    in blocks, problem) of the first damaged block)``."""
+    size = sum(len(segments[0]) for _, segments in blocks)
+    if size < _CHECK_INLINE or _CHECK_THREADS == 1 or len(blocks) < 2:
+        step, results = len(blocks), [_take(blocks)]
+    else:
+        step = -(-len(blocks) // _CHECK_THREADS)
+        futures = [_checkers().submit(_take, blocks[at:at + step]) for at in range(0, len(blocks), step)]
+        results = [future.result() for future in futures]
+    for part, (_, bad) in enumerate(results):
+        if bad is not None:
+            return None, (part * step + bad[0], bad[1])
+    return [taken for taken, _ in results], None
+
+
+def scan_chunk(txn, db, start, stop, limit, after=None):
+    """The records of :func:`scan` (``start <= record key <= stop``, strictly
+    after ``after`` if given) of at most :data:`CHUNK_BLOCKS` blocks, ending
+    with the first block that brings them to ``limit`` or more:
+    ``(chunk, last record key, exhausted)``, ``chunk`` a :class:`Chunk`
+    (None if there are no such records) and ``exhausted`` whether the range
+    ended.  Every byte is copied once, out of the memory map (``txn`` may
+    be a ``buffers=True`` transaction: nothing returned refers to its
+    memory); the blocks are checked (structure, checksum) in parallel
+    threads; a damaged block raises CorruptRecord as :func:`scan` does."""
+    cursor = txn.cursor(db)
+    lower = start if after is None else after
+    if not cursor.set_range(lower):
+        return None, None, True
+    iterator = cursor.iternext()
+    first, whole, last_part = _Taken(), [], _Taken()  # the block the bounds may cut first, whole blocks, the last
+    keys = []  # the key of every block met, in order
+    count, last, exhausted = 0, None, True
+    key = None
+    try:
+        for key, value in iterator:
+            key = bytes(key)
+            segments = entry_parts(iterator, key, value, value[0], 1)
+            keys.append(key)
+            if len(keys) == 1 and key == after:  # the block ``after`` ended
+                continue
+            beyond = stop is not None and key > stop
+            if beyond or not (first.counts or whole):  # a block the bounds may cut: read and checked as a Block
+                block = Block(key, b"".join(segments))
+                lo = 0 if first.counts or whole else block.bisect(lower, after is not None)
+                hi = block.bisect(stop, True) if beyond else block.n
+                if hi > lo:
+                    (last_part if beyond else first).add([memoryview(block.data)], block.keys_at, block.n,
+                                                         block.first_arrival, block.records_at, lo, hi)
+                    last = block.key if hi == block.n else block.record_key(hi - 1)
+                    count += hi - lo
+                if beyond:
+                    break
+            else:
+                whole.append((key, segments))
+                count += _u32(segments[0], 5)[0] if len(segments[0]) >= 9 else 1
+                last = key
+            if count >= limit or len(keys) >= CHUNK_BLOCKS:
+                exhausted = False
+                break
+    except (CorruptRecord, IndexError) as exc:
+        _, bad = _take_all(whole)  # a damaged whole block before this one is the first damage
+        if bad is None:
+            raise damaged_block(key, exc, keys[-2] if len(keys) > 1 else None) from None
+        raise _damaged_in(keys, whole, bad) from None
+    takens, bad = _take_all(whole)
+    if bad is not None:
+        raise _damaged_in(keys, whole, bad)
+    if not count:
+        return None, last, exhausted
+    return _chunk([first, *takens, last_part]), last, exhausted
+
+
+def _damaged_in(keys, whole, bad):
+    """The CorruptRecord of the damaged block ``bad = (index in whole, problem)``."""
+    index, problem = bad
+    key = whole[index][0]
+    at = keys.index(key)
+    return damaged_block(key, problem, keys[at - 1] if at else None)
+
+
+def _checked_layout(key, segments, taken):
+    """Take all records of the block stored under ``key`` (its bytes
+    ``segments``, checksum not yet checked) into ``taken``; return ``(its
+    checksum, its segments)`` (joined into one when its first does not
+    hold its header, columns and keys).  A block whose structure is wrong
+    raises CorruptRecord, for its checksum if that does not match."""
+    head = segments[0]
+    size = len(head) if len(segments) == 1 else sum(map(len, segments))
+    if len(head) < _HEAD_SIZE:
+        if size < _HEAD_SIZE:
+            raise CorruptRecord("a block shorter than its header")
+        head = b"".join(segments)
+        segments = [head]
+    crc, flags, n, session, first_seq, first_arrival, keys_len = _HEAD.unpack_from(head)
+    columns = _HEAD_SIZE + 12 * n
+    records_at = columns + keys_len + (_PLAIN_HEADER if flags & _PLAIN else 0)
+    try:
+        _check_header(n, flags, size, columns + keys_len)
+        if len(head) < records_at:
+            head = b"".join(segments)
+            segments = [head]
+        _check_columns(_u32(head, _HEAD_SIZE + 4 * (n - 1))[0] == keys_len and
+                       records_at + _u32(head, _HEAD_SIZE + 8 * n + 4 * (n - 1))[0] == size)
+        last_key = head[columns + (_u32(head, _HEAD_SIZE + 4 * (n - 2))[0] if n > 1 else 0):columns + keys_len]
+        if session_prefix(session) + last_key + _seq_pack(first_seq + n - 1) != key:
+            raise CorruptRecord("its entry's key is not the key of its last record")
+    except CorruptRecord:
+        if _crc(segments) != crc:
+            raise CorruptRecord("its checksum does not match") from None
+        raise
+    taken.add(segments, columns, n, first_arrival, records_at, 0, n)
+    return crc, segments
 
 
 def _reverse_blocks(txn, db, start, stop):
