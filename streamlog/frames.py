@@ -387,6 +387,8 @@ def _chunked_numpy(chunks, concat):
         if found is None or (found.firsts is not None and not np.array_equal(found.firsts, chunk_keys)):
             return None
         if isinstance(found, columns.Numbers):
+            if concat:  # not samples: the block-by-block path says so
+                return None
             dtype, shape, pieces = found.values.dtype, (), [found.values]
         else:
             dtype, shape, pieces = found.dtype, found.shape[1:] if concat else found.shape, found.pieces

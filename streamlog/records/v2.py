@@ -38,7 +38,7 @@ import sys
 import threading
 import zlib
 from array import array
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
 from operator import itemgetter
@@ -666,7 +666,10 @@ def _take_all(blocks):
     else:
         step = -(-len(blocks) // _CHECK_THREADS)
         futures = [_checkers().submit(_take, blocks[at:at + step]) for at in range(0, len(blocks), step)]
-        results = [future.result() for future in futures]
+        try:
+            results = [future.result() for future in futures]
+        finally:  # the threads read the transaction's memory: it may end only after them
+            wait(futures)
     for part, (_, bad) in enumerate(results):
         if bad is not None:
             return None, (part * step + bad[0], bad[1])
@@ -691,10 +694,11 @@ def scan_chunk(txn, db, start, stop, limit, after=None):
     first, whole, last_part = _Taken(), [], _Taken()  # the block the bounds may cut first, whole blocks, the last
     keys = []  # the key of every block met, in order
     count, last, exhausted = 0, None, True
-    key = None
+    key = previous = None
     try:
         for key, value in iterator:
             key = bytes(key)
+            previous = keys[-1] if keys else None
             segments = entry_parts(iterator, key, value, value[0], 1)
             keys.append(key)
             if len(keys) == 1 and key == after:  # the block ``after`` ended
@@ -721,7 +725,7 @@ def scan_chunk(txn, db, start, stop, limit, after=None):
     except (CorruptRecord, IndexError) as exc:
         _, bad = _take_all(whole)  # a damaged whole block before this one is the first damage
         if bad is None:
-            raise damaged_block(key, exc, keys[-2] if len(keys) > 1 else None) from None
+            raise damaged_block(key, exc, previous) from None
         raise _damaged_in(keys, whole, bad) from None
     takens, bad = _take_all(whole)
     if bad is not None:
