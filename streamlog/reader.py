@@ -890,6 +890,7 @@ class BufferReader:
                     yield chunk
                 if beyond:
                     return
+                chunk = None  # freed before the next is read, so that its memory is the next one's
             if exhausted or after is None:
                 return
 

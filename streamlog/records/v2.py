@@ -553,8 +553,7 @@ class _Taken:
     joins several into a Chunk that owns its bytes."""
 
     def __init__(self):
-        self.counts, self.firsts, self.key_from, self.record_from, self.key_sizes, self.record_sizes = ([] for _ in
-                                                                                                        range(6))
+        self.blocks = []  # per block: (records, first arrival, first key's and record's offset, their sizes)
         self.key_ends, self.deltas, self.record_ends, self.key_views, self.record_views = [], [], [], [], []
 
     def add(self, segments, columns, n, first_arrival, records_at, lo, hi):
@@ -566,20 +565,26 @@ class _Taken:
         key_to = _u32(head, _HEAD_SIZE + 4 * (hi - 1))[0]
         record_from = _u32(head, records_column + 4 * (lo - 1))[0] if lo else 0
         record_to = _u32(head, records_column + 4 * (hi - 1))[0]
-        self.counts.append(hi - lo)
-        self.firsts.append(first_arrival)
-        self.key_from.append(key_from)
-        self.record_from.append(record_from)
-        self.key_sizes.append(key_to - key_from)
-        self.record_sizes.append(record_to - record_from)
+        self._columns(head, n, lo, hi, (hi - lo, first_arrival, key_from, record_from, key_to - key_from,
+                                        record_to - record_from))
+        self.key_views.append(head[columns + key_from:columns + key_to])
+        self.record_views += _pieces(segments, records_at + record_from, records_at + record_to)
+
+    def add_whole(self, segments, columns, n, first_arrival, keys_len, records_at, size):
+        """All records of the block whose bytes are ``segments`` (``size``
+        in all; its header, columns and keys all in the first one)."""
+        head = segments[0]
+        self._columns(head, n, 0, n, (n, first_arrival, 0, 0, keys_len, size - records_at))
+        self.key_views.append(head[columns:columns + keys_len])
+        self.record_views.append(head[records_at:])
+        if len(segments) > 1:
+            self.record_views += segments[1:]
+
+    def _columns(self, head, n, lo, hi, block):
+        self.blocks.append(block)
         self.key_ends.append(head[_HEAD_SIZE + 4 * lo:_HEAD_SIZE + 4 * hi])
         self.deltas.append(head[_HEAD_SIZE + 4 * (n + lo):_HEAD_SIZE + 4 * (n + hi)])
-        self.record_ends.append(head[records_column + 4 * lo:records_column + 4 * hi])
-        self.key_views.append(head[columns + key_from:columns + key_to])
-        if len(segments) == 1:
-            self.record_views.append(head[records_at + record_from:records_at + record_to])
-        else:
-            self.record_views += _pieces(segments, records_at + record_from, records_at + record_to)
+        self.record_ends.append(head[_HEAD_SIZE + 4 * (2 * n + lo):_HEAD_SIZE + 4 * (2 * n + hi)])
 
 
 def _chunk(takens):
@@ -587,22 +592,21 @@ def _chunk(takens):
     def joined(name):
         return [item for taken in takens for item in getattr(taken, name)]
 
-    counts = joined("counts")
-    repeats = np.array(counts, dtype=np.int64)
+    counts, firsts, key_from, record_from, key_sizes, record_sizes = (
+        np.array(column, dtype=np.int64) for column in zip(*joined("blocks")))
 
     def column(name, bases):
         values = np.frombuffer(b"".join(joined(name)), "<u4").astype(np.int64)
-        values += np.repeat(bases, repeats)
+        values += np.repeat(bases, counts)
         return values
 
     def run(views, ends, froms, sizes):
         starts = np.zeros(len(counts), dtype=np.int64)
-        np.cumsum(joined(sizes)[:-1], out=starts[1:])
-        return b"".join(joined(views)), column(ends, starts - np.array(joined(froms), dtype=np.int64))
+        np.cumsum(sizes[:-1], out=starts[1:])
+        return b"".join(joined(views)), column(ends, starts - froms)
 
-    return Chunk(sum(counts), run("key_views", "key_ends", "key_from", "key_sizes"),
-                 column("deltas", np.array(joined("firsts"), dtype=np.int64)),
-                 run("record_views", "record_ends", "record_from", "record_sizes"))
+    return Chunk(int(counts.sum()), run("key_views", "key_ends", key_from, key_sizes), column("deltas", firsts),
+                 run("record_views", "record_ends", record_from, record_sizes))
 
 
 def _pieces(segments, start, stop):
@@ -704,9 +708,9 @@ def scan_chunk(txn, db, start, stop, limit, after=None):
             if len(keys) == 1 and key == after:  # the block ``after`` ended
                 continue
             beyond = stop is not None and key > stop
-            if beyond or not (first.counts or whole):  # a block the bounds may cut: read and checked as a Block
+            if beyond or not (first.blocks or whole):  # a block the bounds may cut: read and checked as a Block
                 block = Block(key, b"".join(segments))
-                lo = 0 if first.counts or whole else block.bisect(lower, after is not None)
+                lo = 0 if first.blocks or whole else block.bisect(lower, after is not None)
                 hi = block.bisect(stop, True) if beyond else block.n
                 if hi > lo:
                     (last_part if beyond else first).add([memoryview(block.data)], block.keys_at, block.n,
@@ -773,7 +777,7 @@ def _checked_layout(key, segments, taken):
         if _crc(segments) != crc:
             raise CorruptRecord("its checksum does not match") from None
         raise
-    taken.add(segments, columns, n, first_arrival, records_at, 0, n)
+    taken.add_whole(segments, columns, n, first_arrival, keys_len, records_at, size)
     return crc, segments
 
 
