@@ -245,6 +245,34 @@ def test_a_damaged_or_crafted_block_is_the_error_every_read_gives(tmp_path, kind
         assert "its checksum does not match" in error_of(lambda: session.to_arrow(start=400))
 
 
+def test_chunks_hold_the_columns_of_the_blocks_within_any_bounds(lab_log):
+    """BufferReader.ichunks (up to 64 blocks at once) gives, chunk after
+    chunk, the encoded keys, arrival times and encodings iblocks gives
+    block by block, for key and time bounds inside blocks and chunks."""
+    session = record(Records([(i, np.full(200 + i % 3, i, dtype=np.int16)) for i in range(9_000)], first,
+                             batch=250), lab_log)
+    reader = session.reader()
+    times = decoded(session)[1] / 1e6
+
+    def columns_of(parts):
+        keys, arrivals, encodings = [], [], []
+        for keys_run, times_us, records_run in parts:
+            keys += [bytes(keys_run[0][a:b]) for a, b in zip([0, *keys_run[1][:-1].tolist()], keys_run[1])]
+            arrivals += times_us.tolist()
+            encodings += [bytes(records_run[0][a:b]) for a, b in zip([0, *records_run[1][:-1].tolist()],
+                                                                    records_run[1])]
+        return keys, arrivals, encodings
+
+    for bounds in ({}, {"start": 77, "stop": 8_123}, {"since": times[1_234], "until": times[7_777]},
+                   {"start": 5_000, "since": times[4_000]}, {"start": 8_999}):
+        chunks = list(reader.ichunks(**bounds))
+        blocks = [(p.block.encoded_keys(p.lo, p.hi), p.block.arrivals(p.lo, p.hi), p.block.encodings(p.lo, p.hi))
+                  for p in reader.iblocks(**bounds)]
+        assert all(chunk.count == len(chunk.arrivals) for chunk in chunks)
+        assert columns_of((c.keys, c.arrivals, c.records) for c in chunks) == columns_of(blocks)
+    assert len(list(reader.ichunks())) >= 2
+
+
 def flip_last_byte(path, index):
     """Flip a bit of the last byte of the head entry of the ``index``-th
     block of stream main, leaving its checksum as it was."""

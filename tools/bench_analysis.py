@@ -8,8 +8,9 @@ of its own, so that its peak RSS is the export's alone):
   loop over ``session.irange()`` concatenating the blocks;
 * ``to_numpy`` of scalar records, against ``numpy.load`` and a loop
   building the array from ``irange``;
-* for both, the blocks read and checked without decoding anything
-  (``BufferReader.iblocks``): the floor under ``to_numpy``;
+* for both, the blocks read and checked without decoding anything, one
+  by one (``BufferReader.iblocks``, what ``to_pandas`` reads) and many at
+  once (``BufferReader.ichunks``, what ``to_numpy`` reads: its floor);
 * ``to_pandas`` of dict records with 4 fields, against
   ``pandas.DataFrame(list(session.irange()))``;
 * the Parquet export of scalar records: seconds, peak RSS and peak
@@ -116,8 +117,15 @@ def record_source(path, source):
 
 def read_blocks(session):
     """Read every stored block of the session's main stream and check it
-    (LMDB, checksum, header), decoding nothing: the floor under to_numpy."""
+    (LMDB, checksum, header), decoding nothing: the floor under to_pandas."""
     return sum(part.hi - part.lo for part in session.reader().iblocks())
+
+
+def read_chunks(session):
+    """Read the session's main stream as to_numpy does, many blocks' columns
+    at once, checked in parallel threads (``BufferReader.ichunks``),
+    decoding nothing: the floor under to_numpy."""
+    return sum(chunk.count for chunk in session.reader().ichunks())
 
 
 def best(fn):
@@ -157,6 +165,8 @@ def fig_analysis(bench, Figure, mode):
         row("python", f"irange loop, {name}", lambda: loop(session), items, vs=label)
         row("streamlog", f"blocks read and checked, not decoded, {name}", lambda: read_blocks(session), items,
             vs=label)
+        row("streamlog", f"chunks read and checked (ichunks), not decoded, {name}", lambda: read_chunks(session),
+            items, vs=label)
         log_.close()
 
     block = np.random.default_rng(1).standard_normal(BLOCK).astype(np.float32)
