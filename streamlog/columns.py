@@ -144,7 +144,7 @@ def numbers(buffer, ends):
     lengths = ends - starts
     runs = equal_runs(lengths)
     if len(runs) <= _RUNS:
-        if not lengths.all():
+        if (lengths <= 0).any() or ends[-1] != len(u8):  # ends out of order (a crafted block): one by one
             return None
         parts = [_fixed_numbers(u8[int(starts[lo]):int(ends[hi - 1])].reshape(-1, int(lengths[lo])))
                  for lo, hi in runs]
@@ -243,6 +243,8 @@ def arrays(buffer, ends):
     entry = np.frombuffer(template, dtype=np.uint8)[_HEADER:len(template) - array.nbytes]
     size, width = array.nbytes, len(entry)
     lengths = ends - starts
+    if (lengths <= 0).any() or ends[-1] != len(u8):
+        return None
     runs = equal_runs(lengths)
     if len(runs) <= _RUNS:
         parts = [_fixed_arrays(u8[int(starts[lo]):int(ends[hi - 1])].reshape(-1, int(lengths[lo])), entry, size,

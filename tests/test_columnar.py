@@ -292,6 +292,34 @@ def too_many_records(block):
     block[5:9] = (5_000).to_bytes(4, "little")
 
 
+def test_record_ends_out_of_order_in_a_crafted_block_are_read_as_one_by_one_reads_read_them(tmp_path):
+    """A block with a valid checksum whose record ends go backwards: to_numpy
+    decodes it as the records read one by one decode (or raises the error
+    they raise), never an IndexError or ValueError of its own."""
+    path = tmp_path / "rec.streamlog"
+    samples = np.arange(1_000, dtype=np.float32)
+    with streamlog.StreamBuffer(Records([(i, samples + i) for i in range(200)], first, batch=100), log=path) as buf:
+        assert buf.wait(30)
+
+    def backwards(block):
+        n = int.from_bytes(block[5:9], "little")
+        at = 33 + 8 * n  # the record end column, after the 33-byte header and two columns of n
+        first = int.from_bytes(block[at:at + 4], "little")
+        block[at + 8:at + 12] = (first - 1).to_bytes(4, "little")
+
+    rewrite_block(path, 5, backwards)
+    with streamlog.Log(path, readonly=True) as log:
+        session = log.session(1)
+        try:
+            expected = list(session.ientries())
+        except errors.CorruptRecord as exc:
+            assert error_of(session.to_numpy) == str(exc)
+        else:
+            with pytest.raises((errors.RecordShapeError, errors.CorruptRecord)):
+                session.to_numpy()  # the records one by one are no longer arrays of one shape
+            assert len(expected) == 200
+
+
 @pytest.mark.parametrize("index", [5, 70])
 @pytest.mark.parametrize("damage", ["checksum", "header"])
 def test_a_damaged_block_among_blocks_checked_in_parallel_is_the_error_every_read_gives(tmp_path, damage, index):
