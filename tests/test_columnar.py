@@ -23,6 +23,7 @@ from streamlog.codec import decode_general_bodies, decode_record, encode_record
 from streamlog.keys import decode_key_prefix, encode_key, small_ints
 from streamlog.records import common
 from audio_helpers import record
+from helpers import wait_until
 from test_frames import Records as FramesRecords
 
 
@@ -290,6 +291,34 @@ def flip_last_byte(path, index):
 
 def too_many_records(block):
     block[5:9] = (5_000).to_bytes(4, "little")
+
+
+def test_a_child_forked_after_a_parallel_read_reads_in_parallel_too(tmp_path):
+    """The threads that check blocks do not survive a fork: a child that
+    opens the log again gets threads of its own instead of waiting for
+    its parent's for ever."""
+    path = tmp_path / "rec.streamlog"
+    samples = np.arange(1_000, dtype=np.float32)
+    with streamlog.StreamBuffer(Records([(i, samples + i) for i in range(800)], first, batch=100), log=path) as buf:
+        assert buf.wait(30)
+    with streamlog.Log(path, readonly=True) as log:
+        expected = log.session(1).to_numpy().values  # 2.4 MB: checked in threads
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with streamlog.Log(path, readonly=True) as log:
+                os._exit(0 if np.array_equal(log.session(1).to_numpy().values, expected) else 1)
+        finally:
+            os._exit(2)
+    status = []
+    try:
+        wait_until(lambda: status.append(os.waitpid(pid, os.WNOHANG)) or status[-1][0] == pid,
+                   "the forked child's to_numpy", timeout=60)
+    finally:
+        if status[-1][0] != pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    assert status[-1][1] == 0
 
 
 def test_record_ends_out_of_order_in_a_crafted_block_are_read_as_one_by_one_reads_read_them(tmp_path):

@@ -660,6 +660,15 @@ def _checkers():
         return _pool
 
 
+def _forget_checkers():
+    """In a forked child: the parent's threads did not come along, so new ones are made on first use."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_checkers)
+
+
 def _take_all(blocks):
     """:func:`_take` of ``blocks``, in parallel threads when they are big
     (waiting for every thread): ``(the _Taken s in order, None or (index
