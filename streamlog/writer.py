@@ -250,12 +250,12 @@ class StreamWriter:
         the batch back, so a later commit can retry it.
         """
         layout = self._layout
-        entries = layout.encode_commit(self._prefix, batch.first_seq, batch.keys, batch.payloads, batch.arrivals,
-                                       self._page_size)
         first_key = records.record_key(self._prefix, batch.keys[0], batch.first_seq)
         count = len(batch.keys)
 
         def work(txn):
+            entries = layout.encode_commit(self._prefix, batch.first_seq, batch.keys, batch.payloads, batch.arrivals,
+                                           self._page_size)
             layout.append_commit(txn, self.db, self.time_db, self.session_id, entries, first_key, batch.arrivals[0])
             self.catalog.add_counts(txn, self.session_id, self.stream, count, batch.size, self.key_types)
 

@@ -40,7 +40,7 @@ import zlib
 from array import array
 from concurrent.futures import ThreadPoolExecutor, wait
 from bisect import bisect_left, bisect_right
-from itertools import accumulate
+from itertools import accumulate, chain
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -87,8 +87,13 @@ def encode_commit(prefix, first_seq, encoded_keys, payloads, arrivals, page_size
     ...`` of the session of ``prefix`` with these encoded keys, payloads and
     arrival times (µs, not decreasing): as many blocks as their size needs.
 
-    The values are memoryviews of one buffer per block (each payload is
-    copied once, into its block); LMDB copies them in at the put."""
+    An iterator (iterate it once, inside the write transaction) that builds
+    each block when its first entry is taken: the values are memoryviews of
+    one buffer per block (each payload is copied once, into its block),
+    which LMDB copies in at the put, so under ``putmulti`` only one block's
+    buffer is alive at a time and the next block reuses its memory while it
+    is still in the cache (a whole commit's worth of fresh buffers cost the
+    committer twice the time)."""
     n = len(payloads)
     ends = list(accumulate(map(len, payloads)))
     bounds = []
@@ -109,7 +114,6 @@ def encode_commit(prefix, first_seq, encoded_keys, payloads, arrivals, page_size
     keys_blob = b"".join(encoded_keys)
     first_bytes = bytes(map(_first_byte, payloads))
     session_id = common.session_of(prefix)
-    out = []
     key_base = 0
     for start, stop in bounds:
         count = stop - start
@@ -126,9 +130,8 @@ def encode_commit(prefix, first_seq, encoded_keys, payloads, arrivals, page_size
         ]
         parts += payloads[start:stop]
         key = prefix + encoded_keys[stop - 1] + _seq_pack(first_seq + stop - 1)
-        out += _block_entries(key, parts, page_size)
+        yield from _block_entries(key, parts, page_size)
         key_base = key_stop
-    return out
 
 
 def _relative(column, starts, lengths, cumulative):
@@ -191,12 +194,14 @@ def _split_plan(value_len, key_len, page_size):
 
 
 def append_commit(txn, db, time_db, session_id, entries, first_key, first_arrival_us):
-    """Write ``entries`` (from :func:`encode_commit`, in key order) and the
-    time-index entry of their first record ``first_key``, inside write
-    transaction ``txn``."""
+    """Write ``entries`` (from :func:`encode_commit`, in key order; a list
+    or an iterator) and the time-index entry of their first record
+    ``first_key``, inside write transaction ``txn``."""
+    entries = iter(entries)
+    first = next(entries)
     cursor = txn.cursor(db)
-    append = not cursor.last() or cursor.key() < entries[0][0]
-    cursor.putmulti(entries, append=append)
+    append = not cursor.last() or cursor.key() < first[0]
+    cursor.putmulti(chain((first,), entries), append=append)
     txn.put(time_key(session_id, first_arrival_us), first_key, db=time_db, overwrite=False)
 
 
