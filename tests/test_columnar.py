@@ -356,12 +356,12 @@ def test_a_damaged_block_among_blocks_checked_in_parallel_is_the_error_every_rea
     threads (BufferReader.ichunks); a damaged one, in the first chunk or
     the second, is reported as a record-by-record read reports it."""
     recorded = tmp_path / "recorded.streamlog"
-    samples = np.arange(1_000, dtype=np.float32)
-    with streamlog.StreamBuffer(Records([(i, samples + i) for i in range(800)], first, batch=100),
+    samples = np.arange(1_000, dtype=np.float32)  # 4 KiB records, 32 a block: 75 blocks, chunks of 64 and 11
+    with streamlog.StreamBuffer(Records([(i, samples + i) for i in range(2_400)], first, batch=100),
                                 log=recorded) as buf:
         assert buf.wait(30)
     with streamlog.Log(recorded, readonly=True) as log:
-        assert log.session(1).to_numpy().values.shape == (800, 1_000)
+        assert log.session(1).to_numpy().values.shape == (2_400, 1_000)
         assert len(list(log.session(1).reader().ichunks())) == 2
     path = tmp_path / "damaged.streamlog"
     shutil.copytree(recorded, path)

@@ -167,3 +167,24 @@ def test_a_damaged_block_is_an_error_naming_session_and_keys(tmp_path):
             log.verify()
     result = CliRunner().invoke(main, ["range", path, "1000", "1100"])
     assert result.exit_code == 1 and "up to key 2000" in result.output
+
+
+@pytest.mark.parametrize("payload, per_block", [
+    (np.arange(2048, dtype=np.int16).reshape(1024, 2), 32),  # 4 KiB audio buffers: blocks of about 128 KiB
+    (b"x" * 2000, 32),  # 2 KiB: 64 KiB
+    (b"x" * 1000, 33),  # records up to 1 KiB: blocks of about 32 KiB, as before
+], ids=["4KiB-audio", "2KiB", "1KiB"])
+def test_blocks_hold_about_32_kib_of_records_or_32_records_above_1_kib(tmp_path, payload, per_block):
+    path = str(tmp_path / "rec.streamlog")
+    n = 3 * per_block + 5
+    with StreamBuffer(Counter(n, payload=payload), log=path, commit_records=n, commit_interval_s=3600) as buf:
+        buf.wait(DEADLINE_S)
+    env = lmdb.open(path, max_dbs=128, readonly=True, lock=False)
+    with env.begin() as txn:
+        keys = [key for key, _ in txn.cursor(env.open_db(b"r:main", txn=txn)) if common.is_head_key(key)]
+    env.close()
+    assert [common.seq_of(key) for key in keys] == [per_block - 1, 2 * per_block - 1, 3 * per_block - 1, n - 1]
+    with streamlog.Log(path, readonly=True) as log:
+        records = log.session(1).range()
+        assert [key for key, _ in records] == list(range(1, n + 1))
+        assert all(np.array_equal(data, payload) for _, data in records)

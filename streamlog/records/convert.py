@@ -1,8 +1,9 @@
 """Format 1 to format 2, one stream of one session at a time (for ``streamlog upgrade``).
 
 Records keep their keys, sequence numbers, arrival times and encodings; the
-blocks they land in hold up to :data:`~streamlog.records.v2.BLOCK_BYTES`
-each (never across a gap in the sequence numbers).  The time index has the
+blocks they land in are cut as a commit's are (about
+:data:`~streamlog.records.v2.BLOCK_BYTES` each, never across a gap in the
+sequence numbers).  The time index has the
 same layout in both formats and is copied as it is.
 """
 

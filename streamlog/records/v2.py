@@ -2,7 +2,8 @@
 
 A *block* holds consecutive records ``first_seq .. first_seq + n - 1`` of one
 stream of one session (written in one group commit; at most
-:data:`BLOCK_RECORDS` records and about :data:`BLOCK_BYTES` of payload).  Its
+:data:`BLOCK_RECORDS` records and about :data:`BLOCK_BYTES` of payload, or
+:data:`LARGE_BLOCK_BYTES` for records above 1 KiB).  Its
 LMDB key is the record key of its *last* record, so ``set_range(k)`` on any
 record key ``k`` lands on the block holding ``k`` or, if there is none, on the
 block holding the next record.  The head entry's value is ``u8(continuations)``
@@ -56,7 +57,14 @@ from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, NODE_OVERH
 
 VERSION = 2
 BLOCK_BYTES = 32 << 10
-"""A block is closed once its records' encodings reach this many bytes."""
+"""A block is closed once its records' encodings reach this many bytes, if
+it holds at least :data:`FEW_RECORDS` by then."""
+FEW_RECORDS = 32
+LARGE_BLOCK_BYTES = 128 << 10
+"""A block of records too large for FEW_RECORDS of them to fit in
+BLOCK_BYTES (records above 1 KiB, such as audio buffers) is closed after
+FEW_RECORDS records or once their encodings reach this many bytes: fewer
+blocks, so less Python work and fewer puts per record in the committer."""
 BLOCK_RECORDS = 1024
 """At most this many records per block (retention removes whole blocks, in
 steps of at most 2,000 records)."""
@@ -147,10 +155,15 @@ def _relative(column, starts, lengths, cumulative):
 
 def _block_end(ends, start, arrivals):
     """Where the block starting at record ``start`` ends (exclusive): after
-    BLOCK_RECORDS records, after the record that reaches BLOCK_BYTES, or
-    before one whose arrival is too far from the first's for its delta."""
+    BLOCK_RECORDS records, after the record that reaches BLOCK_BYTES (for
+    records that reach it in fewer than FEW_RECORDS: after FEW_RECORDS
+    records or the record that reaches LARGE_BLOCK_BYTES), or before one
+    whose arrival is too far from the first's for its delta."""
     base = ends[start - 1] if start else 0
-    stop = min(start + BLOCK_RECORDS, len(ends), bisect_left(ends, base + BLOCK_BYTES, start) + 1)
+    stop = bisect_left(ends, base + BLOCK_BYTES, start) + 1
+    if stop - start < FEW_RECORDS:
+        stop = min(start + FEW_RECORDS, bisect_left(ends, base + LARGE_BLOCK_BYTES, start) + 1)
+    stop = min(stop, start + BLOCK_RECORDS, len(ends))
     if arrivals[stop - 1] - arrivals[start] > _MAX_DELTA:
         stop = bisect_right(arrivals, arrivals[start] + _MAX_DELTA, start, stop)
     return stop
