@@ -16,7 +16,7 @@ from streamlog.codec import decode_record, encode_record
 from helpers import REPO, Counter, run_python, start_python, wait_until
 
 RECORDER = """
-import sys, time
+import os, sys, time
 import streamlog
 from streamlog import SourceReader, StreamBuffer
 
@@ -25,7 +25,9 @@ class Ticker(SourceReader):
     def __init__(self, n, every): self.n, self.every = n, every
     def open(self): self.i = 0; self.next_due = time.monotonic()
     def read(self):
-        if self.i >= self.n: raise StopIteration
+        if self.i >= self.n:
+            if hold is None or os.path.exists(hold): raise StopIteration
+            return None  # ends only once the file argv[5] exists
         if time.monotonic() < self.next_due: return None
         self.next_due += self.every
         self.i += 1
@@ -33,7 +35,7 @@ class Ticker(SourceReader):
     def close(self): pass
     def key(self, data): return data[0]
 
-n, every = int(sys.argv[2]), float(sys.argv[3])
+n, every, hold = int(sys.argv[2]), float(sys.argv[3]), (sys.argv[5:] or [None])[0]
 with StreamBuffer(Ticker(n, every), log=sys.argv[1], maxlen=100, durability=sys.argv[4]) as buf:
     print("started", buf.session.id, flush=True)
     buf.wait()
@@ -79,21 +81,28 @@ def test_another_process_replays_a_closed_session(tmp_path):
 
 def test_another_process_follows_a_live_session(tmp_path):
     path = str(tmp_path / "rec.streamlog")
-    recorder = start_python(RECORDER, path, 400, 0.002, "full")
+    hold = tmp_path / "end-now"  # the recording ends once this file exists, after its 400 records
+    recorder = start_python(RECORDER, path, 400, 0.002, "full", hold)
+    follower = None
     try:
         assert recorder.stdout.readline().startswith("started")
-        follower = run_python("""
+        follower = start_python("""
             import sys, streamlog
             log = streamlog.Log(sys.argv[1], readonly=True)
             session = log.session(-1)
-            status_at_start = session.status
+            print(session.status, flush=True)
             keys = [r[0] for r in session.reader()]
-            print(status_at_start, len(keys), keys == list(range(1, 401)))
+            print(len(keys), keys == list(range(1, 401)))
         """, path)
-        assert follower.stdout.split() == ["live", "400", "True"]
+        assert follower.stdout.readline().split() == ["live"]
+        hold.touch()
+        out, err = follower.communicate(timeout=60)
+        assert out.split() == ["400", "True"], err
         assert recorder.wait(30) == 0
     finally:
         recorder.kill()
+        if follower is not None:
+            follower.kill()
 
 
 @pytest.mark.parametrize("durability", ["full", "normal", "off"])
