@@ -14,7 +14,7 @@ kinds have an order in the encoding (numbers < str < bytes < tuple) but not a
 meaningful one, so mixing them is refused rather than silently sorted.
 """
 
-from itertools import repeat
+from itertools import islice, repeat
 from operator import is_
 from time import time_ns
 from typing import NamedTuple
@@ -23,6 +23,13 @@ from streamlog import errors, records
 from streamlog.codec import record_encoder
 from streamlog.keys import encode_key, key_types_of
 from streamlog.source import call_failed
+
+try:
+    from streamlog._ingest import add_plain
+except ImportError:  # not built (a source tree without `pip install`): StreamWriter.add's Python takes every record
+    def add_plain(batch, keys, entries, out_keys, out_payloads, prefix, seq, last, bound, max_bytes, now):
+        """What streamlog._ingest.add_plain returns when it takes no record."""
+        return 0, last, 0
 
 DEFAULT_MAX_RECORD_BYTES = 256 << 20
 
@@ -148,15 +155,26 @@ class StreamWriter:
                 keys.extend(map(key_of, batch))  # on an exception, keys holds those of the records before
             except Exception as exc:
                 key_failure = call_failed("key()", exc)
-        if key_failure is None and len(keys) >= _WHOLE_BATCH and self._add_whole(batch, keys, entries, now):
-            return
-        # attributes, not locals, in the loop: a batch of 16 or more seldom gets here, a single record always
-        first = seq = self.next_seq
-        last = self.last_encoded_key
-        previous_key = self.last_key
-        size = 0
+        # the leading records of the common case (int keys, plain records) in C; the rest in Python
+        taken, last, size = add_plain(batch, keys, entries, self._keys, self._payloads, self._prefix, self.next_seq,
+                                      self.last_encoded_key, self._kind_bound, self.max_record_bytes, now)
+        if taken < len(batch):
+            if not taken and key_failure is None and len(keys) >= _WHOLE_BATCH and self._add_whole(batch, keys,
+                                                                                                   entries, now):
+                return
+            self._add_rest(batch, keys, entries, now, taken, last, size, key_failure)
+        else:
+            self._added(taken, size, now, last, keys[-1])
+
+    def _add_rest(self, batch, keys, entries, now, taken, last, size, key_failure):
+        """:meth:`add` for the records from ``taken`` on, after those before it
+        (``last``: the encoded key of the last of them; ``size``: bytes of
+        their encodings) were added by ``add_plain``."""
+        first = self.next_seq
+        seq = first + taken
+        previous_key = keys[taken - 1] if taken else self.last_key
         try:
-            for record, key in zip(batch, keys):
+            for record, key in zip(islice(batch, taken, None), islice(keys, taken, None)):
                 if record is None:
                     raise errors.StreamlogError("read() returned None inside a ReadBatch; None means 'no data' "
                                                 "and cannot be a record")
@@ -183,19 +201,23 @@ class StreamWriter:
                                                 "and cannot be a record")
                 raise key_failure from key_failure.__cause__
         finally:
-            added = seq - first
-            if added:
-                if added == 1:
-                    self._arrivals.append(now)
-                else:
-                    self._arrivals += [now] * added
-                if self.oldest_pending_arrival_us is None:
-                    self.oldest_pending_arrival_us = now
-                self.pending_bytes += size
-                self.next_seq = seq
-                self.last_encoded_key = last
-                self.last_key = previous_key
-                self.last_arrival_us = now
+            if seq > first:
+                self._added(seq - first, size, now, last, previous_key)
+
+    def _added(self, count, size, now, last, last_key):
+        """Account for ``count`` records just added (``size`` bytes encoded,
+        arrived at ``now``), the last with key ``last_key`` encoded as ``last``."""
+        if count == 1:
+            self._arrivals.append(now)
+        else:
+            self._arrivals += [now] * count
+        if self.oldest_pending_arrival_us is None:
+            self.oldest_pending_arrival_us = now
+        self.pending_bytes += size
+        self.next_seq += count
+        self.last_encoded_key = last
+        self.last_key = last_key
+        self.last_arrival_us = now
 
     def _add_whole(self, batch, keys, entries, now):
         """:meth:`add` for a batch whose records all pass the checks of its
@@ -218,14 +240,7 @@ class StreamWriter:
         entries.extend(zip(records.record_keys(self._prefix, encoded, seq), batch, repeat(now, n)))
         self._keys += encoded
         self._payloads += payloads
-        self._arrivals += [now] * n
-        if self.oldest_pending_arrival_us is None:
-            self.oldest_pending_arrival_us = now
-        self.pending_bytes += sum(sizes)
-        self.next_seq = seq + n
-        self.last_encoded_key = encoded[-1]
-        self.last_key = keys[-1]
-        self.last_arrival_us = now
+        self._added(n, sum(sizes), now, encoded[-1], keys[-1])
         return True
 
     def prepare(self):

@@ -1,0 +1,134 @@
+"""streamlog._ingest.add_plain (the common case of StreamWriter.add in C)
+against the Python encoders: the same bytes, and it takes exactly the
+records of the common case, stopping at the first other one."""
+
+import importlib
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from streamlog import records
+from streamlog.codec import encode_record
+from streamlog.keys import encode_key
+
+try:
+    _ingest = importlib.import_module("streamlog._ingest")
+except ImportError as exc:  # the suite must run on the built extension (pip install builds it)
+    raise ImportError(f"streamlog._ingest is not built ({exc}): pip install -e . builds it, or in a source tree "
+                      "python tools/build_ext.py") from exc
+
+PREFIX = records.session_prefix(7)
+NUMBER_BOUND = b"\x40"  # the bound of the number kind (writer._KIND_BOUND)
+LIMIT = 1 << 30
+
+EDGE_INTS = [0, 1, 31, 32, 127, 128, 255, 256, 65535, 65536, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**56, 2**63 - 1,
+             2**63, 2**64 - 1, 2**64, -1, -32, -33, -128, -129, -256, -257, -32768, -32769, -2**31, -2**31 - 1,
+             -2**56, -2**63, -2**63 - 1, -2**64, -2**64 - 1, 2**100, -2**100]
+EDGE_SIZES = [0, 1, 15, 16, 31, 32, 255, 256, 65535, 65536]
+edge_ints = st.sampled_from(EDGE_INTS)
+ints = st.one_of(edge_ints, st.integers(), st.integers(-2**64, 2**64))
+sized_text = st.integers(0, 70_000).map(lambda n: "é" * (n // 2) + "a" * (n % 2))
+texts = st.one_of(st.text(), st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=3),
+                  sized_text)
+blobs = st.one_of(st.binary(), st.integers(0, 70_000).map(bytes))
+scalars = st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=True), texts, blobs)
+others = st.one_of(st.lists(scalars, max_size=3), st.builds(bytearray, st.binary(max_size=5)),
+                   st.dictionaries(st.text(max_size=3), scalars, max_size=2), st.tuples(st.tuples(scalars)))
+plain_tuples = st.one_of(st.lists(scalars, max_size=20).map(tuple), st.integers(16, 70_000).map(lambda n: (1,) * n))
+any_records = st.one_of(scalars, plain_tuples, others, st.lists(st.one_of(scalars, others), max_size=4).map(tuple))
+keys = st.one_of(ints, st.booleans(), st.floats(allow_nan=False), st.text(max_size=3))
+
+
+def is_scalar(value):
+    """A scalar of the common case: exact types, ints within [-2**63, 2**64), str without lone surrogates."""
+    if value is None or type(value) in (bool, float, bytes):
+        return True
+    if type(value) is int:
+        return -2**63 <= value < 2**64
+    if type(value) is str:
+        return not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    return False
+
+
+def is_common(key, record):
+    if record is None or type(key) is not int or not -2**63 <= key < 2**64:
+        return False
+    return all(map(is_scalar, record)) if type(record) is tuple else is_scalar(record)
+
+
+def add(batch, keys_, *, seq=5, last=b"", bound=NUMBER_BOUND, max_bytes=LIMIT, now=123):
+    out = ([], [], [])
+    result = _ingest.add_plain(batch, keys_, out[0], out[1], out[2], PREFIX, seq, last, bound, max_bytes, now)
+    return result, out
+
+
+@settings(max_examples=400, deadline=None)
+@given(key=keys, record=any_records)
+def test_one_record_has_the_python_bytes_or_is_left_to_python(key, record):
+    (taken, last, size), (entries, encoded_keys, payloads) = add([record], [key])
+    if not is_common(key, record):
+        assert (taken, last, size, entries, encoded_keys, payloads) == (0, b"", 0, [], [], [])
+        return
+    encoded, payload = encode_key(key), encode_record(record)
+    assert (taken, last, size) == (1, encoded, len(payload))
+    assert encoded_keys == [encoded] and payloads == [payload]
+    assert len(entries) == 1 and entries[0][0] == records.record_key(PREFIX, encoded, 5)
+    assert entries[0][1] is record and entries[0][2] == 123
+
+
+@pytest.mark.parametrize("record", [*EDGE_INTS, *(("é" * (n // 2) + "a" * (n % 2)) for n in EDGE_SIZES),
+                                    *map(bytes, EDGE_SIZES), *((1,) * n for n in EDGE_SIZES), 0.5, -0.0, float("inf"),
+                                    float("nan"), True, False, (None, True, 2**64 - 1, -2**63, "s", b"b", 1.5)])
+def test_every_msgpack_width(record):
+    """Each int, str, bytes and array header width, at both ends."""
+    test_one_record_has_the_python_bytes_or_is_left_to_python.hypothesis.inner_test(3, record)
+    test_one_record_has_the_python_bytes_or_is_left_to_python.hypothesis.inner_test(3, (record,))
+
+
+@pytest.mark.parametrize("key", EDGE_INTS)
+def test_every_int_key_width(key):
+    test_one_record_has_the_python_bytes_or_is_left_to_python.hypothesis.inner_test(key, b"x")
+
+
+@settings(max_examples=200, deadline=None)
+@given(batch_keys=st.lists(st.one_of(ints, st.just(None)), min_size=1, max_size=30),
+       records_=st.lists(st.one_of(scalars, plain_tuples, st.lists(scalars, max_size=2)), min_size=1, max_size=30),
+       start=st.one_of(st.just(b""), ints.map(encode_key)), max_bytes=st.integers(1, 200))
+def test_a_batch_stops_at_the_first_record_python_must_see(batch_keys, records_, start, max_bytes):
+    """Order (from ``last`` on, below ``bound``), record kinds and sizes: the
+    records taken are the longest prefix of common ones, one seq each."""
+    n = min(len(batch_keys), len(records_))
+    keys_ = [k if k is not None else -2**70 for k in batch_keys]
+    batch = records_[:n]
+    (taken, last, size), (entries, encoded_keys, payloads) = add(batch, keys_, last=start, max_bytes=max_bytes)
+    expect, previous = 0, start
+    for key, record in zip(keys_, batch):
+        if not is_common(key, record):
+            break
+        encoded, payload = encode_key(key), encode_record(record)
+        if not previous <= encoded < NUMBER_BOUND or len(payload) > max_bytes:
+            break
+        assert encoded_keys[expect] == encoded and payloads[expect] == payload
+        assert entries[expect] == (records.record_key(PREFIX, encoded, 5 + expect), record, 123)
+        expect += 1
+        previous = encoded
+    assert taken == expect == len(encoded_keys) == len(payloads) == len(entries)
+    assert last == previous and size == sum(map(len, payloads))
+
+
+def test_it_takes_nothing_below_the_first_key_bound():
+    """A stream's first key (bound b"") is always left to Python, which sets the stream's kind."""
+    assert add([(1, b"x")], [1], bound=b"")[0] == (0, b"", 0)
+
+
+def test_keys_shorter_than_the_batch():
+    """key() failed for a record: only the records with keys are taken."""
+    (taken, _, _), (entries, _, _) = add([1, 2, 3], [1, 2])
+    assert taken == 2 and [e[1] for e in entries] == [1, 2]
+
+
+def test_bad_arguments_raise_type_error():
+    with pytest.raises(TypeError, match="11 arguments"):
+        _ingest.add_plain([], [])
+    with pytest.raises(TypeError, match="lists or tuples"):
+        _ingest.add_plain({}, [], [], [], [], PREFIX, 0, b"", NUMBER_BOUND, 1, 0)

@@ -1,0 +1,24 @@
+"""Build streamlog._ingest in place, for a source tree used through
+PYTHONPATH without ``pip install`` (which builds it): ``python tools/build_ext.py``
+from the project root.  Without it the writer runs its Python code for every record."""
+
+import os
+import runpy
+import sys
+
+from setuptools import Distribution
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.chdir(root)
+    extension = runpy.run_path("setup.py", run_name="setup")["EXTENSION"]
+    dist = Distribution({"name": "streamlog", "ext_modules": [extension]})
+    build = dist.get_command_obj("build_ext")
+    build.inplace = True
+    dist.run_command("build_ext")
+    print(f"built {build.get_ext_fullpath(extension.name)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
