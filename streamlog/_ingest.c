@@ -1,6 +1,7 @@
 /* streamlog._ingest: the common case of StreamWriter.add in C.
  *
- * add_plain(batch, keys, entries, out_keys, out_payloads, prefix, seq, last, bound, max_bytes, now)
+ * add_plain(batch, keys, entries, out_keys, out_payloads, out_arrivals, prefix, seq, last, bound, max_bytes,
+ *           now)
  * takes records of `batch` (a list or tuple) keyed by `keys` (list or tuple, possibly shorter), in
  * order, as long as each one is the common case:
  *   - its key is an int (exactly int, not bool) within [-2**63, 2**64), whose encoding (keys.py) is
@@ -8,9 +9,9 @@
  *   - the record is not None and is a scalar (None, bool, int within [-2**63, 2**64), float, str
  *     without lone surrogates, bytes; exact types) or a tuple of such scalars, and its encoding
  *     (codec.py's plain layout: the msgpack of the record) is at most `max_bytes` bytes.
- * For each record taken it appends the encoded key to `out_keys`, the encoding to `out_payloads` and
- * the ring entry (record key, record, now) to `entries`, the record key being prefix + encoded key +
- * seq (u64 big-endian), seq counting up from `seq`.  It stops at the first record that is not the
+ * For each record taken it appends the encoded key to `out_keys`, the encoding to `out_payloads`, `now`
+ * to `out_arrivals` and the ring entry (record key, record, now) to `entries`, the record key being
+ * prefix + encoded key + seq (u64 big-endian), seq counting up from `seq`.  It stops at the first record that is not the
  * common case (or on running out of memory) and returns (taken, last encoded key, bytes of the
  * encodings taken); the caller hands the rest to the Python code, which raises what is wrong with it.
  * The bytes are exactly those of keys.encode_key and of codec's record encoder (a hypothesis test
@@ -265,21 +266,30 @@ static PyObject *record_key(PyObject *prefix, PyObject *encoded, unsigned long l
     return out;
 }
 
-/* Append the three to their lists, all or none; 0 on success, -1 (no exception set) when out of memory. */
-static int append_all(PyObject *keys, PyObject *key, PyObject *payloads, PyObject *payload, PyObject *entries,
-                      PyObject *entry)
+static void drop_last(PyObject *list)
+{
+    PyList_SetSlice(list, PyList_GET_SIZE(list) - 1, PyList_GET_SIZE(list), NULL);
+}
+
+/* Append each item to its list, all or none; 0 on success, -1 (no exception set) when out of memory. */
+static int append_all(PyObject *keys, PyObject *key, PyObject *payloads, PyObject *payload, PyObject *arrivals,
+                      PyObject *now, PyObject *entries, PyObject *entry)
 {
     if (PyList_Append(keys, key) < 0)
         goto fail;
     if (PyList_Append(payloads, payload) < 0)
         goto fail_keys;
-    if (PyList_Append(entries, entry) < 0)
+    if (PyList_Append(arrivals, now) < 0)
         goto fail_payloads;
+    if (PyList_Append(entries, entry) < 0)
+        goto fail_arrivals;
     return 0;
+fail_arrivals:
+    drop_last(arrivals);
 fail_payloads:
-    PyList_SetSlice(payloads, PyList_GET_SIZE(payloads) - 1, PyList_GET_SIZE(payloads), NULL);
+    drop_last(payloads);
 fail_keys:
-    PyList_SetSlice(keys, PyList_GET_SIZE(keys) - 1, PyList_GET_SIZE(keys), NULL);
+    drop_last(keys);
 fail:
     PyErr_Clear();
     return -1;
@@ -288,23 +298,23 @@ fail:
 static PyObject *add_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 11) {
-        PyErr_Format(PyExc_TypeError, "add_plain takes 11 arguments (%zd given)", nargs);
+    if (nargs != 12) {
+        PyErr_Format(PyExc_TypeError, "add_plain takes 12 arguments (%zd given)", nargs);
         return NULL;
     }
     PyObject *batch = args[0], *keys = args[1], *entries = args[2], *out_keys = args[3], *out_payloads = args[4];
-    PyObject *prefix = args[5], *last = args[7], *bound = args[8], *now = args[10];
+    PyObject *out_arrivals = args[5], *prefix = args[6], *last = args[8], *bound = args[9], *now = args[11];
     if (!(PyList_Check(batch) || PyTuple_Check(batch)) || !(PyList_Check(keys) || PyTuple_Check(keys))
         || !PyList_Check(entries) || !PyList_Check(out_keys) || !PyList_Check(out_payloads)
-        || !PyBytes_Check(prefix) || !PyBytes_Check(last) || !PyBytes_Check(bound)) {
+        || !PyList_Check(out_arrivals) || !PyBytes_Check(prefix) || !PyBytes_Check(last) || !PyBytes_Check(bound)) {
         PyErr_SetString(PyExc_TypeError, "add_plain: batch and keys are lists or tuples, entries and the outputs "
                                          "lists, prefix, last and bound bytes");
         return NULL;
     }
-    unsigned long long seq = PyLong_AsUnsignedLongLong(args[6]);
+    unsigned long long seq = PyLong_AsUnsignedLongLong(args[7]);
     if (seq == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
-    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[9]);
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[10]);
     if (max_bytes == -1 && PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_OverflowError))
             return NULL;
@@ -335,7 +345,8 @@ static PyObject *add_plain(PyObject *module, PyObject *const *args, Py_ssize_t n
         PyObject *rkey = record_key(prefix, encoded, seq + (unsigned long long)taken);
         PyObject *entry = rkey == NULL ? NULL : PyTuple_Pack(3, rkey, record, now);
         Py_XDECREF(rkey);
-        if (entry == NULL || append_all(out_keys, encoded, out_payloads, payload, entries, entry) < 0) {
+        if (entry == NULL
+            || append_all(out_keys, encoded, out_payloads, payload, out_arrivals, now, entries, entry) < 0) {
             PyErr_Clear();
             Py_XDECREF(entry);
             Py_DECREF(payload);
@@ -353,7 +364,8 @@ static PyObject *add_plain(PyObject *module, PyObject *const *args, Py_ssize_t n
 
 static PyMethodDef methods[] = {
     {"add_plain", (PyCFunction)(void (*)(void))add_plain, METH_FASTCALL,
-     "add_plain(batch, keys, entries, out_keys, out_payloads, prefix, seq, last, bound, max_bytes, now)\n--\n\n"
+     "add_plain(batch, keys, entries, out_keys, out_payloads, out_arrivals, prefix, seq, last, bound, max_bytes, now)"
+     "\n--\n\n"
      "Encode and append the leading records of batch that are the common case (int keys, plain records); "
      "return (taken, last encoded key, bytes of the encodings)."},
     {NULL, NULL, 0, NULL},

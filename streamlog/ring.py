@@ -51,9 +51,11 @@ class Ring:
         if len(entries) > capacity:
             seq += len(entries) - capacity
             entries = entries[-capacity:]
-        for entry in entries:
-            seq += 1
-            slots[seq % capacity] = entry
+        start = (seq + 1) % capacity
+        first = capacity - start  # how many fit before the end of the slots
+        slots[start:start + len(entries)] = entries[:first]
+        if len(entries) > first:
+            slots[:len(entries) - first] = entries[first:]
         self.high = newest
 
     def get(self, seq):

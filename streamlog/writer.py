@@ -27,7 +27,7 @@ from streamlog.source import call_failed
 try:
     from streamlog._ingest import add_plain
 except ImportError:  # not built (a source tree without `pip install`): StreamWriter.add's Python takes every record
-    def add_plain(batch, keys, entries, out_keys, out_payloads, prefix, seq, last, bound, max_bytes, now):
+    def add_plain(batch, keys, entries, out_keys, out_payloads, out_arrivals, prefix, seq, last, bound, max_bytes, now):
         """What streamlog._ingest.add_plain returns when it takes no record."""
         return 0, last, 0
 
@@ -156,8 +156,8 @@ class StreamWriter:
             except Exception as exc:
                 key_failure = call_failed("key()", exc)
         # the leading records of the common case (int keys, plain records) in C; the rest in Python
-        taken, last, size = add_plain(batch, keys, entries, self._keys, self._payloads, self._prefix, self.next_seq,
-                                      self.last_encoded_key, self._kind_bound, self.max_record_bytes, now)
+        taken, last, size = add_plain(batch, keys, entries, self._keys, self._payloads, self._arrivals, self._prefix,
+                                      self.next_seq, self.last_encoded_key, self._kind_bound, self.max_record_bytes, now)
         if taken < len(batch):
             if not taken and key_failure is None and len(keys) >= _WHOLE_BATCH and self._add_whole(batch, keys,
                                                                                                    entries, now):
@@ -190,6 +190,7 @@ class StreamWriter:
                     raise self._too_large_error(key, length)
                 self._keys.append(encoded)
                 self._payloads.append(payload)
+                self._arrivals.append(now)
                 entries.append((records.record_key(self._prefix, encoded, seq), record, now))
                 size += length
                 seq += 1
@@ -205,12 +206,9 @@ class StreamWriter:
                 self._added(seq - first, size, now, last, previous_key)
 
     def _added(self, count, size, now, last, last_key):
-        """Account for ``count`` records just added (``size`` bytes encoded,
-        arrived at ``now``), the last with key ``last_key`` encoded as ``last``."""
-        if count == 1:
-            self._arrivals.append(now)
-        else:
-            self._arrivals += [now] * count
+        """Account for ``count`` records just added to the pending lists
+        (``size`` bytes encoded, arrived at ``now``), the last with key
+        ``last_key`` encoded as ``last``."""
         if self.oldest_pending_arrival_us is None:
             self.oldest_pending_arrival_us = now
         self.pending_bytes += size
@@ -240,6 +238,7 @@ class StreamWriter:
         entries.extend(zip(records.record_keys(self._prefix, encoded, seq), batch, repeat(now, n)))
         self._keys += encoded
         self._payloads += payloads
+        self._arrivals += [now] * n
         self._added(n, sum(sizes), now, encoded[-1], keys[-1])
         return True
 

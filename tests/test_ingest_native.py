@@ -57,9 +57,10 @@ def is_common(key, record):
 
 
 def add(batch, keys_, *, seq=5, last=b"", bound=NUMBER_BOUND, max_bytes=LIMIT, now=123):
-    out = ([], [], [])
-    result = _ingest.add_plain(batch, keys_, out[0], out[1], out[2], PREFIX, seq, last, bound, max_bytes, now)
-    return result, out
+    out = ([], [], [], [])
+    result = _ingest.add_plain(batch, keys_, *out, PREFIX, seq, last, bound, max_bytes, now)
+    assert out[3] == [now] * result[0]  # arrivals
+    return result, out[:3]
 
 
 @settings(max_examples=400, deadline=None)
@@ -128,7 +129,7 @@ def test_keys_shorter_than_the_batch():
 
 
 def test_bad_arguments_raise_type_error():
-    with pytest.raises(TypeError, match="11 arguments"):
+    with pytest.raises(TypeError, match="12 arguments"):
         _ingest.add_plain([], [])
     with pytest.raises(TypeError, match="lists or tuples"):
-        _ingest.add_plain({}, [], [], [], [], PREFIX, 0, b"", NUMBER_BOUND, 1, 0)
+        _ingest.add_plain({}, [], [], [], [], [], PREFIX, 0, b"", NUMBER_BOUND, 1, 0)
