@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from itertools import islice
+from operator import itemgetter
 from typing import Any, List, NamedTuple, Optional, Protocol
 
 import numpy as np
@@ -24,6 +25,7 @@ from streamlog.keys import encode_key
 from streamlog.source import SourceReader
 
 _READ_AHEAD = 1024
+_RECORD = itemgetter(1)  # of an entry
 _SCAN_CHUNK = 4096
 _CHUNK_RECORDS = 65536  # ichunks: a chunk ends with the block that reaches this many records
 _END = object()
@@ -363,6 +365,12 @@ class BufferReader:
             if record is None and self.is_stopped:
                 raise StopIteration
             return record
+        ahead = self._ahead
+        if ahead and not self._auto_ack:  # next()'s first case, without its call (most records of a live stream)
+            entry = ahead.popleft()
+            self._key = entry[0]
+            self._seq += 1
+            return entry[1]
         record = self.next()
         if record is None and self.blocking:
             raise StopIteration
@@ -449,8 +457,12 @@ class BufferReader:
                         out.append(more[1])
                         continue
                 take = min(n - len(out), len(ahead))
-                batch = [ahead.popleft() for _ in range(take)]
-                out.extend([e[1] for e in batch])
+                if take == len(ahead):
+                    batch = list(ahead)
+                    ahead.clear()
+                else:
+                    batch = [ahead.popleft() for _ in range(take)]
+                out.extend(map(_RECORD, batch))
                 self._key = batch[-1][0]
                 self._seq += take
         if peek:
