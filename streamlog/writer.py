@@ -26,10 +26,9 @@ from streamlog.source import call_failed
 
 try:
     from streamlog._ingest import add_plain
-except ImportError:  # not built (a source tree without `pip install`): StreamWriter.add's Python takes every record
-    def add_plain(batch, keys, entries, out_keys, out_payloads, out_arrivals, prefix, seq, last, bound, max_bytes, now):
-        """What streamlog._ingest.add_plain returns when it takes no record."""
-        return 0, last, 0
+except ImportError as exc:  # a source tree used through PYTHONPATH, never built
+    raise ImportError("streamlog._ingest, the recorder's C encoder, is not built: `pip install .` (or -e .) builds it; "
+                      "in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
 
 DEFAULT_MAX_RECORD_BYTES = 256 << 20
 
@@ -156,14 +155,15 @@ class StreamWriter:
             except Exception as exc:
                 key_failure = call_failed("key()", exc)
         # the leading records of the common case (int keys, plain records) in C; the rest in Python
-        taken, last, size = add_plain(batch, keys, entries, self._keys, self._payloads, self._arrivals, self._prefix,
-                                      self.next_seq, self.last_encoded_key, self._kind_bound, self.max_record_bytes, now)
+        taken, last, size = add_plain(batch, keys, entries, self._keys, self._payloads, self._arrivals,
+                                      self._prefix, self.next_seq, self.last_encoded_key, self._kind_bound,
+                                      self.max_record_bytes, now)
         if taken < len(batch):
-            if not taken and key_failure is None and len(keys) >= _WHOLE_BATCH and self._add_whole(batch, keys,
-                                                                                                   entries, now):
+            if (not taken and key_failure is None and len(keys) >= _WHOLE_BATCH
+                    and self._add_whole(batch, keys, entries, now)):
                 return
             self._add_rest(batch, keys, entries, now, taken, last, size, key_failure)
-        else:
+        elif taken:  # not for an empty ReadBatch
             self._added(taken, size, now, last, keys[-1])
 
     def _add_rest(self, batch, keys, entries, now, taken, last, size, key_failure):

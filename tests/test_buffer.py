@@ -271,6 +271,22 @@ def test_key_is_asked_once_per_record_in_order_also_in_batches(tmp_path, bad_at)
         assert buf.session.count == bad_at - 1
 
 
+def test_an_empty_read_batch_records_nothing_and_the_stream_goes_on(tmp_path):
+    """ReadBatch() between batches, also as the first read: nothing recorded, no failure."""
+    class Sometimes(Counter):
+        def read(self):
+            if self.i >= self.n:
+                raise StopIteration
+            self.i += 1
+            return ReadBatch() if self.i % 3 == 1 else ReadBatch([(self.i, b"x")] * (self.i % 2 + 1))
+
+    with StreamBuffer(Sometimes(30), log=log_path(tmp_path)) as buf:
+        buf.wait(30)
+    assert buf.session.status == "closed", buf.session.error
+    expected = [(i, b"x") for i in range(1, 31) if i % 3 != 1 for _ in range(i % 2 + 1)]
+    assert list(streamlog.Log(log_path(tmp_path)).session(-1).reader()) == expected
+
+
 def test_batches_of_bare_numpy_arrays_are_stored_whole(tmp_path):
     """Records that are numpy arrays themselves, in ReadBatches of 20 (tried
     whole by the writer: nothing may compare a record with ==)."""

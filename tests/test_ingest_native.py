@@ -2,20 +2,12 @@
 against the Python encoders: the same bytes, and it takes exactly the
 records of the common case, stopping at the first other one."""
 
-import importlib
-
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streamlog import records
+from streamlog import _ingest, records
 from streamlog.codec import encode_record
 from streamlog.keys import encode_key
-
-try:
-    _ingest = importlib.import_module("streamlog._ingest")
-except ImportError as exc:  # the suite must run on the built extension (pip install builds it)
-    raise ImportError(f"streamlog._ingest is not built ({exc}): pip install -e . builds it, or in a source tree "
-                      "python tools/build_ext.py") from exc
 
 PREFIX = records.session_prefix(7)
 NUMBER_BOUND = b"\x40"  # the bound of the number kind (writer._KIND_BOUND)

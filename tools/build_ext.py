@@ -1,6 +1,6 @@
 """Build streamlog._ingest in place, for a source tree used through
 PYTHONPATH without ``pip install`` (which builds it): ``python tools/build_ext.py``
-from the project root.  Without it the writer runs its Python code for every record."""
+from the project root; ``import streamlog`` refuses to work without it."""
 
 import os
 import runpy
