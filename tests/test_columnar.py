@@ -455,7 +455,8 @@ def check_columns(buffer, ends):
     if found is not None:
         assert expected is not None
         values = [r[1] if found.firsts is not None else r for r in expected]
-        assert all(type(v) in (int, float) for v in values) and found.values.tolist() == values
+        assert all(type(v) in (int, float) for v in values) and len(found.values) == len(values)
+        assert all(map(same, found.values.tolist(), values))  # same(): damaged bytes may make a NaN
         if found.firsts is not None:
             assert found.firsts.tolist() == [r[0] for r in expected]
     found = columns.arrays(buffer, ends)
