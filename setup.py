@@ -1,10 +1,12 @@
-"""Builds the one C extension, streamlog._ingest (the common case of
-StreamWriter.add, see docs/architecture.md); everything else is in
-pyproject.toml.  ``tools/build_ext.py`` builds it in place from EXTENSION."""
+"""Builds streamlog's C extensions (each the hot path of one Python module,
+see docs/architecture.md); everything else is in pyproject.toml.
+``tools/build_ext.py`` builds them in place from EXTENSIONS."""
 
 from setuptools import Extension, setup
 
-EXTENSION = Extension("streamlog._ingest", ["streamlog/_ingest.c"])
+EXTENSIONS = [
+    Extension("streamlog._ingest", ["streamlog/_ingest.c"]),  # StreamWriter.add's common case
+]
 
 if __name__ == "__main__":  # pip's build backend runs this file as __main__ too
-    setup(ext_modules=[EXTENSION])
+    setup(ext_modules=EXTENSIONS)
