@@ -1,5 +1,5 @@
 """Build streamlog's C extensions (setup.py EXTENSIONS) in place, for a source tree used through
-PYTHONPATH without ``pip install`` (which builds it): ``python tools/build_ext.py``
+PYTHONPATH without ``pip install`` (which builds them): ``python tools/build_ext.py``
 from the project root; ``import streamlog`` refuses to work without it."""
 
 import os
