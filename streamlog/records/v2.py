@@ -11,7 +11,7 @@ and the first part of the block; a block too big to pack well is split over
 continuation entries (see :mod:`streamlog.records.common`).  The block, once
 joined (all integers little-endian unless noted)::
 
-    u32  crc32 (zlib) of every byte after it
+    u32  crc32 (zlib's, computed by streamlog._crc) of every byte after it
     u8   flags: bit 0 = every record has the plain codec layout
     u32  n, the number of records (1 .. BLOCK_RECORDS)
     u32  session id
@@ -37,7 +37,6 @@ import os
 import struct
 import sys
 import threading
-import zlib
 from array import array
 from concurrent.futures import ThreadPoolExecutor, wait
 from bisect import bisect_left, bisect_right
@@ -54,6 +53,12 @@ from streamlog.records import common
 from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, NODE_OVERHEAD, SEQ, SESSION_ID, SPLIT_ABOVE,
                                       after_session, chunk_plan, entry_parts, joined, prune_time_index,
                                       session_prefix, time_key)
+
+try:
+    from streamlog._crc import crc32
+except ImportError as exc:  # a source tree used through PYTHONPATH, never built
+    raise ImportError("streamlog._crc, the blocks' checksum in C, is not built: `pip install .` (or -e .) builds it; "
+                      "in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
 
 VERSION = 2
 BLOCK_BYTES = 32 << 10
@@ -178,7 +183,7 @@ def _block_entries(key, parts, page_size):
     continuations = 0 if head >= size + 1 else -(-(size + 1 - head) // piece)
     data = bytearray().join([bytes((continuations, 0, 0, 0, 0))] + parts)
     view = memoryview(data)
-    view[1:5] = zlib.crc32(view[5:]).to_bytes(4, "little")
+    view[1:5] = crc32(view[5:]).to_bytes(4, "little")
     if not continuations:
         return [(key, view)]
     out = [(key, view[:head])]
@@ -234,7 +239,7 @@ class Block:
         if len(data) < _HEAD_SIZE:
             raise CorruptRecord("a block shorter than its header")
         crc, flags, n, session, first_seq, first_arrival, keys_len = _HEAD.unpack_from(data)
-        if zlib.crc32(memoryview(data)[4:]) != crc:
+        if crc32(memoryview(data)[4:]) != crc:
             raise CorruptRecord("its checksum does not match")
         columns = _HEAD_SIZE + 12 * n
         _check_header(n, flags, len(data), columns + keys_len)
@@ -642,10 +647,10 @@ def _pieces(segments, start, stop):
 
 
 def _crc(segments):
-    """zlib.crc32 of a block's bytes after its checksum, its pieces unjoined."""
-    crc = zlib.crc32(segments[0][4:])
+    """The crc32 of a block's bytes after its checksum, its pieces unjoined."""
+    crc = crc32(segments[0][4:])
     for segment in segments[1:]:
-        crc = zlib.crc32(segment, crc)
+        crc = crc32(segment, crc)
     return crc
 
 
@@ -670,7 +675,7 @@ _pool_lock = threading.Lock()
 
 
 def _checkers():
-    """The threads that take and check chunks' blocks (zlib.crc32 releases the GIL), made on first use."""
+    """The threads that take and check chunks' blocks (crc32 releases the GIL), made on first use."""
     global _pool
     with _pool_lock:
         if _pool is None:
