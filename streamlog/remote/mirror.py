@@ -299,29 +299,24 @@ class _StreamFollower:
         self.synced = True
 
     def pump(self):
-        """Send what the local stream has beyond the remote one; True if anything was sent."""
+        """Send what the local stream has beyond the remote one; True if anything was sent.
+
+        The session is looked up (a catalog read, see :meth:`_look`) only
+        when the stream's key types are still unknown, when the scan ran dry
+        (for its status, read before the fresh scan that decides whether the
+        stream ended, so nothing committed before the end is missed) and
+        about once a second for the metadata sent along."""
         if self.finished:
             return False
-        mirror = self.mirror
         now = time.monotonic()
-        meta = b""
-        try:
-            session = self._session()
-        except errors.SessionNotFound:  # pruned away locally: nothing more will come
-            session = None
-        ended = session is None or session.status != "live"  # looked at before reading: nothing is missed
-        if session is not None and now >= self._meta_due:
-            meta = self._meta_blob(session)
-            self._meta_due = now + _META_EVERY_S
-        if self._key_types is None and session is not None:
-            self._key_types = session.stream_info(self.stream)["key_types"]
-        want = max(1, min(4096, mirror.max_inflight_bytes // 2 // max(self._avg_size, 1)))
-        try:
-            entries = self._read(want, fresh=False)
+        want = max(1, min(4096, self.mirror.max_inflight_bytes // 2 // max(self._avg_size, 1)))
+        looked = self._look(now) if self._key_types is None else None
+        entries = self._read(want, fresh=False)
+        if not entries or now >= self._meta_due:
+            looked = looked or self._look(now)
             if not entries:  # a scan begun earlier ran dry: look again, after the status was read
                 entries = self._read(want, fresh=True)
-        except errors.SessionNotFound:
-            entries = []
+        ended, meta = looked or (False, b"")
         entries = [e for e in entries if e.seq >= self.next_seq]
         if entries:
             self._send(entries, meta)
@@ -331,13 +326,33 @@ class _StreamFollower:
             self._flush([], self.next_seq, meta, 0)
         return bool(entries)
 
+    def _look(self, now):
+        """``(ended, metadata to send or b"")`` from the session as the
+        catalog has it now; learns the stream's key types once known."""
+        try:
+            session = self._session()
+        except errors.SessionNotFound:  # pruned away locally: nothing more will come
+            return True, b""
+        meta = b""
+        if now >= self._meta_due:
+            meta = self._meta_blob(session)
+            self._meta_due = now + _META_EVERY_S
+        if self._key_types is None:
+            self._key_types = session.stream_info(self.stream)["key_types"]
+        return session.status != "live", meta
+
     def _read(self, want, fresh):
         """Up to ``want`` entries after the last one read.  One lazy scan
         serves many calls (it reads the log in chunks); ``fresh`` starts a
-        new one, which sees everything committed by now."""
-        if fresh or self._lazy is None:
-            self._lazy = self.reader.ientries(after=self._after, key_types=self._key_types)
-        entries = list(islice(self._lazy, want))
+        new one, which sees everything committed by now.  Nothing when the
+        session is gone (pruned away locally: :meth:`_look` says it ended)."""
+        try:
+            if fresh or self._lazy is None:
+                self._lazy = self.reader.ientries(after=self._after, key_types=self._key_types)
+            entries = list(islice(self._lazy, want))
+        except errors.SessionNotFound:
+            self._lazy = None
+            return []
         if len(entries) < want:
             self._lazy = None
         if entries:
