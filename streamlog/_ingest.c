@@ -21,6 +21,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
+#include <time.h>
 
 #define MAX_ITEMS_SIZE 0xFFFFFFFFu /* str, bytes and tuples beyond u32 lengths go to Python */
 
@@ -271,7 +273,8 @@ static void drop_last(PyObject *list)
     PyList_SetSlice(list, PyList_GET_SIZE(list) - 1, PyList_GET_SIZE(list), NULL);
 }
 
-/* Append each item to its list, all or none; 0 on success, -1 (no exception set) when out of memory. */
+/* Append each item to its list (`entries` may be NULL: not that one), all or none; 0 on success, -1 (no
+ * exception set) when out of memory. */
 static int append_all(PyObject *keys, PyObject *key, PyObject *payloads, PyObject *payload, PyObject *arrivals,
                       PyObject *now, PyObject *entries, PyObject *entry)
 {
@@ -281,7 +284,7 @@ static int append_all(PyObject *keys, PyObject *key, PyObject *payloads, PyObjec
         goto fail_keys;
     if (PyList_Append(arrivals, now) < 0)
         goto fail_payloads;
-    if (PyList_Append(entries, entry) < 0)
+    if (entries != NULL && PyList_Append(entries, entry) < 0)
         goto fail_arrivals;
     return 0;
 fail_arrivals:
@@ -293,6 +296,31 @@ fail_keys:
 fail:
     PyErr_Clear();
     return -1;
+}
+
+/* Encode one record of the common case: its key (`key` encoded, >= *last and < bound), its encoding (at
+ * most max_bytes) and its ring entry (record key with `seq`, record, now), as new references in *encoded,
+ * *payload, *entry; 0.  -1, with no exception set, when it is not the common case (or out of memory). */
+static int encode_one(PyObject *record, PyObject *key, PyObject *last, PyObject *bound, Py_ssize_t max_bytes,
+                      PyObject *prefix, unsigned long long seq, PyObject *now, PyObject **encoded,
+                      PyObject **payload, PyObject **entry)
+{
+    if (record == Py_None || (*encoded = encode_int_key(key)) == NULL)
+        return -1;
+    if (compare(last, *encoded) > 0 || compare(*encoded, bound) >= 0 || (*payload = encode_record(record, max_bytes)) == NULL) {
+        Py_DECREF(*encoded);
+        return -1;
+    }
+    PyObject *rkey = record_key(prefix, *encoded, seq);
+    *entry = rkey == NULL ? NULL : PyTuple_Pack(3, rkey, record, now);
+    Py_XDECREF(rkey);
+    if (*entry == NULL) {
+        PyErr_Clear();
+        Py_DECREF(*payload);
+        Py_DECREF(*encoded);
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *add_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -327,40 +355,361 @@ static PyObject *add_plain(PyObject *module, PyObject *const *args, Py_ssize_t n
     PyObject **records = PySequence_Fast_ITEMS(batch), **key_items = PySequence_Fast_ITEMS(keys);
     Py_INCREF(last);
     for (; taken < n; taken++) {
-        PyObject *record = records[taken];
-        if (record == Py_None)
+        PyObject *encoded, *payload, *entry;
+        if (encode_one(records[taken], key_items[taken], last, bound, max_bytes, prefix,
+                       seq + (unsigned long long)taken, now, &encoded, &payload, &entry) < 0)
             break;
-        PyObject *encoded = encode_int_key(key_items[taken]);
-        if (encoded == NULL)
-            break;
-        if (compare(last, encoded) > 0 || compare(encoded, bound) >= 0) {
-            Py_DECREF(encoded);
-            break;
-        }
-        PyObject *payload = encode_record(record, max_bytes);
-        if (payload == NULL) {
-            Py_DECREF(encoded);
-            break;
-        }
-        PyObject *rkey = record_key(prefix, encoded, seq + (unsigned long long)taken);
-        PyObject *entry = rkey == NULL ? NULL : PyTuple_Pack(3, rkey, record, now);
-        Py_XDECREF(rkey);
-        if (entry == NULL
-            || append_all(out_keys, encoded, out_payloads, payload, out_arrivals, now, entries, entry) < 0) {
-            PyErr_Clear();
-            Py_XDECREF(entry);
-            Py_DECREF(payload);
-            Py_DECREF(encoded);
-            break;
-        }
-        size += PyBytes_GET_SIZE(payload);
+        int failed = append_all(out_keys, encoded, out_payloads, payload, out_arrivals, now, entries, entry);
+        if (!failed)
+            size += PyBytes_GET_SIZE(payload);
         Py_DECREF(entry);
         Py_DECREF(payload);
+        if (failed) {
+            Py_DECREF(encoded);
+            break;
+        }
         Py_SETREF(last, encoded);
     }
     PyObject *result = Py_BuildValue("(nNn)", taken, last, size); /* N: steals our reference to last */
     return result;
 }
+
+/* ---- Writer: the running state of a StreamWriter, and the recorder's loop over single records ---- */
+
+enum { STOP, FULL, NO_DATA, BATCH, SLOW, ENDED, FAILED, PUBLISHED };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *prefix, *keys, *payloads, *arrivals, *oldest, *last_encoded, *last_key, *kind_bound, *max_bytes;
+    Py_ssize_t pending_bytes, in_flight_bytes;
+    long long next_seq, prepared_seq, committed_seq, last_arrival_us;
+} Writer;
+
+static PyObject *str_waiters, *str_notified;
+
+static int writer_traverse(Writer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->prefix);
+    Py_VISIT(self->keys);
+    Py_VISIT(self->payloads);
+    Py_VISIT(self->arrivals);
+    Py_VISIT(self->oldest);
+    Py_VISIT(self->last_encoded);
+    Py_VISIT(self->last_key);
+    Py_VISIT(self->kind_bound);
+    Py_VISIT(self->max_bytes);
+    return 0;
+}
+
+static int writer_clear(Writer *self)
+{
+    Py_CLEAR(self->prefix);
+    Py_CLEAR(self->keys);
+    Py_CLEAR(self->payloads);
+    Py_CLEAR(self->arrivals);
+    Py_CLEAR(self->oldest);
+    Py_CLEAR(self->last_encoded);
+    Py_CLEAR(self->last_key);
+    Py_CLEAR(self->kind_bound);
+    Py_CLEAR(self->max_bytes);
+    return 0;
+}
+
+static void writer_dealloc(Writer *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    writer_clear(self);
+    type->tp_free((PyObject *)self);
+}
+
+/* (status, a, b, c): the loop's result (see Writer.read_records). */
+static PyObject *result(int status, PyObject *a, PyObject *b, PyObject *c)
+{
+    return Py_BuildValue("(iOOO)", status, a ? a : Py_None, b ? b : Py_None, c ? c : Py_None);
+}
+
+/* The exception set now as a value (new reference; cleared), when it is an Exception; NULL, leaving it
+ * set, when it is another BaseException (KeyboardInterrupt, SystemExit: those propagate). */
+static PyObject *take_exception(void)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL;
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+}
+
+/* Call `release` keeping the exception set now (if any); -1 if release raised instead. */
+static int call_release(PyObject *release)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *r = PyObject_CallNoArgs(release);
+    if (r == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        return -1;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(type, value, traceback);
+    return type == NULL ? 0 : -1;
+}
+
+/* 1/0 as calling `f` (no arguments) returned a true/false value, -1 when it raised. */
+static int call_truth(PyObject *f)
+{
+    PyObject *r = PyObject_CallNoArgs(f);
+    if (r == NULL)
+        return -1;
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return truth;
+}
+
+static long long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* time.time_ns()'s clock */
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Add `record` keyed by `key` (arrived at `now`) when it is the common case (see add_plain), and publish
+ * its ring entry; 1 if added, 0 if not (nothing changed), -1 when publish raised (the record is pending). */
+static int add_one(Writer *self, PyObject *record, PyObject *key, long long now, PyObject *publish)
+{
+    if (!PyList_CheckExact(self->keys) || !PyList_CheckExact(self->payloads) || !PyList_CheckExact(self->arrivals)
+        || !PyBytes_Check(self->prefix) || !PyBytes_Check(self->last_encoded) || !PyBytes_Check(self->kind_bound)
+        || !PyLong_Check(self->max_bytes))
+        return 0; /* not set up as StreamWriter does: Python's path says what is wrong */
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(self->max_bytes);
+    if (max_bytes == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        max_bytes = PY_SSIZE_T_MAX;
+    }
+    PyObject *now_obj = PyLong_FromLongLong(now);
+    if (now_obj == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *encoded, *payload, *entry;
+    if (encode_one(record, key, self->last_encoded, self->kind_bound, max_bytes, self->prefix,
+                   (unsigned long long)self->next_seq, now_obj, &encoded, &payload, &entry) < 0) {
+        Py_DECREF(now_obj);
+        return 0;
+    }
+    if (append_all(self->keys, encoded, self->payloads, payload, self->arrivals, now_obj, NULL, NULL) < 0) {
+        Py_DECREF(entry);
+        Py_DECREF(payload);
+        Py_DECREF(encoded);
+        Py_DECREF(now_obj);
+        return 0;
+    }
+    if (self->oldest == NULL || self->oldest == Py_None)
+        Py_XSETREF(self->oldest, Py_NewRef(now_obj));
+    self->pending_bytes += PyBytes_GET_SIZE(payload);
+    self->next_seq += 1;
+    Py_SETREF(self->last_encoded, encoded);
+    Py_XSETREF(self->last_key, Py_NewRef(key));
+    self->last_arrival_us = now;
+    Py_DECREF(payload);
+    Py_DECREF(now_obj);
+    PyObject *r = PyObject_CallOneArg(publish, entry);
+    Py_DECREF(entry);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 1;
+}
+
+/* Whether a hand-off of the pending records is due (the recorder's test, see StreamBuffer._read_while). */
+static int handoff_due(Writer *self, long long commit_records, Py_ssize_t commit_bytes, double wait_us)
+{
+    if (self->next_seq - self->committed_seq > commit_records
+        || self->pending_bytes + self->in_flight_bytes >= commit_bytes)
+        return 1;
+    if (self->in_flight_bytes || self->oldest == NULL || !PyLong_Check(self->oldest))
+        return 0;
+    long long oldest = PyLong_AsLongLong(self->oldest);
+    if (oldest == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return (double)(self->last_arrival_us - oldest) >= wait_us;
+}
+
+/* 1 when `feed` has waiters not yet notified, 0 if not, -1 when reading its attributes raised. */
+static int wants_notify(PyObject *feed)
+{
+    PyObject *waiters = PyObject_GetAttr(feed, str_waiters);
+    if (waiters == NULL)
+        return -1;
+    int waiting = PyObject_IsTrue(waiters);
+    Py_DECREF(waiters);
+    if (waiting <= 0)
+        return waiting;
+    PyObject *notified = PyObject_GetAttr(feed, str_notified);
+    if (notified == NULL)
+        return -1;
+    int done = PyObject_IsTrue(notified);
+    Py_DECREF(notified);
+    return done < 0 ? -1 : !done;
+}
+
+static PyObject *read_records(Writer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 12) {
+        PyErr_Format(PyExc_TypeError, "read_records takes 12 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *read = args[0], *key_of = args[1], *done = args[2], *window_full = args[3], *batch_type = args[4];
+    PyObject *acquire = args[5], *release = args[6], *publish = args[7], *feed = args[8];
+    long long commit_records = PyLong_AsLongLong(args[9]);
+    if (commit_records == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t commit_bytes = PyLong_AsSsize_t(args[10]);
+    if (commit_bytes == -1 && PyErr_Occurred())
+        return NULL;
+    double wait_us = PyFloat_AsDouble(args[11]);
+    if (wait_us == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!PyType_Check(batch_type)) {
+        PyErr_SetString(PyExc_TypeError, "read_records: batch_type must be a type");
+        return NULL;
+    }
+    for (;;) {
+        int truth = call_truth(done);
+        if (truth)
+            return truth < 0 ? NULL : result(STOP, NULL, NULL, NULL);
+        if (window_full != Py_None && (truth = call_truth(window_full)))
+            return truth < 0 ? NULL : result(FULL, NULL, NULL, NULL);
+        PyObject *data = PyObject_CallNoArgs(read);
+        if (data == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                PyErr_Clear();
+                return result(ENDED, NULL, NULL, NULL);
+            }
+            PyObject *exc = take_exception();
+            if (exc == NULL)
+                return NULL;
+            PyObject *out = result(FAILED, NULL, NULL, exc);
+            Py_DECREF(exc);
+            return out;
+        }
+        if (data == Py_None) {
+            Py_DECREF(data);
+            return result(NO_DATA, NULL, NULL, NULL);
+        }
+        if (Py_TYPE(data) == (PyTypeObject *)batch_type) {
+            PyObject *out = result(BATCH, data, NULL, NULL);
+            Py_DECREF(data);
+            return out;
+        }
+        PyObject *key = PyObject_CallOneArg(key_of, data);
+        if (key == NULL) {
+            PyObject *exc = take_exception();
+            PyObject *out = exc == NULL ? NULL : result(SLOW, data, NULL, exc);
+            Py_XDECREF(exc);
+            Py_DECREF(data);
+            return out;
+        }
+        long long now = now_us();
+        if (now < self->last_arrival_us)
+            now = self->last_arrival_us;
+        PyObject *r = PyObject_CallNoArgs(acquire);
+        if (r == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(data);
+            return NULL;
+        }
+        Py_DECREF(r);
+        int added = add_one(self, data, key, now, publish);
+        if (added <= 0) {
+            PyObject *out = added == 0 && call_release(release) == 0 ? result(SLOW, data, key, NULL) : NULL;
+            if (added < 0)
+                call_release(release);
+            Py_DECREF(key);
+            Py_DECREF(data);
+            return out;
+        }
+        Py_DECREF(key);
+        Py_DECREF(data);
+        int notify = wants_notify(feed);
+        int due = handoff_due(self, commit_records, commit_bytes, wait_us);
+        if (call_release(release) < 0 || notify < 0)
+            return NULL;
+        if (notify || due)
+            return result(PUBLISHED, notify ? Py_True : Py_False, due ? Py_True : Py_False, NULL);
+    }
+}
+
+static PyObject *handoff_due_method(Writer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "handoff_due takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    long long commit_records = PyLong_AsLongLong(args[0]);
+    Py_ssize_t commit_bytes = PyLong_AsSsize_t(args[1]);
+    double wait_us = PyFloat_AsDouble(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(handoff_due(self, commit_records, commit_bytes, wait_us));
+}
+
+static PyMethodDef writer_methods[] = {
+    {"handoff_due", (PyCFunction)(void (*)(void))handoff_due_method, METH_FASTCALL,
+     "handoff_due(commit_records, commit_bytes, wait_us)\n--\n\n"
+     "Whether the recorder should hand the pending records to the committer: more than commit_records are "
+     "not committed, pending and in-flight bytes reach commit_bytes, or (no batch in flight) the oldest "
+     "pending record arrived wait_us or more before the newest."},
+    {"read_records", (PyCFunction)(void (*)(void))read_records, METH_FASTCALL,
+     "read_records(read, key_of, done, window_full, batch_type, acquire, release, publish, feed, commit_records, "
+     "commit_bytes, wait_us)\n--\n\n"
+     "The recorder's loop (StreamBuffer._read_while) for single records of the common case; returns "
+     "(status, a, b, c) at the first thing it leaves to Python (see streamlog/writer.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+#define MEMBER(name, type, field, doc) {name, type, offsetof(Writer, field), 0, doc}
+static PyMemberDef writer_members[] = {
+    MEMBER("_prefix", T_OBJECT_EX, prefix, "the session's key prefix (bytes)"),
+    MEMBER("_keys", T_OBJECT_EX, keys, "encoded keys of the pending records (list)"),
+    MEMBER("_payloads", T_OBJECT_EX, payloads, "their encodings (list)"),
+    MEMBER("_arrivals", T_OBJECT_EX, arrivals, "their arrival times, µs (list)"),
+    MEMBER("oldest_pending_arrival_us", T_OBJECT, oldest, "arrival of the oldest pending record (None: none)"),
+    MEMBER("last_encoded_key", T_OBJECT_EX, last_encoded, "the encoding of the last key added (bytes)"),
+    MEMBER("last_key", T_OBJECT, last_key, "the last key added"),
+    MEMBER("_kind_bound", T_OBJECT_EX, kind_bound, "the encodings of the stream's key kind lie below this (bytes)"),
+    MEMBER("max_record_bytes", T_OBJECT_EX, max_bytes, "the largest encoding accepted (int)"),
+    MEMBER("pending_bytes", T_PYSSIZET, pending_bytes, "encoded bytes of the pending records"),
+    MEMBER("in_flight_bytes", T_PYSSIZET, in_flight_bytes, "of the batch prepared and not yet written"),
+    MEMBER("next_seq", T_LONGLONG, next_seq, "the sequence number of the next record"),
+    MEMBER("prepared_seq", T_LONGLONG, prepared_seq, "of the last record prepared for a commit"),
+    MEMBER("committed_seq", T_LONGLONG, committed_seq, "of the last record committed"),
+    MEMBER("last_arrival_us", T_LONGLONG, last_arrival_us, "arrival time of the last record added (µs)"),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject WriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "streamlog._ingest.Writer",
+    .tp_doc = "The running state of a StreamWriter (its base class) and the recorder's loop in C.",
+    .tp_basicsize = sizeof(Writer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)writer_dealloc,
+    .tp_traverse = (traverseproc)writer_traverse,
+    .tp_clear = (inquiry)writer_clear,
+    .tp_methods = writer_methods,
+    .tp_members = writer_members,
+};
 
 static PyMethodDef methods[] = {
     {"add_plain", (PyCFunction)(void (*)(void))add_plain, METH_FASTCALL,
@@ -377,5 +726,26 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "streamlog._ingest",
 
 PyMODINIT_FUNC PyInit__ingest(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&WriterType) < 0)
+        return NULL;
+    if ((str_waiters = PyUnicode_InternFromString("waiters")) == NULL
+        || (str_notified = PyUnicode_InternFromString("notified")) == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    static const struct { const char *name; int value; } statuses[] = {
+        {"STOP", STOP}, {"FULL", FULL}, {"NO_DATA", NO_DATA}, {"BATCH", BATCH}, {"SLOW", SLOW},
+        {"ENDED", ENDED}, {"FAILED", FAILED}, {"PUBLISHED", PUBLISHED},
+    };
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+        if (PyModule_AddIntConstant(m, statuses[i].name, statuses[i].value) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    if (PyModule_AddObjectRef(m, "Writer", (PyObject *)&WriterType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

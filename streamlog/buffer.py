@@ -29,7 +29,7 @@ from streamlog.retention import Pruner, Retention
 from streamlog.ring import Ring
 from streamlog.source import ReadBatch, Source, SourceReader, call_failed
 from streamlog.store import DURABILITY_MODES
-from streamlog.writer import DEFAULT_MAX_RECORD_BYTES, StreamWriter
+from streamlog.writer import BATCH, DEFAULT_MAX_RECORD_BYTES, ENDED, FAILED, FULL, NO_DATA, PUBLISHED, STOP, StreamWriter
 
 DRAIN_LIMIT_S = 2.0
 MIRROR_WAIT_S = 10.0
@@ -437,11 +437,19 @@ class StreamBuffer:
 
     def _read_while(self, source, done, until_none=False):
         """Read and record until ``done()``, the end of the stream, or (with
-        ``until_none``) the first None; return True at the end of the stream."""
-        read = source.read
-        key_of = source.key
+        ``until_none``) the first None; return True at the end of the stream.
+
+        The loop is ``StreamWriter.read_records`` (C): for a single record of
+        the common case (int key, plain record; see ``_ingest.add_plain``) it
+        calls ``read()`` and ``key()``, adds and publishes the record and
+        tests whether readers need waking or a hand-off is due, without
+        returning here.  It returns for what Python does: a ReadBatch, any
+        other record (its key made), ``None``, the end or failure of the
+        source, ``done()``, a full window (``auto_drop=False``), a wake-up
+        or a hand-off.
+        """
         writer = self._writer
-        add = writer.add
+        read_records, add, add_keyed = writer.read_records, writer.add, writer.add_keyed
         ring = self._ring
         feed = self._feed
         acquire, release = self._write_lock.acquire, self._write_lock.release
@@ -449,46 +457,45 @@ class StreamBuffer:
         sleep_on_none = self._sleep_on_none
         commit_records, commit_bytes = self.commit_records, self._commit_bytes
         window_full = self.source_buffer.is_full if not self.auto_drop and self.maxlen is not None else None
-        while not done():
-            if window_full is not None and window_full():
-                self._commit_if_due()
-                stop_requested.wait(sleep_on_none)
+        loop = (source.read, source.key, done, window_full, ReadBatch, acquire, release, ring.append, feed,
+                commit_records, commit_bytes)
+        while True:
+            status, data, key, exc = read_records(*loop, float(self._wait_us))
+            if status == PUBLISHED:
+                if data:
+                    feed.notify()
+                if key:
+                    self._commit_if_due()
                 continue
-            try:
-                data = read()
-            except StopIteration:
+            if status == STOP:
+                return False
+            if status == ENDED:
                 return True
-            except Exception as exc:
+            if status == FAILED:
                 raise call_failed("read()", exc) from exc
-            if data is None:
-                if until_none:
+            if status == FULL or status == NO_DATA:
+                if until_none and status == NO_DATA:
                     return False
                 self._commit_if_due()
                 stop_requested.wait(sleep_on_none)
                 continue
-            acquire()  # not `with write_lock`: that costs about 0.5 µs more per record (CPython 3.11)
+            acquire()
             try:
                 entries = []
                 try:
-                    add(data if type(data) is ReadBatch else (data,), key_of, entries)
+                    if status == BATCH:
+                        add(data, source.key, entries)
+                    else:  # SLOW: a single record the C loop left to Python, its key made
+                        add_keyed((data,), (key,) if exc is None else (),
+                                  None if exc is None else call_failed("key()", exc), entries)
                 finally:
-                    if len(entries) == 1:
-                        ring.append(entries[0])
-                    else:
-                        ring.extend(entries)
+                    ring.extend(entries)
                 if feed.waiters and not feed.notified:
                     feed.notify()
-                # a hand-off is due when a commit's worth is uncommitted, or (no group being written) when the
-                # oldest pending record has waited long enough; _in_flight is read without the lock, as a hint
-                # (a group the committer just finished is taken with the next record, or by the committer)
-                if (writer.next_seq - writer.committed_seq > commit_records
-                        or writer.pending_bytes + writer.in_flight_bytes >= commit_bytes
-                        or (self._in_flight is None and entries
-                            and writer.last_arrival_us - writer.oldest_pending_arrival_us >= self._wait_us)):
+                if writer.handoff_due(commit_records, commit_bytes, float(self._wait_us)):
                     self._hand_off()
             finally:
                 release()
-        return False
 
     def _full(self):
         """Whether the records not yet committed (pending, or being written)

@@ -25,7 +25,8 @@ from streamlog.keys import encode_key, key_types_of
 from streamlog.source import call_failed
 
 try:
-    from streamlog._ingest import add_plain
+    # the statuses of Writer.read_records, for StreamBuffer._read_while
+    from streamlog._ingest import BATCH, ENDED, FAILED, FULL, NO_DATA, PUBLISHED, STOP, Writer, add_plain
 except ImportError as exc:  # a source tree used through PYTHONPATH, never built
     raise ImportError("streamlog._ingest, the recorder's C encoder, is not built: `pip install .` (or -e .) builds it; "
                       "in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
@@ -56,10 +57,15 @@ def _describe_type(key):
     return type(key).__name__
 
 
-class StreamWriter:
+class StreamWriter(Writer):
     """Writes the records of ``stream`` in session ``session_id`` of the log
     of ``catalog`` (a :class:`~streamlog.catalog.Catalog`); a record whose
-    encoding is larger than ``max_record_bytes`` is refused."""
+    encoding is larger than ``max_record_bytes`` is refused.
+
+    Its running state (pending records, counters, the last key) lives in
+    the C base class ``_ingest.Writer``, whose ``read_records`` is the
+    recorder's loop for single records (see StreamBuffer._read_while).
+    """
 
     def __init__(self, catalog, session_id, stream, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
         self.catalog = catalog
@@ -139,9 +145,6 @@ class StreamWriter:
         ``__cause__``); the records before the bad one stay added (and in
         ``entries``), the bad one and those after it are not.
         """
-        now = time_ns() // 1000
-        if now < self.last_arrival_us:
-            now = self.last_arrival_us
         key_failure = None
         if len(batch) == 1:
             try:
@@ -154,6 +157,15 @@ class StreamWriter:
                 keys.extend(map(key_of, batch))  # on an exception, keys holds those of the records before
             except Exception as exc:
                 key_failure = call_failed("key()", exc)
+        self.add_keyed(batch, keys, key_failure, entries)
+
+    def add_keyed(self, batch, keys, key_failure, entries):
+        """:meth:`add` with the keys made: ``keys`` those of the leading
+        records of ``batch`` (all of them unless ``key_of`` raised for the next
+        one, ``key_failure`` the SourceFailed saying so)."""
+        now = time_ns() // 1000
+        if now < self.last_arrival_us:
+            now = self.last_arrival_us
         # the leading records of the common case (int keys, plain records) in C; the rest in Python
         taken, last, size = add_plain(batch, keys, entries, self._keys, self._payloads, self._arrivals,
                                       self._prefix, self.next_seq, self.last_encoded_key, self._kind_bound,

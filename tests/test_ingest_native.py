@@ -1,13 +1,22 @@
-"""streamlog._ingest.add_plain (the common case of StreamWriter.add in C)
+"""streamlog._ingest: add_plain (the common case of StreamWriter.add in C)
 against the Python encoders: the same bytes, and it takes exactly the
-records of the common case, stopping at the first other one."""
+records of the common case, stopping at the first other one; and
+Writer.read_records (the recorder's loop in C) against the Python path:
+a StreamBuffer keeps the same records of a random source and fails with
+the same error as StreamWriter.add called read by read."""
 
+import tempfile
+from itertools import accumulate
+
+import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from streamlog import _ingest, records
+import streamlog
+from streamlog import ReadBatch, SourceReader, StreamBuffer, _ingest, errors, records
 from streamlog.codec import encode_record
 from streamlog.keys import encode_key
+from streamlog.writer import StreamWriter
 
 PREFIX = records.session_prefix(7)
 NUMBER_BOUND = b"\x40"  # the bound of the number kind (writer._KIND_BOUND)
@@ -125,3 +134,119 @@ def test_bad_arguments_raise_type_error():
         _ingest.add_plain([], [])
     with pytest.raises(TypeError, match="lists or tuples"):
         _ingest.add_plain({}, [], [], [], [], [], PREFIX, 0, b"", NUMBER_BOUND, 1, 0)
+
+
+# -- Writer.read_records: the recorder's loop in C, against the Python path --------------------------------------
+
+KEY_FAILS = object()  # in a script: key() raises for this record
+
+
+class Scripted(SourceReader):
+    """Reads ``script`` (each step a record, None, a ReadBatch, or an exception to raise), then ends;
+    ``key()`` returns the next of ``keys`` (one per record, in the order read), raising for KEY_FAILS."""
+
+    sleep_time_on_read_none_s = 0
+
+    def __init__(self, script, keys_):
+        self.script, self.keys = script, keys_
+
+    def open(self):
+        self.steps, self.key_queue = iter(self.script), iter(self.keys)
+
+    def read(self):
+        step = next(self.steps)  # StopIteration at the end: the end of the stream
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    def close(self):
+        pass
+
+    def key(self, data):
+        key = next(self.key_queue)
+        if key is KEY_FAILS:
+            raise ValueError("no key in this record")
+        return key
+
+
+def python_path(script, keys_, directory):
+    """What StreamWriter.add (the Python path) keeps of ``script`` and the session error it raises."""
+    source = Scripted(script, keys_)
+    source.open()
+    with streamlog.Log(f"{directory}/reference.streamlog") as log:
+        log.begin_writing()
+        try:
+            writer = StreamWriter(log.catalog, log.catalog.create_session("main", {}, {}, "full"), "main")
+            entries = []
+            for _ in script:
+                try:
+                    data = source.read()
+                except Exception as exc:
+                    return entries, f"read() failed: {type(exc).__name__}: {exc}"
+                if data is not None:
+                    try:
+                        writer.add(data if type(data) is ReadBatch else (data,), source.key, entries)
+                    except errors.StreamlogError as exc:
+                        return entries, str(exc)
+            return entries, None
+        finally:
+            log.end_writing()
+
+
+def recorded(script, keys_, directory):
+    """What a StreamBuffer (its loop in C) stores of ``script`` (encoded keys and records) and the error."""
+    with StreamBuffer(Scripted(script, keys_), log=f"{directory}/buffer.streamlog") as buf:
+        assert buf.wait(30)
+        buf.stop()
+        reader = buf.session.reader()
+        stored = []
+        try:
+            for entry in reader.ientries():
+                stored.append((encode_key(entry.key), encode_record(entry.record), entry.seq))
+        except errors.SourceFailed:
+            pass
+        return stored, buf.session.error
+
+
+codec_records = st.one_of(scalars, plain_tuples, others, st.builds(np.arange, st.integers(0, 5)),
+                          st.builds(np.float32, st.floats(width=32)), st.just({1, 2}), st.just(object))
+any_keys = st.one_of(st.integers(-3, 50), st.integers(), st.booleans(), st.floats(-3, 50), st.just(float("nan")),
+                     st.text(max_size=2), st.binary(max_size=2), st.tuples(st.integers(0, 9)), st.just(None),
+                     st.just([1]), st.just(KEY_FAILS))
+ordered_int_keys = st.lists(st.integers(0, 3), min_size=1, max_size=40).map(lambda steps: list(accumulate(steps)))
+
+
+@st.composite
+def scripts(draw):
+    """A script of reads and the keys of its records: mostly records with increasing int keys (the C
+    loop's case), among records of every codec type, keys of every type, ReadBatches, None and failures."""
+    keys_ = draw(ordered_int_keys)
+    script, used = [], []
+    for key in keys_:
+        kind = draw(st.sampled_from(["plain"] * 6 + ["record", "key", "batch", "none", "raise"]))
+        if kind == "none":
+            script.append(None)
+        if kind == "raise":
+            script.append(RuntimeError(f"sensor unplugged before key {key}"))
+            continue
+        if kind == "batch":
+            batch = draw(st.lists(st.one_of(st.none(), codec_records), max_size=4))
+            script.append(ReadBatch(batch))
+            used += [draw(st.one_of(st.just(key), any_keys)) for _ in batch]
+            continue
+        script.append(draw(codec_records) if kind == "record" else (key, b"payload"))
+        used.append(draw(any_keys) if kind == "key" else key)
+    return script, used
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scripts())
+def test_the_c_loop_keeps_what_the_python_path_keeps_and_fails_alike(script_and_keys):
+    script, keys_ = script_and_keys
+    with tempfile.TemporaryDirectory() as directory:
+        entries, error = python_path(script, keys_, directory)
+        stored, stored_error = recorded(script, keys_, directory)
+    assert stored_error == error
+    assert [(encoded, payload) for encoded, payload, _ in stored] == [
+        (entry[0][len(PREFIX):-8], encode_record(entry[1])) for entry in entries]
+    assert [seq for _, _, seq in stored] == list(range(len(entries)))
