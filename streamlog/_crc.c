@@ -5,6 +5,11 @@
  *     0xEDB88320, register preset to ~value, result inverted), of any C-contiguous buffer.
  *     The GIL is released while it runs over large buffers, so threads can check blocks side by side.
  *
+ * crc32_copy(dst, at, data, value=0) -> int
+ *     crc32(data, value), and data's bytes copied into the writable buffer dst at offset at, in one pass
+ *     (each piece of data is read once, while it is in the cache).  ValueError (naming the sizes)
+ *     unless at >= 0 and at + len(data) <= len(dst).
+ *
  * Two implementations, chosen once at import by what the CPU has: folding 64 bytes at a time with
  * carry-less multiplication (x86 PCLMULQDQ and SSE4.1), or slicing by 8 with tables (any CPU).  Both
  * end in the same table code for the last bytes.  The folding keeps four 128-bit registers whose
@@ -23,6 +28,7 @@
 
 #define POLY 0xEDB88320u
 #define RELEASE_GIL_ABOVE 65536 /* bytes; below this the GIL round trip costs more than it frees */
+#define COPY_STEP 16384         /* crc32_copy works through data in pieces of this many bytes */
 
 static uint32_t table[8][256]; /* table[k][b]: the register after byte b followed by k zero bytes */
 
@@ -168,6 +174,60 @@ static PyObject *crc32(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromUnsignedLong(c);
 }
 
+/* crc32 of src[0:n] from value, src copied to dst on the way. */
+static uint32_t crc32_copy_of(uint32_t value, unsigned char *dst, const unsigned char *src, size_t n)
+{
+    while (n) {
+        size_t step = n < COPY_STEP ? n : COPY_STEP;
+        value = crc32_of(value, src, step);
+        memcpy(dst, src, step);
+        src += step;
+        dst += step;
+        n -= step;
+    }
+    return value;
+}
+
+static PyObject *crc32_copy(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "crc32_copy(dst, at, data, value=0) takes 3 or 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t at = PyLong_AsSsize_t(args[1]);
+    if (at == -1 && PyErr_Occurred())
+        return NULL;
+    uint32_t value = 0;
+    if (nargs == 4 && !value_arg(args[3], &value))
+        return NULL;
+    Py_buffer dst, data;
+    if (PyObject_GetBuffer(args[0], &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[2], &data, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&dst);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if (at < 0 || at > dst.len || data.len > dst.len - at) {
+        PyErr_Format(PyExc_ValueError, "crc32_copy: %zd bytes at offset %zd do not fit a buffer of %zd bytes",
+                     data.len, at, dst.len);
+    } else {
+        uint32_t c;
+        unsigned char *to = (unsigned char *)dst.buf + at;
+        if (data.len > RELEASE_GIL_ABOVE) {
+            Py_BEGIN_ALLOW_THREADS
+            c = crc32_copy_of(value, to, data.buf, (size_t)data.len);
+            Py_END_ALLOW_THREADS
+        } else {
+            c = crc32_copy_of(value, to, data.buf, (size_t)data.len);
+        }
+        out = PyLong_FromUnsignedLong(c);
+    }
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&dst);
+    return out;
+}
+
 static PyObject *implementation(PyObject *self, PyObject *unused)
 {
     return PyUnicode_FromString(use_clmul ? "pclmul" : "tables");
@@ -187,6 +247,8 @@ static PyObject *force_tables(PyObject *self, PyObject *arg)
 static PyMethodDef methods[] = {
     {"crc32", (PyCFunction)(void (*)(void))crc32, METH_FASTCALL,
      "crc32(data, value=0): zlib.crc32(data, value), faster; releases the GIL over large buffers."},
+    {"crc32_copy", (PyCFunction)(void (*)(void))crc32_copy, METH_FASTCALL,
+     "crc32_copy(dst, at, data, value=0): crc32(data, value), copying data into dst[at:at + len(data)] on the way."},
     {"implementation", implementation, METH_NOARGS,
      "implementation(): 'pclmul' (carry-less multiplication) or 'tables' (slice-by-8), as chosen for this CPU."},
     {"force_tables", force_tables, METH_O,

@@ -400,6 +400,7 @@ def _chunked_numpy(chunks, concat):
         values.add(pieces, chunk.count * (rows[-1][0] if concat and rows else 1))
         keys.add([chunk_keys], chunk.count)
         times.add([chunk.arrivals], chunk.count)
+        chunk = found = pieces = None  # the chunk's memory freed before the next is read, so it is the next one's
     if values is None:
         return None
     out = values.array()

@@ -378,6 +378,30 @@ def test_a_damaged_block_among_blocks_checked_in_parallel_is_the_error_every_rea
     assert f"of session 1 holding the records after key " in message and problem in message
 
 
+@pytest.mark.parametrize("first_damage", ["checksum", "header"])
+def test_of_two_damaged_blocks_in_one_chunk_the_first_in_key_order_is_reported(tmp_path, first_damage):
+    """ichunks checks the blocks' structure first and their checksums while
+    copying their records: whichever kind of damage comes first in key
+    order is the one reported, as a record-by-record read reports it."""
+    path = tmp_path / "damaged.streamlog"
+    samples = np.arange(1_000, dtype=np.float32)
+    with streamlog.StreamBuffer(Records([(i, samples + i) for i in range(2_400)], first, batch=100), log=path) as buf:
+        assert buf.wait(30)
+    if first_damage == "checksum":
+        rewrite_block(path, 9, too_many_records)
+        flip_last_byte(path, 4)
+    else:
+        rewrite_block(path, 4, too_many_records)
+        flip_last_byte(path, 9)
+    with streamlog.Log(path, readonly=True) as log:
+        session = log.session(1)
+        message = error_of(lambda: list(session.ientries()))
+        assert error_of(session.to_numpy) == message
+        assert error_of(lambda: list(session.reader().ichunks(start=3))) == message
+    problem = "its checksum does not match" if first_damage == "checksum" else "a block header that does not fit"
+    assert problem in message
+
+
 def test_the_export_takes_the_pages_it_read_out_of_the_resident_set(lab_log, tmp_path):
     session = record(Records([(i, i * 0.5) for i in range(200_000)], first, batch=5_000), lab_log)
     assert len(session.to_numpy().values) == 200_000  # every page of the records read into this process

@@ -81,3 +81,32 @@ def test_bad_arguments_raise():
         _crc.crc32(b"", "0")
     with pytest.raises(ValueError, match="contiguous"):
         _crc.crc32(np.arange(10)[::2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=3000), size=st.integers(0, 100 << 10), at=st.integers(0, 64),
+       spare=st.integers(0, 64), value=st.integers(0, 2**32 - 1), seed=st.integers(0, 2**32 - 1))
+def test_crc32_copy_checks_and_copies_in_one_pass(data, size, at, spare, value, seed):
+    body = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes() + data
+    for tables in (False, True):
+        _crc.force_tables(tables)
+        try:
+            dst = np.full(at + len(body) + spare, 7, dtype=np.uint8)
+            assert _crc.crc32_copy(dst, at, body, value) == zlib.crc32(body, value)
+            assert dst[at:at + len(body)].tobytes() == body
+            assert (dst[:at] == 7).all() and (dst[at + len(body):] == 7).all()
+        finally:
+            _crc.force_tables(False)
+
+
+def test_crc32_copy_refuses_what_does_not_fit():
+    dst = bytearray(10)
+    for at, data in [(-1, b"a"), (8, b"abc"), (11, b""), (0, bytes(11))]:
+        with pytest.raises(ValueError, match="do not fit a buffer of 10 bytes"):
+            _crc.crc32_copy(dst, at, data)
+    assert dst == bytearray(10)
+    assert _crc.crc32_copy(dst, 10, b"") == 0
+    with pytest.raises(BufferError):
+        _crc.crc32_copy(b"read only", 0, b"a")
+    with pytest.raises(TypeError):
+        _crc.crc32_copy(dst, 0)

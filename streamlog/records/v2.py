@@ -55,7 +55,7 @@ from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, NODE_OVERH
                                       session_prefix, time_key)
 
 try:
-    from streamlog._crc import crc32
+    from streamlog._crc import crc32, crc32_copy
 except ImportError as exc:  # a source tree used through PYTHONPATH, never built
     raise ImportError("streamlog._crc, the blocks' checksum in C, is not built: `pip install .` (or -e .) builds it; "
                       "in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
@@ -572,16 +572,19 @@ def _run_part(run, lo, hi):
 
 class _Taken:
     """Views of the columns and bytes of the records taken from blocks, in
-    order (of the memory map: valid inside the transaction); :func:`_chunk`
-    joins several into a Chunk that owns its bytes."""
+    order (of the memory map: valid inside the transaction), and the
+    checksums still to check; :func:`_chunk` copies them into a Chunk that
+    owns its bytes, checking those checksums on the way."""
 
     def __init__(self):
         self.blocks = []  # per block: (records, first arrival, first key's and record's offset, their sizes)
-        self.key_ends, self.deltas, self.record_ends, self.key_views, self.record_views = [], [], [], [], []
+        self.key_ends, self.deltas, self.record_ends, self.key_views = [], [], [], []
+        self.record_views = []  # per block: the views holding its records' bytes, in order
+        self.checks = []  # per block: (its checksum, its bytes after the checksum before its records), or None
 
     def add(self, segments, columns, n, first_arrival, records_at, lo, hi):
         """Records ``lo .. hi - 1`` of the block whose bytes are ``segments``
-        (its header, columns and keys all in the first one)."""
+        (its header, columns and keys all in the first one; checked already)."""
         head = segments[0]
         records_column = _HEAD_SIZE + 8 * n
         key_from = _u32(head, _HEAD_SIZE + 4 * (lo - 1))[0] if lo else 0
@@ -591,17 +594,18 @@ class _Taken:
         self._columns(head, n, lo, hi, (hi - lo, first_arrival, key_from, record_from, key_to - key_from,
                                         record_to - record_from))
         self.key_views.append(head[columns + key_from:columns + key_to])
-        self.record_views += _pieces(segments, records_at + record_from, records_at + record_to)
+        self.record_views.append(_pieces(segments, records_at + record_from, records_at + record_to))
+        self.checks.append(None)
 
-    def add_whole(self, segments, columns, n, first_arrival, keys_len, records_at, size):
+    def add_whole(self, segments, columns, n, first_arrival, keys_len, records_at, size, crc):
         """All records of the block whose bytes are ``segments`` (``size``
-        in all; its header, columns and keys all in the first one)."""
+        in all; its header, columns and keys all in the first one), whose
+        checksum ``crc`` is still to check."""
         head = segments[0]
         self._columns(head, n, 0, n, (n, first_arrival, 0, 0, keys_len, size - records_at))
         self.key_views.append(head[columns:columns + keys_len])
-        self.record_views.append(head[records_at:])
-        if len(segments) > 1:
-            self.record_views += segments[1:]
+        self.record_views.append([head[records_at:], *segments[1:]])
+        self.checks.append((crc, head[4:records_at]))
 
     def _columns(self, head, n, lo, hi, block):
         self.blocks.append(block)
@@ -611,25 +615,33 @@ class _Taken:
 
 
 def _chunk(takens):
-    """The Chunk of the records of ``takens``, in order (each column's bytes joined: copied once)."""
+    """``(the Chunk of the records of takens, in order, None)``, or ``(None,
+    the index of the first block, counted across takens, whose checksum does
+    not match)``.  Each column's bytes are joined (copied once, out of the
+    memory map); the records' bytes are copied into one buffer while the
+    checksums are checked (:func:`_copy_checked`, in one pass)."""
     def joined(name):
         return [item for taken in takens for item in getattr(taken, name)]
 
     counts, firsts, key_from, record_from, key_sizes, record_sizes = (
         np.array(column, dtype=np.int64) for column in zip(*joined("blocks")))
+    starts = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(record_sizes[:-1], out=starts[1:])
+    records = np.empty(int(record_sizes.sum()), dtype=np.uint8)
+    bad = _copy_all(records, list(zip(starts.tolist(), joined("record_views"), joined("checks"))))
+    if bad is not None:
+        return None, bad
 
     def column(name, bases):
         values = np.frombuffer(b"".join(joined(name)), "<u4").astype(np.int64)
         values += np.repeat(bases, counts)
         return values
 
-    def run(views, ends, froms, sizes):
-        starts = np.zeros(len(counts), dtype=np.int64)
-        np.cumsum(sizes[:-1], out=starts[1:])
-        return b"".join(joined(views)), column(ends, starts - froms)
-
-    return Chunk(int(counts.sum()), run("key_views", "key_ends", key_from, key_sizes), column("deltas", firsts),
-                 run("record_views", "record_ends", record_from, record_sizes))
+    key_starts = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(key_sizes[:-1], out=key_starts[1:])
+    keys = b"".join(joined("key_views")), column("key_ends", key_starts - key_from)
+    return Chunk(int(counts.sum()), keys, column("deltas", firsts),
+                 (memoryview(records), column("record_ends", starts - record_from))), None
 
 
 def _pieces(segments, start, stop):
@@ -654,20 +666,20 @@ def _crc(segments):
     return crc
 
 
-def _take(blocks):
-    """Every record of ``blocks`` (``(key, segments)`` each, not yet
-    checked), each block's structure and checksum checked: ``(a _Taken,
-    None)``, or ``(a _Taken, (index, problem))`` stopping at the first
-    damaged block."""
-    taken = _Taken()
-    for i, (key, segments) in enumerate(blocks):
-        try:
-            crc, segments = _checked_layout(key, segments, taken)
-        except (CorruptRecord, IndexError) as exc:
-            return taken, (i, exc)
-        if _crc(segments) != crc:
-            return taken, (i, "its checksum does not match")
-    return taken, None
+def _copy_checked(records, jobs):
+    """For each job ``(offset, views, check)``: copy the views' bytes into
+    ``records`` from ``offset`` on and, unless ``check`` is None, check the
+    block's checksum ``check = (crc, its bytes before the views)`` over them
+    in the same pass.  The index of the first job whose checksum does not
+    match, or None."""
+    for i, (at, views, check) in enumerate(jobs):
+        crc = crc32(check[1]) if check is not None else 0
+        for view in views:
+            crc = crc32_copy(records, at, view, crc)
+            at += len(view)
+        if check is not None and crc != check[0]:
+            return i
+    return None
 
 
 _pool = None
@@ -675,7 +687,7 @@ _pool_lock = threading.Lock()
 
 
 def _checkers():
-    """The threads that take and check chunks' blocks (crc32 releases the GIL), made on first use."""
+    """The threads that copy and check chunks' blocks (crc32_copy releases the GIL), made on first use."""
     global _pool
     with _pool_lock:
         if _pool is None:
@@ -692,24 +704,48 @@ def _forget_checkers():
 os.register_at_fork(after_in_child=_forget_checkers)
 
 
-def _take_all(blocks):
-    """:func:`_take` of ``blocks``, in parallel threads when they are big
-    (waiting for every thread): ``(the _Taken s in order, None or (index
-    in blocks, problem) of the first damaged block)``."""
-    size = sum(len(segments[0]) for _, segments in blocks)
-    if size < _CHECK_INLINE or _CHECK_THREADS == 1 or len(blocks) < 2:
-        step, results = len(blocks), [_take(blocks)]
-    else:
-        step = -(-len(blocks) // _CHECK_THREADS)
-        futures = [_checkers().submit(_take, blocks[at:at + step]) for at in range(0, len(blocks), step)]
-        try:
-            results = [future.result() for future in futures]
-        finally:  # the threads read the transaction's memory: it may end only after them
-            wait(futures)
-    for part, (_, bad) in enumerate(results):
+def _copy_all(records, jobs):
+    """:func:`_copy_checked` of ``jobs``, in parallel threads when they are
+    big (waiting for every thread): the index of the first job whose
+    checksum does not match, or None."""
+    if len(records) < _CHECK_INLINE or _CHECK_THREADS == 1 or len(jobs) < 2:
+        return _copy_checked(records, jobs)
+    step = -(-len(jobs) // _CHECK_THREADS)
+    futures = [_checkers().submit(_copy_checked, records, jobs[at:at + step]) for at in range(0, len(jobs), step)]
+    try:
+        results = [future.result() for future in futures]
+    finally:  # the threads read the transaction's memory: it may end only after them
+        wait(futures)
+    for part, bad in enumerate(results):
         if bad is not None:
-            return None, (part * step + bad[0], bad[1])
-    return [taken for taken, _ in results], None
+            return part * step + bad
+    return None
+
+
+def _take_whole(blocks):
+    """The records of ``blocks`` (``(key, segments)`` each, whole blocks not
+    yet checked) taken, their structure checked: ``(a _Taken, None)``, or
+    ``(a _Taken of the blocks before it, (index, problem))`` for the first
+    block whose structure is wrong (its checksum is not checked yet)."""
+    taken = _Taken()
+    for i, (key, segments) in enumerate(blocks):
+        try:
+            _checked_layout(key, segments, taken)
+        except (CorruptRecord, IndexError) as exc:
+            return taken, (i, exc)
+    return taken, None
+
+
+def _first_damaged(whole, first, last_part):
+    """``(the Chunk of first, whole and last_part, None)`` or ``(None,
+    (index in whole, problem))`` for the first damaged whole block in key
+    order (its structure or its checksum)."""
+    taken, bad = _take_whole(whole)
+    chunk, failed = _chunk([first, taken, last_part]) if first.blocks or taken.blocks or last_part.blocks else (
+        None, None)
+    if failed is not None:
+        return None, (failed - len(first.blocks), "its checksum does not match")
+    return (chunk, None) if bad is None else (None, bad)
 
 
 def scan_chunk(txn, db, start, stop, limit, after=None):
@@ -720,8 +756,9 @@ def scan_chunk(txn, db, start, stop, limit, after=None):
     (None if there are no such records) and ``exhausted`` whether the range
     ended.  Every byte is copied once, out of the memory map (``txn`` may
     be a ``buffers=True`` transaction: nothing returned refers to its
-    memory); the blocks are checked (structure, checksum) in parallel
-    threads; a damaged block raises CorruptRecord as :func:`scan` does."""
+    memory); the blocks' checksums are checked as their records are copied,
+    in parallel threads; a damaged block raises CorruptRecord as :func:`scan`
+    does."""
     cursor = txn.cursor(db)
     lower = start if after is None else after
     if not cursor.set_range(lower):
@@ -759,16 +796,16 @@ def scan_chunk(txn, db, start, stop, limit, after=None):
                 exhausted = False
                 break
     except (CorruptRecord, IndexError) as exc:
-        _, bad = _take_all(whole)  # a damaged whole block before this one is the first damage
+        _, bad = _first_damaged(whole, _Taken(), _Taken())  # a damaged whole block before this one comes first
         if bad is None:
             raise damaged_block(key, exc, previous) from None
         raise _damaged_in(keys, whole, bad) from None
-    takens, bad = _take_all(whole)
+    chunk, bad = _first_damaged(whole, first, last_part)
     if bad is not None:
         raise _damaged_in(keys, whole, bad)
     if not count:
         return None, last, exhausted
-    return _chunk([first, *takens, last_part]), last, exhausted
+    return chunk, last, exhausted
 
 
 def _damaged_in(keys, whole, bad):
@@ -781,10 +818,9 @@ def _damaged_in(keys, whole, bad):
 
 def _checked_layout(key, segments, taken):
     """Take all records of the block stored under ``key`` (its bytes
-    ``segments``, checksum not yet checked) into ``taken``; return ``(its
-    checksum, its segments)`` (joined into one when its first does not
-    hold its header, columns and keys).  A block whose structure is wrong
-    raises CorruptRecord, for its checksum if that does not match."""
+    ``segments``, checksum not yet checked) into ``taken``, with the
+    checksum to check.  A block whose structure is wrong raises
+    CorruptRecord, for its checksum if that does not match."""
     head = segments[0]
     size = len(head) if len(segments) == 1 else sum(map(len, segments))
     if len(head) < _HEAD_SIZE:
@@ -809,8 +845,7 @@ def _checked_layout(key, segments, taken):
         if _crc(segments) != crc:
             raise CorruptRecord("its checksum does not match") from None
         raise
-    taken.add_whole(segments, columns, n, first_arrival, keys_len, records_at, size)
-    return crc, segments
+    taken.add_whole(segments, columns, n, first_arrival, keys_len, records_at, size, crc)
 
 
 def _reverse_blocks(txn, db, start, stop):
