@@ -877,7 +877,8 @@ class BufferReader:
         one), each the encoded keys, arrival times and encodings of the
         records of up to ``records.v2.CHUNK_BLOCKS`` blocks, each column
         joined into one buffer (copied once out of the log's memory map;
-        the blocks' checksums checked in parallel threads), for decoders
+        the blocks' checksums checked as their records are copied, in
+        parallel threads), for decoders
         that take many records at once.  Format 2 logs only (ValueError on
         format 1, which stores no blocks).  Reads as :meth:`icolumns` does;
         does not move the cursor."""
