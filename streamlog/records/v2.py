@@ -736,10 +736,12 @@ def _take_whole(blocks):
     return taken, None
 
 
-def _first_damaged(whole, first, last_part):
-    """``(the Chunk of first, whole and last_part, None)`` or ``(None,
-    (index in whole, problem))`` for the first damaged whole block in key
-    order (its structure or its checksum)."""
+def _checked_chunk(whole, first, last_part):
+    """The records of ``first`` and ``last_part`` (:class:`_Taken` s of
+    blocks checked already) around those of the whole blocks ``whole``
+    (``(key, segments)`` each), checked: ``(their Chunk, None)``, or
+    ``(None, (index in whole, problem))`` for the first damaged whole block
+    in key order (its structure or its checksum)."""
     taken, bad = _take_whole(whole)
     chunk, failed = _chunk([first, taken, last_part]) if first.blocks or taken.blocks or last_part.blocks else (
         None, None)
@@ -796,11 +798,11 @@ def scan_chunk(txn, db, start, stop, limit, after=None):
                 exhausted = False
                 break
     except (CorruptRecord, IndexError) as exc:
-        _, bad = _first_damaged(whole, _Taken(), _Taken())  # a damaged whole block before this one comes first
+        _, bad = _checked_chunk(whole, _Taken(), _Taken())  # a damaged whole block before this one comes first
         if bad is None:
             raise damaged_block(key, exc, previous) from None
         raise _damaged_in(keys, whole, bad) from None
-    chunk, bad = _first_damaged(whole, first, last_part)
+    chunk, bad = _checked_chunk(whole, first, last_part)
     if bad is not None:
         raise _damaged_in(keys, whole, bad)
     if not count:
