@@ -13,7 +13,7 @@ record is still there and from the log otherwise.
 import threading
 import time
 from collections import deque
-from itertools import islice
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, List, NamedTuple, Optional, Protocol
 
@@ -26,6 +26,7 @@ from streamlog.source import SourceReader
 
 _READ_AHEAD = 1024
 _RECORD = itemgetter(1)  # of an entry
+_ITEMS = itemgetter(0)  # of a scan's (items, last record key)
 _SCAN_CHUNK = 4096
 _CHUNK_RECORDS = 65536  # ichunks: a chunk ends with the block that reaches this many records
 _END = object()
@@ -633,10 +634,11 @@ class BufferReader:
         return None
 
     def irange(self, start=None, stop=None):
-        """Lazy :meth:`range`: yields records with ``start <= key <= stop`` in
-        bounded memory (short read transactions); does not move the cursor."""
-        for batch, _ in self._scan(*self._key_bounds(start, stop, None), _RECORDS):
-            yield from batch
+        """Lazy :meth:`range`: an iterator of the records with ``start <= key
+        <= stop`` in bounded memory (short read transactions; each block is
+        decoded when the iteration reaches it); does not move the cursor.
+        Bad bounds raise here, damaged records during the iteration."""
+        return chain.from_iterable(map(_ITEMS, self._scan(*self._key_bounds(start, stop, None), _RECORDS)))
 
     def head(self, n=None, *, peek=False, ignore_no_item_found=None):
         """The oldest record (or a list of the ``n`` oldest) of the stream.
@@ -967,7 +969,8 @@ class BufferReader:
         """``(items, last record key)`` for the records with ``lo <= key <= hi``
         (and ``> after``), in order: first from the log (see
         :meth:`_disk_batches`), then the records published since in the ring
-        but not yet committed; ``shape`` says what an item is."""
+        but not yet committed; ``shape`` says what an item is.  ``items`` is
+        an iterable to iterate once (see ``records.v2.scan_records``)."""
         feed = self._feed
         chunk = first_chunk
         while True:
@@ -1017,7 +1020,7 @@ class BufferReader:
                         batch = [e for e in batch if e[0] < end]
                         exhausted = True
                     last = batch[-1][0] if batch else None
-            if not batch:
+            if last is None:
                 return
             yield batch, last
             if exhausted:

@@ -266,7 +266,7 @@ def test_damaged_stored_records_read_back_or_raise_corrupt_record(env, data, ver
     with env.begin() as txn:
         for read in (
             lambda: layout.scan(txn, db, start, None, with_time=True),
-            lambda: layout.scan_records(txn, db, start, stop, 1000),
+            lambda: list(layout.scan_records(txn, db, start, stop, 1000)[0]),
             lambda: layout.scan_reverse(txn, db, start, stop, 1000),
             lambda: layout.scan(txn, db, start, None, after=first_key),
             lambda: layout.last_arrival_us(txn, db, 7),
