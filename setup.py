@@ -7,6 +7,7 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     Extension("streamlog._ingest", ["streamlog/_ingest.c"]),  # StreamWriter.add's common case
     Extension("streamlog._crc", ["streamlog/_crc.c"]),  # the blocks' crc32 (records/v2.py)
+    Extension("streamlog._scan", ["streamlog/_scan.c"]),  # records.v2.Block's per-record reading
 ]
 
 if __name__ == "__main__":  # pip's build backend runs this file as __main__ too

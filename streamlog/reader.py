@@ -30,8 +30,9 @@ _ITEMS = itemgetter(0)  # of a scan's (items, last record key)
 _SCAN_CHUNK = 4096
 _CHUNK_RECORDS = 65536  # ichunks: a chunk ends with the block that reaches this many records
 _END = object()
-# what the scans yield per record: (record key, record), (record key, arrival_us, record), or the record alone
-_ENTRIES, _TIMED, _RECORDS = "entries", "timed", "records"
+# what the scans yield per record: (record key, record), (record key, arrival_us, record), the record alone,
+# or an Entry
+_ENTRIES, _TIMED, _RECORDS, _ENTRY = "entries", "timed", "records", "Entry"
 
 
 class Feed(Protocol):
@@ -934,11 +935,13 @@ class BufferReader:
         return list(islice(self._timed_entries(newest[0][0], self._session_end, None, None, key_types), n))
 
     def _timed_entries(self, lo, hi, lo_us, hi_us, key_types):
-        for record_key, arrival, record in self._entries_from(lo, hi, None, with_time=True):
-            if hi_us is not None and arrival > hi_us:
-                return
-            if lo_us is None or arrival >= lo_us:
-                yield Entry(records.key_of(record_key, key_types), arrival, record, records.seq_of(record_key))
+        """An iterator of the Entry tuples of the records with ``lo <= record
+        key <= hi`` that arrived at ``lo_us <= t <= hi_us`` (µs, None: open),
+        up to the first that arrived after ``hi_us``."""
+        found = chain.from_iterable(map(_ITEMS, self._scan(lo, hi, None, _ENTRY, key_types=key_types)))
+        if lo_us is None and hi_us is None:
+            return found
+        return _arrived(found, lo_us, hi_us)
 
     def _time_index_start(self, lo_us):
         feed = self._feed
@@ -965,17 +968,18 @@ class BufferReader:
         for batch, _ in self._scan(lo, hi, after, _TIMED if with_time else _ENTRIES, first_chunk):
             yield from batch
 
-    def _scan(self, lo, hi, after, shape=_ENTRIES, first_chunk=_SCAN_CHUNK):
+    def _scan(self, lo, hi, after, shape=_ENTRIES, first_chunk=_SCAN_CHUNK, key_types=None):
         """``(items, last record key)`` for the records with ``lo <= key <= hi``
         (and ``> after``), in order: first from the log (see
         :meth:`_disk_batches`), then the records published since in the ring
-        but not yet committed; ``shape`` says what an item is.  ``items`` is
-        an iterable to iterate once (see ``records.v2.scan_records``)."""
+        but not yet committed; ``shape`` says what an item is (an Entry's key
+        decoded as ``key_types`` says).  ``items`` is an iterable to iterate
+        once (see ``records.v2.scan_records``)."""
         feed = self._feed
         chunk = first_chunk
         while True:
             committed = feed.committed_high()
-            for batch, last in self._disk_batches(lo, hi, after, shape, chunk):
+            for batch, last in self._disk_batches(lo, hi, after, shape, chunk, key_types):
                 yield batch, last
                 after = last
                 chunk = _SCAN_CHUNK
@@ -992,6 +996,8 @@ class BufferReader:
                 if key >= lo and (after is None or key > after):
                     if shape is _RECORDS:
                         tail.append(entry[1])
+                    elif shape is _ENTRY:
+                        tail.append(Entry(records.key_of(key, key_types), entry[2], entry[1], records.seq_of(key)))
                     else:
                         tail.append((key, entry[2], entry[1]) if shape is _TIMED else entry[:2])
                     after = key
@@ -1000,10 +1006,11 @@ class BufferReader:
             if complete:
                 return
 
-    def _disk_batches(self, lo, hi, after, shape, chunk):
+    def _disk_batches(self, lo, hi, after, shape, chunk, key_types=None):
         """``(items, last record key)`` for the committed records with ``lo <=
         key <= hi`` (and ``> after``) of this session, in chunks each read in
-        its own short transaction (the first at most ``chunk`` long)."""
+        its own short transaction (the first at most ``chunk`` long); records
+        and Entry tuples are decoded block by block as the items are iterated."""
         feed = self._feed
         if feed.db is None:
             return
@@ -1012,6 +1019,10 @@ class BufferReader:
             with feed.store.read() as txn:
                 if shape is _RECORDS:
                     batch, last, exhausted = self._layout.scan_records(txn, feed.db, lo, hi, chunk, after)
+                elif shape is _ENTRY:
+                    parts, last, exhausted = self._layout.scan_blocks(txn, feed.db, lo, hi, chunk, after)
+                    batch = chain.from_iterable(block.entries(first, end, Entry, key_types)
+                                                for block, first, end in parts)
                 else:
                     batch = self._layout.scan(txn, feed.db, lo, hi, limit=chunk, after=after,
                                               with_time=shape is _TIMED)
@@ -1027,6 +1038,17 @@ class BufferReader:
                 return
             after = last
             chunk = _SCAN_CHUNK
+
+
+def _arrived(entries, lo_us, hi_us):
+    """The Entry tuples of ``entries`` that arrived at or after ``lo_us``, up
+    to the first that arrived after ``hi_us`` (µs, None: open)."""
+    for entry in entries:
+        arrival = entry[1]
+        if hi_us is not None and arrival > hi_us:
+            return
+        if lo_us is None or arrival >= lo_us:
+            yield entry
 
 
 def _since(columns, lo_us):

@@ -20,7 +20,7 @@ from streamlog.codec import decode_record
 from streamlog.errors import CorruptRecord
 from streamlog.keys import decode_key_prefix
 from streamlog.records.common import (CHUNK_INDEX, MAX_CONTINUATIONS, SEQ, SESSION_ID, SPLIT_ABOVE, after_session,
-                                      chunk_plan, damaged_record, joined, key_of, session_prefix)
+                                      chunk_plan, damaged_record, joined, key_of, seq_of, session_prefix)
 
 VERSION = 1
 HEADER = struct.Struct(">QB")
@@ -131,7 +131,7 @@ def scan_columns(txn, db, start, stop, limit, after=None, key_types=None):
 class Run:
     """Records of format 1 read in one scan, offering the record accessors of
     a format-2 :class:`~streamlog.records.v2.Block` (``n``, ``keys``,
-    ``arrivals``, ``records``, ``encodings``, ``encoded_keys``; format 1
+    ``arrivals``, ``records``, ``entries``, ``encodings``, ``encoded_keys``; format 1
     has no blocks and no byte columns, so the last two give None)."""
 
     __slots__ = ("n", "_found")
@@ -151,6 +151,11 @@ class Run:
     def records(self, lo, hi):
         """The decoded records ``lo .. hi - 1``."""
         return [record for _, _, record in self._found[lo:hi]]
+
+    def entries(self, lo, hi, make, key_types=None):
+        """``make(key, arrival_us, record, seq)`` of records ``lo .. hi - 1``, as ``v2.Block.entries``."""
+        return [make(key_of(record_key, key_types), arrival, record, seq_of(record_key))
+                for record_key, arrival, record in self._found[lo:hi]]
 
     def encodings(self, lo, hi):
         """None: a run keeps no column of encodings (see ``v2.Block.encodings``)."""

@@ -59,6 +59,11 @@ try:
 except ImportError as exc:  # a source tree used through PYTHONPATH, never built
     raise ImportError("streamlog._crc, the blocks' checksum in C, is not built: `pip install .` (or -e .) builds it; "
                       "in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
+try:
+    from streamlog._scan import entries as _entries, record_keys as _record_keys
+except ImportError as exc:  # a source tree used through PYTHONPATH, never built
+    raise ImportError("streamlog._scan, the C of reading record blocks, is not built: `pip install .` (or -e .) "
+                      "builds it; in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
 
 VERSION = 2
 BLOCK_BYTES = 32 << 10
@@ -267,14 +272,8 @@ class Block:
         return self.prefix + self.encoded_key(i) + _seq_pack(self.first_seq + i)
 
     def record_keys(self, lo, hi):
-        data, at, ends, prefix, base = self.data, self.keys_at, self.key_end, self.prefix, self.first_seq
-        start = at + (ends[lo - 1] if lo else 0)
-        out = []
-        for i in range(lo, hi):
-            stop = at + ends[i]
-            out.append(prefix + data[start:stop] + _seq_pack(base + i))
-            start = stop
-        return out
+        """The record keys of records ``lo .. hi - 1`` (a list of bytes; built in C)."""
+        return _record_keys(self.data, self.prefix, lo, hi)
 
     def arrival(self, i):
         return self.first_arrival + self.delta[i]
@@ -367,6 +366,20 @@ class Block:
             out.append(decode_record(data[start:end]))
             start = end
         return out
+
+    def entries(self, lo, hi, make, key_types=None):
+        """``make(key, arrival_us, record, seq)`` of records ``lo .. hi - 1``
+        (a list; ``make`` a tuple subclass of four fields), keys decoded as
+        ``key_types`` says (see ``records.key_of``): in C when every key is
+        a non-negative int of at most 8 bytes, else in Python.  A record
+        that does not decode raises CorruptRecord."""
+        records = self.records(lo, hi)
+        if key_types != "float":
+            found = _entries(make, self.data, lo, hi, records)
+            if found is not None:
+                return found
+        return list(map(make, self.keys(lo, hi, key_types), self.arrivals(lo, hi).tolist(), records,
+                        range(self.first_seq + lo, self.first_seq + hi)))
 
     def payloads(self, lo, hi):
         """The encoded records ``lo .. hi - 1``, undecoded."""
