@@ -13,6 +13,7 @@ record is still there and from the log otherwise.
 import threading
 import time
 from collections import deque
+from functools import partial
 from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, List, NamedTuple, Optional, Protocol
@@ -974,7 +975,8 @@ class BufferReader:
         :meth:`_disk_batches`), then the records published since in the ring
         but not yet committed; ``shape`` says what an item is (an Entry's key
         decoded as ``key_types`` says).  ``items`` is an iterable to iterate
-        once (see ``records.v2.scan_records``)."""
+        once: records and Entry tuples are decoded block by block as it is
+        iterated (the blocks own their bytes, see ``records.v2.scan_blocks``)."""
         feed = self._feed
         chunk = first_chunk
         while True:
@@ -1006,23 +1008,31 @@ class BufferReader:
             if complete:
                 return
 
+    def _decoded(self, decode, part):
+        """``decode(block, lo, hi)`` of one ``scan_blocks`` part, after its read
+        transaction ended; a record that does not decode raises the
+        CorruptRecord naming the log that every read raises."""
+        try:
+            return decode(*part)
+        except errors.CorruptRecord as exc:
+            raise self._feed.store.damaged(exc) from None
+
     def _disk_batches(self, lo, hi, after, shape, chunk, key_types=None):
         """``(items, last record key)`` for the committed records with ``lo <=
         key <= hi`` (and ``> after``) of this session, in chunks each read in
         its own short transaction (the first at most ``chunk`` long); records
-        and Entry tuples are decoded block by block as the items are iterated."""
+        and Entry tuples are decoded block by block as the items are iterated,
+        after the transaction (one block's records in memory at a time)."""
         feed = self._feed
         if feed.db is None:
             return
         end = self._session_end
         while True:
             with feed.store.read() as txn:
-                if shape is _RECORDS:
-                    batch, last, exhausted = self._layout.scan_records(txn, feed.db, lo, hi, chunk, after)
-                elif shape is _ENTRY:
+                if shape is _RECORDS or shape is _ENTRY:
                     parts, last, exhausted = self._layout.scan_blocks(txn, feed.db, lo, hi, chunk, after)
-                    batch = chain.from_iterable(block.entries(first, end, Entry, key_types)
-                                                for block, first, end in parts)
+                    decode = _block_records if shape is _RECORDS else partial(_block_entries, key_types)
+                    batch = chain.from_iterable(map(partial(self._decoded, decode), parts))
                 else:
                     batch = self._layout.scan(txn, feed.db, lo, hi, limit=chunk, after=after,
                                               with_time=shape is _TIMED)
@@ -1038,6 +1048,14 @@ class BufferReader:
                 return
             after = last
             chunk = _SCAN_CHUNK
+
+
+def _block_records(block, lo, hi):
+    return block.records(lo, hi)
+
+
+def _block_entries(key_types, block, lo, hi):
+    return block.entries(lo, hi, Entry, key_types)
 
 
 def _arrived(entries, lo_us, hi_us):

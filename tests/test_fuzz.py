@@ -266,7 +266,7 @@ def test_damaged_stored_records_read_back_or_raise_corrupt_record(env, data, ver
     with env.begin() as txn:
         for read in (
             lambda: layout.scan(txn, db, start, None, with_time=True),
-            lambda: list(layout.scan_records(txn, db, start, stop, 1000)[0]),
+            lambda: [r for b, lo, hi in layout.scan_blocks(txn, db, start, stop, 1000)[0] for r in b.records(lo, hi)],
             lambda: layout.scan_reverse(txn, db, start, stop, 1000),
             lambda: layout.scan(txn, db, start, None, after=first_key),
             lambda: layout.last_arrival_us(txn, db, 7),
@@ -295,7 +295,7 @@ def test_a_damaged_block_names_its_session_and_key_range(env):
     db = put_entries(env, entries)
     start, stop = common.session_prefix(7), common.after_session(7)
     with env.begin() as txn:
-        assert [r[0] for r in v2.scan_records(txn, db, start, stop, 2)[0]] == [1, 2]  # the first block is fine
+        assert [record[0] for _, record in v2.scan(txn, db, start, stop, limit=2)] == [1, 2]  # the first block is fine
         with pytest.raises(CorruptRecord, match=r"the block of session 7 holding the records after key 2 up to key 4 "
                                                 r"\(seq 3\) is damaged: its checksum does not match") as caught:
             v2.scan(txn, db, start, stop)

@@ -1,5 +1,5 @@
-"""Format 2's read paths: ``records.v2.scan_records`` (each block decoded
-when the iteration reaches it, and ``BufferReader.irange`` over it) gives
+"""Format 2's read paths: ``records.v2.scan_blocks`` with each block decoded
+when the iteration reaches it (``BufferReader.irange`` and ``ientries``) gives
 exactly what ``scan`` and ``decode_record`` of each stored encoding give,
 for random records, key kinds, ranges, limits and resumption points;
 damaged blocks raise CorruptRecord naming the session and key range; the C
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import streamlog
 from helpers import Replay
+from test_columnar import rewrite_block
 from streamlog.codec import decode_record, encode_record
 from streamlog.errors import CorruptRecord
 from streamlog.keys import encode_key
@@ -107,36 +108,34 @@ def logs(draw, records=records_):
 
 @st.composite
 def bounds(draw, stored):
-    """``(start, stop, after, limit)`` record-key bounds around the stored keys."""
-    keys = [key for key, _ in stored]
-    def bound():
-        choice = draw(st.sampled_from(["session", "a key", "between", "same key"]))
-        if choice == "session":
-            return None
-        key = draw(st.sampled_from(keys))
-        if choice == "a key":
-            return key
-        if choice == "between":
-            return key + b"\x00"
-        return common.same_key_bounds(key)[draw(st.integers(0, 1))]
-    start = bound() or common.session_prefix(SESSION)
-    stop = bound() or common.after_session(SESSION)
-    after = draw(st.none() | st.sampled_from(keys))
-    limit = draw(st.integers(1, len(keys) + 2))
+    """``(start, stop, after, limit)`` as the readers make them: record-key
+    bounds of encoded keys (``records.key_bounds``), ``after`` a record key."""
+    prefix = common.session_prefix(SESSION)
+    encoded = [key[len(prefix):-8] for key, _ in stored]
+    start_key = draw(st.none() | st.sampled_from(encoded))
+    stop_key = draw(st.none() | st.sampled_from(encoded))
+    start, stop = common.key_bounds(prefix, start_key, stop_key)
+    after = draw(st.none() | st.sampled_from([key for key, _ in stored]))
+    limit = draw(st.integers(1, len(stored) + 2))
     return start, stop, after, limit
+
+
+def decoded(parts):
+    """The records of ``scan_blocks`` parts, each block decoded (after the transaction ended)."""
+    return [record for block, lo, hi in parts for record in block.records(lo, hi)]
 
 
 @SETTINGS
 @given(st.data(), logs())
-def test_scan_records_gives_what_scan_and_decode_record_give(env, data, commits):
+def test_blocks_decoded_after_the_scan_give_what_scan_and_decode_record_give(env, data, commits):
     db, stored = store(env, commits)
     start, stop, after, limit = data.draw(bounds(stored))
     with env.begin() as txn:
-        records, last, exhausted = v2.scan_records(txn, db, start, stop, limit, after)
+        parts, last, exhausted = v2.scan_blocks(txn, db, start, stop, limit, after)
         entries = v2.scan(txn, db, start, stop, limit=limit, after=after)
     wanted = [(key, payload) for key, payload in stored
               if (key > after if after is not None else key >= start) and key <= stop][:limit]
-    found = list(records)  # decoded after the transaction ended: the blocks hold their own bytes
+    found = decoded(parts)  # the blocks hold their own bytes
     assert [key for key, _ in entries] == [key for key, _ in wanted]
     assert len(found) == len(wanted) and all(map(same, found, [record for _, record in entries]))
     assert all(same(record, decode_record(payload)) for record, (_, payload) in zip(found, wanted))
@@ -155,8 +154,8 @@ def test_plain_blocks_read_in_any_chunks_give_every_record_once(env, commits):
     found, after = [], None
     while True:
         with env.begin() as txn:
-            records, last, exhausted = v2.scan_records(txn, db, start, stop, 7, after)
-        found += records
+            parts, last, exhausted = v2.scan_blocks(txn, db, start, stop, 7, after)
+        found += decoded(parts)
         if exhausted:
             break
         after = last
@@ -168,8 +167,8 @@ def test_a_damaged_block_is_reported_before_any_record_of_its_chunk(env):
     db, stored = store(env, commits)
     with env.begin() as txn:
         keys = list(txn.cursor(db).iternext(values=False))
-    assert len(keys) > 3
     heads = [key for key in keys if key in {k for k, _ in stored}]
+    assert len(heads) > 3
     victim = heads[1]  # the second block
     with env.begin(write=True) as txn:
         value = bytearray(txn.get(victim, db=db))
@@ -181,30 +180,35 @@ def test_a_damaged_block_is_reported_before_any_record_of_its_chunk(env):
                                                 rf"{common.key_of(heads[0])!r} up to key "
                                                 rf"{common.key_of(victim)!r} \(seq {common.seq_of(victim)}\) "
                                                 "is damaged: its checksum does not match") as caught:
-            v2.scan_records(txn, db, start, stop, 10_000)
-        records, last, _ = v2.scan_records(txn, db, start, stop, 1)
+            v2.scan_blocks(txn, db, start, stop, 10_000)
+        parts, last, _ = v2.scan_blocks(txn, db, start, stop, 1)
     assert (caught.value.session, caught.value.key) == (SESSION, common.key_of(victim))
-    assert list(records) == [(1, b"p" * 30)] and last == stored[0][0]
+    assert decoded(parts) == [(1, b"p" * 30)] and last == stored[0][0]
 
 
-def test_a_block_that_does_not_decode_raises_corrupt_record_from_the_iteration(env):
-    # a crafted block with a valid checksum: its plain records' msgpack array holds one record too few
-    prefix = common.session_prefix(SESSION)
-    keys, payloads = [encode_key(1), encode_key(2)], [encode_record(1), encode_record(2)]
-    (key, value), = [(k, bytes(v)) for k, v in v2.encode_commit(prefix, 0, keys, payloads, [5, 6], 4096)]
-    data = bytearray(value[1:])
-    at = data.index(b"\xdd\x00\x00\x00\x02")
-    data[at + 4] = 3
-    data[:4] = zlib.crc32(bytes(data[4:])).to_bytes(4, "little")
-    db = env.open_db(b"records")
-    with env.begin(write=True) as txn:
-        txn.drop(db, delete=False)
-        txn.put(key, bytes([0]) + bytes(data), db=db)
-    with env.begin() as txn:
-        records, last, exhausted = v2.scan_records(txn, db, prefix, common.after_session(SESSION), 10)
-    assert last == key and exhausted
-    with pytest.raises(CorruptRecord, match="damaged records"):
-        list(records)
+def test_a_block_that_does_not_decode_is_the_error_every_read_gives(tmp_path):
+    # a crafted block with a valid checksum: its plain records' msgpack array holds one record too many
+    path = tmp_path / "rec.streamlog"
+    with streamlog.StreamBuffer(Replay([(i, f"r{i}") for i in range(3000)]), log=str(path)) as buffer:
+        assert buffer.wait(30)
+
+    def one_too_many(block):
+        n = int.from_bytes(block[5:9], "little")
+        at = block.index(b"\xdd" + n.to_bytes(4, "big"))
+        block[at + 1:at + 5] = (n + 1).to_bytes(4, "big")
+
+    rewrite_block(path, 1, one_too_many)  # and its checksum set again
+    with streamlog.Log(path, create=False) as log:
+        session = log.session(-1)
+        messages = set()
+        for read in (lambda: list(session.irange()), lambda: session.range(), lambda: list(session.ientries()),
+                     lambda: list(session.reader()), lambda: list(session.ientries(since=0))):
+            with pytest.raises(CorruptRecord) as caught:
+                read()
+            messages.add(str(caught.value))
+        assert len(messages) == 1 and f"log {path} is damaged: damaged records" in messages.pop()
+        first = session.irange()
+        assert [next(first) for _ in range(5)] == [(i, f"r{i}") for i in range(5)]  # the first block reads
 
 
 def test_irange_equals_range_on_a_recorded_log_and_reads_lazily(tmp_path):

@@ -7,7 +7,7 @@ both versions share (format record, database names, record keys, time index,
 continuation entries, chunk plan); :mod:`~streamlog.records.v1` reads
 format 1 (one entry per record), :mod:`~streamlog.records.v2` reads and
 writes format 2 (checksummed blocks).  :func:`layout` gives the module of a
-version; both offer ``scan``, ``scan_records``, ``scan_columns``, ``scan_blocks``, ``scan_reverse``,
+version; both offer ``scan``, ``scan_columns``, ``scan_blocks``, ``scan_reverse``,
 ``last_arrival_us``, ``key_span`` and ``key_order_problems`` with the same
 meaning, and format 2 also ``encode_commit``, ``append_commit`` and
 ``delete_oldest``.

@@ -82,40 +82,6 @@ def scan(txn, db, start, stop, *, limit=None, after=None, decode=True, with_time
     return out
 
 
-def scan_records(txn, db, start, stop, limit, after=None):
-    """The fast path of :func:`scan` for replay: decoded records only.
-
-    Returns ``(records, last_key, exhausted)``: at most ``limit`` records
-    with ``start <= key <= stop`` (continuing strictly after ``after`` if
-    given), the record key of the last one, and whether the range ended.
-    """
-    cursor = txn.cursor(db)
-    if not _position(cursor, start, after):
-        return [], None, True
-    out = []
-    append = out.append
-    decode = decode_record
-    last = None
-    remaining = limit
-    iterator = cursor.iternext()
-    key = None
-    try:
-        for key, value in iterator:
-            if key > stop:
-                return out, last, True
-            if value[8]:
-                append(decode(joined(iterator, key, value, value[8], HEADER_SIZE)))
-            else:
-                append(decode(value[HEADER_SIZE:]))
-            last = key
-            remaining -= 1
-            if not remaining:
-                return out, last, False
-    except (CorruptRecord, IndexError) as exc:
-        raise damaged_record(key, exc) from None
-    return out, last, True
-
-
 def scan_columns(txn, db, start, stop, limit, after=None, key_types=None):
     """The records of :func:`scan` as :func:`streamlog.records.v2.scan_columns`
     gives them: ``(columns, last record key, exhausted)``, ``columns`` one

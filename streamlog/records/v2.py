@@ -40,7 +40,7 @@ import threading
 from array import array
 from concurrent.futures import ThreadPoolExecutor, wait
 from bisect import bisect_left, bisect_right
-from itertools import accumulate, chain, starmap
+from itertools import accumulate, chain
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -519,18 +519,6 @@ def scan(txn, db, start, stop, *, limit=None, after=None, decode=True, with_time
 
     _forward(txn, db, start, stop, limit, after, take)
     return out
-
-
-def scan_records(txn, db, start, stop, limit, after=None):
-    """The fast path of :func:`scan` for replay: ``(records, last record key,
-    exhausted)``, at most ``limit`` decoded records and whether the range
-    ended.  The blocks are read and checked here; ``records`` is an iterator
-    (iterate it once) that decodes each block's records when it reaches
-    them, so may be used after ``txn`` ended (the blocks hold their own
-    bytes) and keeps one block's records in memory at a time.  A record that
-    does not decode raises CorruptRecord from the iterator."""
-    parts, last, exhausted = scan_blocks(txn, db, start, stop, limit, after)
-    return chain.from_iterable(starmap(Block.records, parts)), last, exhausted
 
 
 def scan_columns(txn, db, start, stop, limit, after=None, key_types=None):
