@@ -5,7 +5,7 @@ see docs/architecture.md); everything else is in pyproject.toml.
 from setuptools import Extension, setup
 
 EXTENSIONS = [
-    Extension("streamlog._ingest", ["streamlog/_ingest.c"]),  # StreamWriter.add's common case
+    Extension("streamlog._ingest", ["streamlog/_ingest.c"]),  # StreamWriter.add's common case, the recorder's loop
     Extension("streamlog._crc", ["streamlog/_crc.c"]),  # the blocks' crc32 (records/v2.py)
     Extension("streamlog._scan", ["streamlog/_scan.c"]),  # records.v2.Block's per-record reading
 ]

@@ -1,4 +1,5 @@
-/* streamlog._ingest: the common case of StreamWriter.add in C.
+/* streamlog._ingest: the common case of StreamWriter.add in C, and Writer (below), the writer's running
+ * state and the recorder's loop for single records (StreamBuffer._read_while).
  *
  * add_plain(batch, keys, entries, out_keys, out_payloads, out_arrivals, prefix, seq, last, bound, max_bytes,
  *           now)
@@ -721,7 +722,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "streamlog._ingest",
-                                    "The common case of StreamWriter.add in C (see add_plain).", -1, methods,
+                                    "The common case of StreamWriter.add in C (add_plain) and the recorder's loop (Writer.read_records).", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__ingest(void)
