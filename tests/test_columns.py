@@ -100,10 +100,12 @@ def test_since_and_until_select_by_arrival_time_inclusive(lab_log):
 
 
 def test_each_stream_of_a_session_reads_alone(lab_log):
-    with StreamBuffer(Records([(i, "main") for i in range(3_000)]), log=lab_log) as buf:
+    joined = threading.Event()  # the main stream ends (and with it the session) only once the side one joined
+    with StreamBuffer(Records([(i, "main") for i in range(3_000)], hold=1_000, release=joined), log=lab_log) as buf:
         other = StreamBuffer(Records([(i * 10, "side") for i in range(1_500)]), log=lab_log, session=buf.session,
                              stream="side")
         with other:
+            joined.set()
             assert buf.wait(DEADLINE_S) and other.wait(DEADLINE_S)
         session = buf.session.refresh()
     assert rows(session.icolumns(stream="side")) == entry_rows(session.ientries(stream="side"))
