@@ -169,6 +169,21 @@ def wait_until(predicate, what, timeout=30):
         time.sleep(0.005)
 
 
+def same(a, b):
+    """Equal, and of the same types all the way down: numpy arrays by dtype,
+    shape and values, dicts in the same key order, and a float NaN equal to
+    a NaN (damaged bytes may decode to one)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    if type(a) in (tuple, list) and type(b) is type(a):
+        return len(a) == len(b) and all(map(same, a, b))
+    if type(a) is dict and type(b) is dict:
+        return list(a) == list(b) and all(map(same, a.values(), b.values()))
+    if type(a) is float and type(b) is float and a != a:
+        return b != b
+    return type(a) is type(b) and a == b
+
+
 def assert_one_clear_line(result, *words):
     """Exit status 1 and one stderr line naming the problem (each of
     ``words``): no signal, no traceback; return the line."""

@@ -23,7 +23,7 @@ from streamlog.codec import decode_general_bodies, decode_record, encode_record
 from streamlog.keys import decode_key_prefix, encode_key, small_ints
 from streamlog.records import common
 from audio_helpers import record
-from helpers import wait_until
+from helpers import same, wait_until
 from test_frames import Records as FramesRecords
 
 
@@ -457,18 +457,6 @@ def one_by_one(buffer, ends):
             return None
         start = end
     return out
-
-
-def same(a, b):
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
-    if type(a) in (tuple, list) and type(b) is type(a):
-        return len(a) == len(b) and all(map(same, a, b))
-    if type(a) is dict and type(b) is dict:
-        return list(a) == list(b) and all(map(same, a.values(), b.values()))
-    if type(a) is float and type(b) is float and a != a:  # damaged bytes may make a NaN
-        return b != b
-    return type(a) is type(b) and a == b
 
 
 def check_columns(buffer, ends):

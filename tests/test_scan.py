@@ -7,7 +7,6 @@ of ``streamlog._scan`` (``Block.record_keys``, ``Block.entries``, and so
 ``ientries``) gives exactly what the Python reference gives, also on
 damaged and crafted block bytes."""
 
-import math
 import os
 import shutil
 import zlib
@@ -18,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import streamlog
-from helpers import Replay
+from helpers import Replay, same
 from test_columnar import rewrite_block
 from streamlog.codec import decode_record, encode_record
 from streamlog.errors import CorruptRecord
@@ -47,19 +46,6 @@ key_kinds = {
     "bytes": st.binary(max_size=6),
     "tuple": st.tuples(st.integers(-5, 5), st.text(max_size=2)),
 }
-
-
-def same(a, b):
-    """Equal, and of the same types all the way down (NaN equals NaN)."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
-    if type(a) in (tuple, list) and type(b) is type(a):
-        return len(a) == len(b) and all(map(same, a, b))
-    if type(a) is dict and type(b) is dict:
-        return list(a) == list(b) and all(map(same, a.values(), b.values()))
-    if type(a) is float and type(b) is float and math.isnan(a):
-        return math.isnan(b)
-    return type(a) is type(b) and a == b
 
 
 @pytest.fixture(scope="module")
