@@ -9,7 +9,10 @@
  *     >= the previous key's (`last` for the first) and < `bound`;
  *   - the record is not None and is a scalar (None, bool, int within [-2**63, 2**64), float, str
  *     without lone surrogates, bytes; exact types) or a tuple of such scalars, and its encoding
- *     (codec.py's plain layout: the msgpack of the record) is at most `max_bytes` bytes.
+ *     (codec.py's plain layout: the msgpack of the record) is at most `max_bytes` bytes;
+ *   - or the record is a tuple of such scalars and at most MAX_ARRAYS numpy arrays, each exactly an ndarray,
+ *     C-contiguous, non-empty, of a dtype in codec.array_heads, whose encoding (the general layout, as
+ *     codec._encode_flat_arrays writes it, the arrays' bytes copied now) is at most `max_bytes` bytes.
  * For each record taken it appends the encoded key to `out_keys`, the encoding to `out_payloads`, `now`
  * to `out_arrivals` and the ring entry (record key, record, now) to `entries`, the record key being
  * prefix + encoded key + seq (u64 big-endian), seq counting up from `seq`.  It stops at the first record that is not the
@@ -26,6 +29,14 @@
 #include <time.h>
 
 #define MAX_ITEMS_SIZE 0xFFFFFFFFu /* str, bytes and tuples beyond u32 lengths go to Python */
+
+/* The msgpack size of int `v`. */
+static Py_ssize_t int_size(long long v)
+{
+    if (v >= 0)
+        return v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3 : v <= 0xFFFFFFFFLL ? 5 : 9;
+    return v >= -32 ? 1 : v >= -128 ? 2 : v >= -32768 ? 3 : v >= -2147483648LL ? 5 : 9;
+}
 
 /* The msgpack size of scalar `o`, or -1 when it is not a scalar of the common case. */
 static Py_ssize_t scalar_size(PyObject *o)
@@ -46,9 +57,7 @@ static Py_ssize_t scalar_size(PyObject *o)
         }
         if (overflow < 0)
             return -1;
-        if (v >= 0)
-            return v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3 : v <= 0xFFFFFFFFLL ? 5 : 9;
-        return v >= -32 ? 1 : v >= -128 ? 2 : v >= -32768 ? 3 : v >= -2147483648LL ? 5 : 9;
+        return int_size(v);
     }
     if (t == &PyFloat_Type)
         return 9;
@@ -95,6 +104,49 @@ static unsigned char *put_length(unsigned char *p, size_t n, unsigned char t8, u
     return put_be(p, n, 4);
 }
 
+/* Write the msgpack of int `v`. */
+static unsigned char *put_int(unsigned char *p, long long v)
+{
+    if (v >= 0) {
+        if (v < 128) {
+            *p++ = (unsigned char)v;
+            return p;
+        }
+        if (v < 256) {
+            *p++ = 0xCC;
+            return put_be(p, (unsigned long long)v, 1);
+        }
+        if (v < 65536) {
+            *p++ = 0xCD;
+            return put_be(p, (unsigned long long)v, 2);
+        }
+        if (v <= 0xFFFFFFFFLL) {
+            *p++ = 0xCE;
+            return put_be(p, (unsigned long long)v, 4);
+        }
+        *p++ = 0xCF;
+        return put_be(p, (unsigned long long)v, 8);
+    }
+    if (v >= -32) {
+        *p++ = (unsigned char)(v & 0xFF);
+        return p;
+    }
+    if (v >= -128) {
+        *p++ = 0xD0;
+        return put_be(p, (unsigned long long)v, 1);
+    }
+    if (v >= -32768) {
+        *p++ = 0xD1;
+        return put_be(p, (unsigned long long)v, 2);
+    }
+    if (v >= -2147483648LL) {
+        *p++ = 0xD2;
+        return put_be(p, (unsigned long long)v, 4);
+    }
+    *p++ = 0xD3;
+    return put_be(p, (unsigned long long)v, 8);
+}
+
 /* Write the msgpack of scalar `o` (scalar_size accepted it). */
 static unsigned char *put_scalar(unsigned char *p, PyObject *o)
 {
@@ -109,36 +161,8 @@ static unsigned char *put_scalar(unsigned char *p, PyObject *o)
         if (overflow > 0) {
             *p++ = 0xCF;
             p = put_be(p, PyLong_AsUnsignedLongLong(o), 8);
-        } else if (v >= 0) {
-            if (v < 128) {
-                *p++ = (unsigned char)v;
-            } else if (v < 256) {
-                *p++ = 0xCC;
-                p = put_be(p, (unsigned long long)v, 1);
-            } else if (v < 65536) {
-                *p++ = 0xCD;
-                p = put_be(p, (unsigned long long)v, 2);
-            } else if (v <= 0xFFFFFFFFLL) {
-                *p++ = 0xCE;
-                p = put_be(p, (unsigned long long)v, 4);
-            } else {
-                *p++ = 0xCF;
-                p = put_be(p, (unsigned long long)v, 8);
-            }
-        } else if (v >= -32) {
-            *p++ = (unsigned char)(v & 0xFF);
-        } else if (v >= -128) {
-            *p++ = 0xD0;
-            p = put_be(p, (unsigned long long)v, 1);
-        } else if (v >= -32768) {
-            *p++ = 0xD1;
-            p = put_be(p, (unsigned long long)v, 2);
-        } else if (v >= -2147483648LL) {
-            *p++ = 0xD2;
-            p = put_be(p, (unsigned long long)v, 4);
         } else {
-            *p++ = 0xD3;
-            p = put_be(p, (unsigned long long)v, 8);
+            p = put_int(p, v);
         }
     } else if (t == &PyFloat_Type) {
         double d = PyFloat_AS_DOUBLE(o);
@@ -164,35 +188,141 @@ static unsigned char *put_scalar(unsigned char *p, PyObject *o)
     return p;
 }
 
-/* The plain-layout encoding of `record` (new reference), or NULL without an exception set when it is
- * not the common case or is larger than max_bytes (also when out of memory: Python then retries). */
+#define MAX_ARRAYS 8 /* tuples holding more arrays go to Python */
+
+static PyObject *ndarray_type, *array_heads, *str_dtype; /* numpy.ndarray, codec.array_heads, "dtype" */
+
+/* An array of a record being encoded: its buffer (to release) and its dtype's spec (a str). */
+typedef struct {
+    Py_buffer view;
+    PyObject *spec;
+} ArrayItem;
+
+/* When `o` is an array of the common case (exactly an ndarray, C-contiguous, non-empty, of a dtype in
+ * codec.array_heads), fill *item (release it with release_arrays) and return the msgpack size of its body
+ * entry, its bytes at `offset`; -1, with no exception set and nothing to release, when it is not. */
+static Py_ssize_t array_entry_size(PyObject *o, Py_ssize_t offset, ArrayItem *item)
+{
+    if (Py_TYPE(o) != (PyTypeObject *)ndarray_type)
+        return -1;
+    PyObject *dtype = PyObject_GetAttr(o, str_dtype);
+    if (dtype == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    PyObject *head = PyDict_GetItemWithError(array_heads, dtype); /* borrowed */
+    Py_DECREF(dtype);
+    if (head == NULL || !PyTuple_CheckExact(head) || PyTuple_GET_SIZE(head) != 2
+        || !PyUnicode_CheckExact(PyTuple_GET_ITEM(head, 1))) {
+        PyErr_Clear();
+        return -1;
+    }
+    PyObject *spec = PyTuple_GET_ITEM(head, 1);
+    Py_ssize_t size = scalar_size(spec);
+    if (size < 0)
+        return -1;
+    if (PyObject_GetBuffer(o, &item->view, PyBUF_C_CONTIGUOUS) < 0) { /* refused when not C-contiguous */
+        PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t ndim = item->view.ndim, count = 1;
+    size += 4 + (ndim < 16 ? 1 : 3) + 1 + int_size(offset); /* 5-array, marker; shape's header; False; offset */
+    for (Py_ssize_t i = 0; i < ndim; i++) {
+        count *= item->view.shape[i];
+        size += int_size(item->view.shape[i]);
+    }
+    if (!count) {
+        PyBuffer_Release(&item->view);
+        return -1;
+    }
+    item->spec = Py_NewRef(spec);
+    return size;
+}
+
+static void release_arrays(ArrayItem *items, int n)
+{
+    for (int i = 0; i < n; i++) {
+        PyBuffer_Release(&items[i].view);
+        Py_DECREF(items[i].spec);
+    }
+}
+
+/* Write the body entry of array `item` (array_entry_size took it): (array marker, spec, shape, False,
+ * offset). */
+static unsigned char *put_array_entry(unsigned char *p, const ArrayItem *item, Py_ssize_t offset)
+{
+    static const unsigned char head[] = {0x95, 0xC7, 0x00, 0x04}; /* a 5-array; ext 4 of no bytes */
+    memcpy(p, head, sizeof head);
+    p = put_scalar(p + sizeof head, item->spec);
+    Py_ssize_t ndim = item->view.ndim;
+    if (ndim < 16)
+        *p++ = (unsigned char)(0x90 | ndim);
+    else
+        p = put_length(p, (size_t)ndim, 0, 0xDC, 0xDD);
+    for (Py_ssize_t i = 0; i < ndim; i++)
+        p = put_int(p, item->view.shape[i]);
+    *p++ = 0xC2;
+    return put_int(p, offset);
+}
+
+/* The encoding of `record` (new reference): the plain layout for a scalar or a tuple of scalars, the
+ * general layout (codec._encode_flat_arrays) for a tuple of scalars and up to MAX_ARRAYS arrays of the
+ * common case, their bytes copied now; NULL without an exception set when it is neither or is larger
+ * than max_bytes (also when out of memory: Python then retries). */
 static PyObject *encode_record(PyObject *record, Py_ssize_t max_bytes)
 {
     Py_ssize_t size;
-    PyObject *out;
+    PyObject *out = NULL;
     unsigned char *p;
     if (Py_TYPE(record) == &PyTuple_Type) {
-        Py_ssize_t n = PyTuple_GET_SIZE(record);
+        Py_ssize_t n = PyTuple_GET_SIZE(record), data = 0;
+        ArrayItem arrays[MAX_ARRAYS];
+        int n_arrays = 0;
         if ((size_t)n > MAX_ITEMS_SIZE)
             return NULL;
-        size = n < 16 ? 1 : n < 65536 ? 3 : 5;
+        Py_ssize_t body = n < 16 ? 1 : n < 65536 ? 3 : 5;
         for (Py_ssize_t i = 0; i < n; i++) {
-            Py_ssize_t item = scalar_size(PyTuple_GET_ITEM(record, i));
-            if (item < 0)
-                return NULL;
-            size += item;
+            PyObject *item = PyTuple_GET_ITEM(record, i);
+            Py_ssize_t item_size = scalar_size(item);
+            if (item_size < 0) {
+                if (n_arrays == MAX_ARRAYS || (item_size = array_entry_size(item, data, &arrays[n_arrays])) < 0)
+                    goto done;
+                data += arrays[n_arrays++].view.len;
+            }
+            body += item_size;
         }
+        if (n_arrays && (size_t)body > 0xFFFFFFFFu)
+            goto done;
+        size = n_arrays ? 5 + body + data : body;
         if (size > max_bytes || (out = PyBytes_FromStringAndSize(NULL, size)) == NULL) {
             PyErr_Clear();
-            return NULL;
+            goto done;
         }
         p = (unsigned char *)PyBytes_AS_STRING(out);
+        if (n_arrays) {
+            *p++ = 0xC1;
+            p = put_be(p, (unsigned long long)body, 4);
+        }
         if (n < 16)
             *p++ = (unsigned char)(0x90 | n);
         else
             p = put_length(p, (size_t)n, 0, 0xDC, 0xDD);
-        for (Py_ssize_t i = 0; i < n; i++)
-            p = put_scalar(p, PyTuple_GET_ITEM(record, i));
+        Py_ssize_t offset = 0;
+        for (Py_ssize_t i = 0, a = 0; i < n; i++) {
+            PyObject *item = PyTuple_GET_ITEM(record, i);
+            if (Py_TYPE(item) == (PyTypeObject *)ndarray_type) {
+                p = put_array_entry(p, &arrays[a], offset);
+                offset += arrays[a++].view.len;
+            } else {
+                p = put_scalar(p, item);
+            }
+        }
+        for (int a = 0; a < n_arrays; a++) {
+            memcpy(p, arrays[a].view.buf, (size_t)arrays[a].view.len);
+            p += arrays[a].view.len;
+        }
+    done:
+        release_arrays(arrays, n_arrays);
         return out;
     }
     size = scalar_size(record);
@@ -730,8 +860,23 @@ PyMODINIT_FUNC PyInit__ingest(void)
     if (PyType_Ready(&WriterType) < 0)
         return NULL;
     if ((str_waiters = PyUnicode_InternFromString("waiters")) == NULL
-        || (str_notified = PyUnicode_InternFromString("notified")) == NULL)
+        || (str_notified = PyUnicode_InternFromString("notified")) == NULL
+        || (str_dtype = PyUnicode_InternFromString("dtype")) == NULL)
         return NULL;
+    PyObject *numpy = PyImport_ImportModule("numpy"), *codec = PyImport_ImportModule("streamlog.codec");
+    if (numpy != NULL && codec != NULL) {
+        ndarray_type = PyObject_GetAttrString(numpy, "ndarray");
+        array_heads = PyObject_GetAttrString(codec, "array_heads");
+    }
+    Py_XDECREF(numpy);
+    Py_XDECREF(codec);
+    if (ndarray_type == NULL || array_heads == NULL)
+        return NULL;
+    if (!PyType_Check(ndarray_type) || !PyDict_CheckExact(array_heads)) {
+        PyErr_SetString(PyExc_TypeError, "streamlog._ingest: numpy.ndarray must be a type, "
+                                         "streamlog.codec.array_heads a dict");
+        return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

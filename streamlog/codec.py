@@ -42,7 +42,8 @@ import numpy as np
 from streamlog.errors import CorruptRecord, UnencodableRecord
 
 __all__ = ["encode_record", "record_encoder", "decode_record", "decode_plain_records", "decode_general_bodies",
-           "plain_array_header", "GENERAL_FIRST_BYTE", "to_jsonable"]
+           "plain_array_header", "GENERAL_FIRST_BYTE", "to_jsonable",
+           "array_heads"]
 
 _GENERAL = 0xC1
 GENERAL_FIRST_BYTE = _GENERAL
@@ -168,7 +169,7 @@ def _encode_flat_arrays(record):
     items = []
     arrays = []
     offset = 0
-    heads = _array_heads
+    heads = array_heads
     for item in record:
         kind = type(item)
         if kind in _SCALARS:
@@ -260,15 +261,16 @@ def _array_to_msgpack(array, buffers):
     if array.size:
         buffers.add(array.T if fortran else array if flags.c_contiguous else np.ascontiguousarray(array))
     spec = _dtype_spec(array.dtype)
-    if type(spec) is str and len(_array_heads) < _MAX_CACHED_DTYPES:
-        _array_heads[array.dtype] = (_ARRAY_MARKER, spec)
+    if type(spec) is str and len(array_heads) < _MAX_CACHED_DTYPES:
+        array_heads[array.dtype] = (_ARRAY_MARKER, spec)
     return (_ARRAY_MARKER, spec, array.shape, fortran, offset)
 
 
-_array_heads = {}
+array_heads = {}
 """dtype -> the first two fields of its arrays' body entries, for the simple
 dtypes (those described by ``dtype.str``) whose arrays the general path has
-encoded, so that :func:`_encode_flat_arrays` may encode such arrays."""
+encoded, so that :func:`_encode_flat_arrays` (and ``streamlog._ingest``, the
+recorder's C encoder, which reads this dict) may encode such arrays."""
 
 
 class _Buffers(list):

@@ -166,7 +166,7 @@ class StreamWriter(Writer):
         now = time_ns() // 1000
         if now < self.last_arrival_us:
             now = self.last_arrival_us
-        # the leading records of the common case (int keys, plain records) in C; the rest in Python
+        # the leading records of the common case (int keys, plain records or chunk tuples) in C; the rest in Python
         taken, last, size = add_plain(batch, keys, entries, self._keys, self._payloads, self._arrivals,
                                       self._prefix, self.next_seq, self.last_encoded_key, self._kind_bound,
                                       self.max_record_bytes, now)

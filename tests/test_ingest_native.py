@@ -11,9 +11,10 @@ from itertools import accumulate
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 
 import streamlog
-from streamlog import ReadBatch, SourceReader, StreamBuffer, _ingest, errors, records
+from streamlog import ReadBatch, SourceReader, StreamBuffer, _ingest, codec, errors, records
 from streamlog.codec import encode_record
 from streamlog.keys import encode_key
 from streamlog.writer import StreamWriter
@@ -127,6 +128,112 @@ def test_keys_shorter_than_the_batch():
     """key() failed for a record: only the records with keys are taken."""
     (taken, _, _), (entries, _, _) = add([1, 2, 3], [1, 2])
     assert taken == 2 and [e[1] for e in entries] == [1, 2]
+
+
+class SubArray(np.ndarray):
+    pass
+
+
+simple_dtypes = st.one_of(hnp.scalar_dtypes(), hnp.byte_string_dtypes(), hnp.unicode_string_dtypes(),
+                          st.sampled_from([np.dtype("<i2"), np.dtype(">i2"), np.dtype("V3"), np.dtype("V0")]))
+
+
+@st.composite
+def arrays_of_chunks(draw, common=False):
+    """An array as sources return them (always, when ``common``: C-contiguous, non-empty, of a simple dtype
+    the general path has seen), or one that is not the common case: empty, 0-d, high-dimensional, not
+    C-contiguous (sliced, Fortran-ordered), an ndarray subclass, of a structured or object dtype."""
+    dtype = draw(simple_dtypes.filter(lambda d: d.itemsize) if common else
+                 st.one_of(simple_dtypes, st.just(np.dtype([("a", "<i2"), ("b", "f4")])), st.just(np.dtype("O"))))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=5) if common else
+                 st.one_of(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+                           hnp.array_shapes(min_dims=16, max_dims=18, max_side=1)))
+    if dtype.kind == "O" or not dtype.itemsize:
+        array = np.full(shape, None, dtype) if dtype.kind == "O" else np.zeros(shape, dtype)
+    else:  # any bytes: NaNs, NaTs, code points beyond unicode are all stored as they are
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        array = np.frombuffer(draw(st.binary(min_size=nbytes, max_size=nbytes)), dtype).reshape(shape).copy()
+    view = "c" if common else draw(st.sampled_from(["c", "c", "sliced", "fortran", "subclass"]))
+    if view == "sliced" and array.ndim:
+        array = array[::2]
+    elif view == "fortran":
+        array = np.asfortranarray(array)
+    elif view == "subclass":
+        array = array.view(SubArray)
+    if common or draw(st.booleans()):  # the general path has seen this dtype (or refused it)
+        try:
+            encode_record((array,))
+        except errors.UnencodableRecord:
+            pass
+    return array
+
+
+def is_common_array(item):
+    return (type(item) is np.ndarray and item.flags.c_contiguous and item.size > 0
+            and item.dtype in codec.array_heads)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=st.one_of(st.lists(st.one_of(scalars, arrays_of_chunks(), arrays_of_chunks()), max_size=12),
+                       st.lists(st.one_of(st.integers(-2**63, 2**64 - 1), edge_ints, arrays_of_chunks(common=True)),
+                                max_size=12)),
+       max_bytes=st.one_of(st.just(LIMIT), st.integers(1, 400)))
+def test_a_record_of_arrays_has_the_python_bytes_or_is_left_to_python(items, max_bytes):
+    """A tuple of scalars and arrays (a chunk and its key): C encodes it byte for byte as
+    codec._encode_flat_arrays does, copying the arrays' bytes, when every item is a scalar or an array of
+    the common case, there are at most 8 arrays and the encoding fits max_bytes; else it takes nothing."""
+    record = tuple(items)
+    arrays = [item for item in record if isinstance(item, np.ndarray)]
+    (taken, _, size), (_, _, payloads) = add([record], [1], max_bytes=max_bytes)
+    common = all(is_scalar(item) or is_common_array(item) for item in record) and len(arrays) <= 8
+    if not common or len(encode_record(record)) > max_bytes:
+        assert (taken, size, payloads) == (0, 0, [])
+        return
+    assert taken == 1 and payloads == [encode_record(record)] and size == len(payloads[0])
+    if arrays:
+        assert payloads == [codec._encode_flat_arrays(record)]
+        before = bytes(payloads[0])
+        for array in arrays:  # sources refill their buffers: the payload holds a copy
+            np.ndarray(array.nbytes, np.uint8, buffer=array)[:] ^= 0xFF
+        assert payloads[0] == before
+
+
+class Chunks(SourceReader):
+    """``(i, buffer)`` for i in 0..n-1, refilling one int16 (1024, 2) buffer with i, as audio sources do."""
+
+    sleep_time_on_read_none_s = 0
+
+    def __init__(self, n):
+        self.n, self.i, self.buffer = n, 0, np.zeros((1024, 2), np.int16)
+
+    def open(self):
+        pass
+
+    def read(self):
+        if self.i == self.n:
+            raise StopIteration
+        self.buffer[:] = self.i
+        self.i += 1
+        return (self.i - 1, self.buffer)
+
+    def key(self, data):
+        return data[0]
+
+    def close(self):
+        pass
+
+
+def test_a_chunk_source_keeps_each_buffer_as_read():
+    """The common chunk case, taken by the C loop from the second record on: every record keeps the
+    bytes its buffer held when read() returned it."""
+    with tempfile.TemporaryDirectory() as directory:
+        with StreamBuffer(Chunks(3000), log=f"{directory}/buffer.streamlog") as buf:
+            assert buf.wait(30)
+            buf.stop()
+            got = [(entry.key, entry.record) for entry in buf.session.reader().ientries()]
+    assert [key for key, _ in got] == list(range(3000))
+    assert all(type(record) is tuple and record[0] == key and record[1].dtype == np.int16
+               and record[1].shape == (1024, 2) and (record[1] == key % 2**15).all() for key, record in got)
 
 
 def test_bad_arguments_raise_type_error():
