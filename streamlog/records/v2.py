@@ -64,6 +64,12 @@ try:
 except ImportError as exc:  # a source tree used through PYTHONPATH, never built
     raise ImportError("streamlog._scan, the C of reading record blocks, is not built: `pip install .` (or -e .) "
                       "builds it; in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
+try:
+    from streamlog._layout import layouts as _layouts
+except ImportError as exc:  # a source tree used through PYTHONPATH, never built
+    raise ImportError("streamlog._layout, the C check of a chunk's whole blocks, is not built: `pip install .` "
+                      "(or -e .) builds it; in a source tree used through PYTHONPATH run "
+                      "`python tools/build_ext.py`") from exc
 
 VERSION = 2
 BLOCK_BYTES = 32 << 10
@@ -727,16 +733,22 @@ def _copy_all(records, jobs):
 
 def _take_whole(blocks):
     """The records of ``blocks`` (``(key, segments)`` each, whole blocks not
-    yet checked) taken, their structure checked: ``(a _Taken, None)``, or
-    ``(a _Taken of the blocks before it, (index, problem))`` for the first
-    block whose structure is wrong (its checksum is not checked yet)."""
+    yet checked) taken, their structure checked (by streamlog._layout):
+    ``(a _Taken, None)``, or ``(a _Taken of the blocks before it, (index,
+    problem))`` for the first block whose structure is wrong, the problem
+    being its checksum if that does not match (checked then only)."""
     taken = _Taken()
-    for i, (key, segments) in enumerate(blocks):
-        try:
-            _checked_layout(key, segments, taken)
-        except (CorruptRecord, IndexError) as exc:
-            return taken, (i, exc)
-    return taken, None
+    found, bad = _layouts(blocks)
+    for (key, segments), layout in zip(blocks, found):
+        if len(segments[0]) < layout[4]:  # the header, columns and keys are to be in the first piece
+            segments = [b"".join(segments)]
+        taken.add_whole(segments, *layout)
+    if bad is None:
+        return taken, None
+    index, problem, crc = bad
+    if crc is not None and _crc(blocks[index][1]) != crc:
+        problem = "its checksum does not match"
+    return taken, (index, problem)
 
 
 def _checked_chunk(whole, first, last_part):
@@ -819,38 +831,6 @@ def _damaged_in(keys, whole, bad):
     key = whole[index][0]
     at = keys.index(key)
     return damaged_block(key, problem, keys[at - 1] if at else None)
-
-
-def _checked_layout(key, segments, taken):
-    """Take all records of the block stored under ``key`` (its bytes
-    ``segments``, checksum not yet checked) into ``taken``, with the
-    checksum to check.  A block whose structure is wrong raises
-    CorruptRecord, for its checksum if that does not match."""
-    head = segments[0]
-    size = len(head) if len(segments) == 1 else sum(map(len, segments))
-    if len(head) < _HEAD_SIZE:
-        if size < _HEAD_SIZE:
-            raise CorruptRecord("a block shorter than its header")
-        head = b"".join(segments)
-        segments = [head]
-    crc, flags, n, session, first_seq, first_arrival, keys_len = _HEAD.unpack_from(head)
-    columns = _HEAD_SIZE + 12 * n
-    records_at = columns + keys_len + (_PLAIN_HEADER if flags & _PLAIN else 0)
-    try:
-        _check_header(n, flags, size, columns + keys_len)
-        if len(head) < records_at:
-            head = b"".join(segments)
-            segments = [head]
-        _check_columns(_u32(head, _HEAD_SIZE + 4 * (n - 1))[0] == keys_len and
-                       records_at + _u32(head, _HEAD_SIZE + 8 * n + 4 * (n - 1))[0] == size)
-        last_key = head[columns + (_u32(head, _HEAD_SIZE + 4 * (n - 2))[0] if n > 1 else 0):columns + keys_len]
-        if session_prefix(session) + last_key + _seq_pack(first_seq + n - 1) != key:
-            raise CorruptRecord("its entry's key is not the key of its last record")
-    except CorruptRecord:
-        if _crc(segments) != crc:
-            raise CorruptRecord("its checksum does not match") from None
-        raise
-    taken.add_whole(segments, columns, n, first_arrival, keys_len, records_at, size, crc)
 
 
 def _reverse_blocks(txn, db, start, stop):
