@@ -7,8 +7,7 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     Extension("streamlog._ingest", ["streamlog/_ingest.c"]),  # StreamWriter.add's common case, the recorder's loop
     Extension("streamlog._crc", ["streamlog/_crc.c"]),  # the blocks' crc32 (records/v2.py)
-    Extension("streamlog._scan", ["streamlog/_scan.c"]),  # records.v2.Block's per-record reading
-    Extension("streamlog._layout", ["streamlog/_layout.c"]),  # records.v2.scan_chunk's check of whole blocks
+    Extension("streamlog._scan", ["streamlog/_scan.c"]),  # reading records.v2 blocks: a chunk's check, a block's keys
 ]
 
 if __name__ == "__main__":  # pip's build backend runs this file as __main__ too

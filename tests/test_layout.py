@@ -1,4 +1,4 @@
-"""streamlog._layout.layouts (the structure check of a chunk's whole blocks)
+"""streamlog._scan.layouts (the structure check of a chunk's whole blocks)
 against the Python reference, records.v2.Block, on real and damaged blocks
 (hypothesis): the same verdict, the same problem, the same layout, whatever
 pieces the block's bytes come in."""
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamlog._layout import layouts
+from streamlog._scan import layouts
 from streamlog.codec import encode_record
 from streamlog.errors import CorruptRecord
 from streamlog.keys import encode_key

@@ -60,17 +60,10 @@ except ImportError as exc:  # a source tree used through PYTHONPATH, never built
     raise ImportError("streamlog._crc, the blocks' checksum in C, is not built: `pip install .` (or -e .) builds it; "
                       "in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
 try:
-    from streamlog._scan import entries as _entries, record_keys as _record_keys
+    from streamlog._scan import entries as _entries, layouts as _layouts, record_keys as _record_keys
 except ImportError as exc:  # a source tree used through PYTHONPATH, never built
     raise ImportError("streamlog._scan, the C of reading record blocks, is not built: `pip install .` (or -e .) "
                       "builds it; in a source tree used through PYTHONPATH run `python tools/build_ext.py`") from exc
-try:
-    from streamlog._layout import layouts as _layouts
-except ImportError as exc:  # a source tree used through PYTHONPATH, never built
-    raise ImportError("streamlog._layout, the C check of a chunk's whole blocks, is not built: `pip install .` "
-                      "(or -e .) builds it; in a source tree used through PYTHONPATH run "
-                      "`python tools/build_ext.py`") from exc
-
 VERSION = 2
 BLOCK_BYTES = 32 << 10
 """A block is closed once its records' encodings reach this many bytes, if
@@ -733,7 +726,7 @@ def _copy_all(records, jobs):
 
 def _take_whole(blocks):
     """The records of ``blocks`` (``(key, segments)`` each, whole blocks not
-    yet checked) taken, their structure checked (by streamlog._layout):
+    yet checked) taken, their structure checked (by streamlog._scan.layouts):
     ``(a _Taken, None)``, or ``(a _Taken of the blocks before it, (index,
     problem))`` for the first block whose structure is wrong, the problem
     being its checksum if that does not match (checked then only)."""
