@@ -616,6 +616,13 @@ class _Taken:
         self.record_ends.append(head[_HEAD_SIZE + 4 * (2 * n + lo):_HEAD_SIZE + 4 * (2 * n + hi)])
 
 
+def _starts(sizes):
+    """Where each of pieces of these sizes (numpy int64) begins when they lie back to back (int64)."""
+    starts = np.zeros(len(sizes), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    return starts
+
+
 def _chunk(takens):
     """``(the Chunk of the records of takens, in order, None)``, or ``(None,
     the index of the first block, counted across takens, whose checksum does
@@ -627,8 +634,7 @@ def _chunk(takens):
 
     counts, firsts, key_from, record_from, key_sizes, record_sizes = (
         np.array(column, dtype=np.int64) for column in zip(*joined("blocks")))
-    starts = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(record_sizes[:-1], out=starts[1:])
+    starts = _starts(record_sizes)
     records = np.empty(int(record_sizes.sum()), dtype=np.uint8)
     bad = _copy_all(records, list(zip(starts.tolist(), joined("record_views"), joined("checks"))))
     if bad is not None:
@@ -639,8 +645,7 @@ def _chunk(takens):
         values += np.repeat(bases, counts)
         return values
 
-    key_starts = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(key_sizes[:-1], out=key_starts[1:])
+    key_starts = _starts(key_sizes)
     keys = b"".join(joined("key_views")), column("key_ends", key_starts - key_from)
     return Chunk(int(counts.sum()), keys, column("deltas", firsts),
                  (memoryview(records), column("record_ends", starts - record_from))), None
