@@ -9,7 +9,6 @@ damaged and crafted block bytes."""
 
 import os
 import shutil
-import zlib
 
 import lmdb
 import numpy as np
