@@ -846,7 +846,8 @@ static PyMethodDef methods[] = {
     {"add_plain", (PyCFunction)(void (*)(void))add_plain, METH_FASTCALL,
      "add_plain(batch, keys, entries, out_keys, out_payloads, out_arrivals, prefix, seq, last, bound, max_bytes, now)"
      "\n--\n\n"
-     "Encode and append the leading records of batch that are the common case (int keys, plain records); "
+     "Encode and append the leading records of batch that are the common case (int keys; plain records, or "
+     "tuples of 64-bit ints and numpy arrays of a dtype in codec.array_heads); "
      "return (taken, last encoded key, bytes of the encodings)."},
     {NULL, NULL, 0, NULL},
 };
