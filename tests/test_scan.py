@@ -258,6 +258,7 @@ def test_block_entries_and_record_keys_equal_the_python_reference(env, data, com
         assert block.record_keys(0, block.n) == [next(keys) for _ in range(block.n)]
         assert block.record_keys(lo, hi) == reference_record_keys(block.data, block.prefix, lo, hi)
         assert block.record_keys(lo, lo) == []
+        assert block.records(0, 0) == [] and block.records(lo, lo) == [] and block.entries(0, 0, Entry) == []
         records = block.records(lo, hi)
         found = block.entries(lo, hi, Entry, key_types)
         python = python_entries(block, lo, hi, key_types, records)

@@ -351,7 +351,9 @@ class Block:
         return lo
 
     def records(self, lo, hi):
-        """The decoded records ``lo .. hi - 1``."""
+        """The decoded records ``lo .. hi - 1`` (``[]`` when ``hi <= lo``)."""
+        if hi <= lo:
+            return []
         at, ends, data = self.records_at, self.record_end, self.data
         start = at + (ends[lo - 1] if lo else 0)
         stop = at + ends[hi - 1]
