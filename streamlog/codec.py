@@ -261,14 +261,15 @@ def _array_to_msgpack(array, buffers):
     if array.size:
         buffers.add(array.T if fortran else array if flags.c_contiguous else np.ascontiguousarray(array))
     spec = _dtype_spec(array.dtype)
-    if type(spec) is str and len(array_heads) < _MAX_CACHED_DTYPES:
+    if type(spec) is str and array.dtype.itemsize and len(array_heads) < _MAX_CACHED_DTYPES:
         array_heads[array.dtype] = (_ARRAY_MARKER, spec)
     return (_ARRAY_MARKER, spec, array.shape, fortran, offset)
 
 
 array_heads = {}
 """dtype -> the first two fields of its arrays' body entries, for the simple
-dtypes (those described by ``dtype.str``) whose arrays the general path has
+dtypes (those described by ``dtype.str``) of items with bytes (not ``V0``,
+whose non-empty arrays are refused) whose arrays the general path has
 encoded, so that :func:`_encode_flat_arrays` (and ``streamlog._ingest``, the
 recorder's C encoder, which reads this dict) may encode such arrays."""
 

@@ -223,6 +223,17 @@ class Chunks(SourceReader):
         pass
 
 
+def test_items_without_bytes_are_refused_whatever_was_encoded_before():
+    """An empty V0 array encodes; a non-empty one is refused by Python and so must be left to Python by C,
+    also after the empty one has been encoded (the general path then must not list V0 for C)."""
+    nonempty = (1, np.zeros(3, dtype="V0"))
+    assert add([nonempty], [1])[0] == (0, b"", 0)
+    encode_record((np.zeros(0, dtype="V0"),))
+    assert add([nonempty], [1])[0] == (0, b"", 0)
+    with pytest.raises(errors.UnencodableRecord, match="have no bytes"):
+        encode_record(nonempty)
+
+
 def test_a_chunk_source_keeps_each_buffer_as_read():
     """The common chunk case, taken by the C loop from the second record on: every record keeps the
     bytes its buffer held when read() returned it."""
