@@ -4,10 +4,12 @@ Rows, each timed in this process except the Parquet export (a child process
 of its own, so that its peak RSS is the export's alone):
 
 * ``to_numpy`` of float32 samples in 1,000-sample records, against
-  ``numpy.load`` of the same array from a ``.npy`` file and against a Python
-  loop over ``session.irange()`` concatenating the blocks;
-* ``to_numpy`` of scalar records, against ``numpy.load`` and a loop
-  building the array from ``irange``;
+  ``numpy.load`` of the same arrays (values, keys, times_us, offsets: what
+  ``to_numpy`` returns) from ``.npy`` files, against ``numpy.load`` of the
+  values alone (information, no target) and against a Python loop over
+  ``session.irange()`` concatenating the blocks;
+* ``to_numpy`` of scalar records, against the same two ``numpy.load`` rows
+  and a loop building the array from ``irange``;
 * for both, the blocks read and checked without decoding anything, one
   by one (``BufferReader.iblocks``, what ``to_pandas`` reads) and many at
   once (``BufferReader.ichunks``, what ``to_numpy`` reads: its floor);
@@ -154,14 +156,19 @@ def fig_analysis(bench, Figure, mode):
         fig.run(system, label, measure, vs=vs)
 
     def numpy_rows(name, label, count, make, items, loop, info=None):
-        """to_numpy of ``count`` records ``make(i)``, numpy.load of the same
-        array, and ``loop(session)`` building it from irange."""
+        """to_numpy of ``count`` records ``make(i)``; numpy.load of the same
+        arrays (every field of the StreamArrays to_numpy returns, one .npy
+        file each: the target's baseline) and of its values alone (information);
+        and ``loop(session)`` building the values from irange."""
         slug = name.replace(" ", "-")
         log_, session = record(bench.path(slug), count, make, info=info)
-        npy = bench.path(f"{slug}.npy")
-        np.save(npy, session.to_numpy().values)
+        arrays = session.to_numpy()
+        npys = [bench.path(f"{slug}-{field}.npy") for field in arrays._fields]
+        for npy, array in zip(npys, arrays):
+            np.save(npy, array)
         row("streamlog", label, lambda: session.to_numpy(), items)
-        row("numpy", f"numpy.load, {name}", lambda: np.load(npy), items, vs=label)
+        row("numpy", f"numpy.load, {name}", lambda: [np.load(npy) for npy in npys], items, vs=label)
+        row("numpy", f"numpy.load, values only, {name}", lambda: np.load(npys[0]), items, vs=label)
         row("python", f"irange loop, {name}", lambda: loop(session), items, vs=label)
         row("streamlog", f"blocks read and checked, not decoded, {name}", lambda: read_blocks(session), items,
             vs=label)
