@@ -60,13 +60,13 @@ from bench_sources import (  # noqa: E402
 # Sizes per mode.  "smoke" exists only for tests/test_bench.py: it runs every
 # figure and row on tiny inputs and proves nothing about speed.
 SIZES = {
-    "full": dict(ingest_n=1_000_000, chunk_n=100_000, paced_n=5_000, range_n=10_000_000,
+    "full": dict(ingest_n=1_000_000, chunk_n=100_000, chunk_rounds=5, paced_n=5_000, range_n=10_000_000,
                  range_queries=1_000, point_queries=1_000, open_repeats=5, follow_n=5_000,
                  memory_n=10_000_000, idle_s=30.0, followed_n=300_000),
-    "quick": dict(ingest_n=100_000, chunk_n=10_000, paced_n=1_500, range_n=1_000_000,
+    "quick": dict(ingest_n=100_000, chunk_n=10_000, chunk_rounds=5, paced_n=1_500, range_n=1_000_000,
                   range_queries=300, point_queries=300, open_repeats=3, follow_n=1_500,
                   memory_n=1_000_000, idle_s=10.0, followed_n=100_000),
-    "smoke": dict(ingest_n=3_000, chunk_n=300, paced_n=100, range_n=20_000,
+    "smoke": dict(ingest_n=3_000, chunk_n=300, chunk_rounds=2, paced_n=100, range_n=20_000,
                   range_queries=20, point_queries=20, open_repeats=1, follow_n=100,
                   memory_n=20_000, idle_s=0.5, followed_n=3_000),
 }
@@ -384,9 +384,8 @@ def fig_ingest(bench):
 # -------------------------------------------------------- 2. chunk ingest
 
 
-def streamlog_chunks(bench, n, pool):
+def streamlog_chunks(path, n, pool):
     source = ChunkSource(n, pool)
-    path = bench.path("chunks-streamlog")
     buf = streamlog.StreamBuffer(source, log=path)
     t0 = time.perf_counter()
     buf.start()
@@ -415,16 +414,47 @@ def store_chunks(open_store, size_of, n, pool):
     return {"mb_per_s": payload / elapsed / 1e6, "bytes_per_payload_byte": used / payload}
 
 
+def alternate_rounds(fig, rounds, contenders):
+    """Run ``contenders`` (label -> fn returning values) one after another,
+    ``rounds`` times, in the same order every round, and return label ->
+    values as medians over the rounds, with ``mb_per_s_min``/``_max`` as the
+    spread.  A contender that fails in any round is reported once and dropped."""
+    runs = {label: [] for label in contenders}
+    failed = set()
+    for r in range(rounds):
+        for label, fn in contenders.items():
+            if label in failed:
+                continue
+            log(f"{fig.name}: round {r + 1}/{rounds}: {label}")
+            try:
+                runs[label].append(fn())
+            except Exception as exc:  # a benchmark run reports every failure and goes on
+                log(f"{fig.name}: FAILED {label}: {type(exc).__name__}: {exc}")
+                fig.failed.append({"system": label, "label": label, "reason": f"{type(exc).__name__}: {exc}"})
+                failed.add(label)
+    out = {}
+    for label, values in runs.items():
+        if label in failed or not values:
+            continue
+        merged = {key: median([v[key] for v in values]) for key in values[0]}
+        speeds = [v["mb_per_s"] for v in values]
+        merged.update(mb_per_s_min=min(speeds), mb_per_s_max=max(speeds), rounds=len(values))
+        out[label] = merged
+    return out
+
+
 def fig_chunks(bench):
     n = bench.sizes["chunk_n"]
+    rounds = bench.sizes["chunk_rounds"]
     pool = chunk_pool()
     fig = Figure("chunks", f"2. Chunk ingest: {n:,} numpy int16 stereo buffers of {CHUNK_FRAMES} frames "
-                           f"({CHUNK_BYTES} B), MB = 10^6 payload bytes",
-                 {"n": n, "chunk_bytes": CHUNK_BYTES, "batch": BATCH},
-                 [("mb_per_s", "MB/s", "mb", "higher"), ("bytes_per_payload_byte", "bytes/payload B", "float", "lower")])
+                           f"({CHUNK_BYTES} B), MB = 10^6 payload bytes; streamlog and raw py-lmdb "
+                           f"alternate, {rounds} rounds, medians (min..max of MB/s)",
+                 {"n": n, "chunk_bytes": CHUNK_BYTES, "batch": BATCH, "rounds": rounds},
+                 [("mb_per_s", "MB/s", "mb", "higher"), ("mb_per_s_min", "min MB/s", "mb", None),
+                  ("mb_per_s_max", "max MB/s", "mb", None),
+                  ("bytes_per_payload_byte", "bytes/payload B", "float", "lower")])
     me = "streamlog, one buffer per read()"
-    fig.run("streamlog", me, lambda: streamlog_chunks(bench, n, pool),
-            note="durability='full'; bytes from Log.stats()['bytes_on_disk']")
 
     def lmdb_size(store, _before):
         return store.used_bytes()
@@ -437,11 +467,37 @@ def fig_chunks(bench):
         used = store.used_memory()
         return used if before is None else used - before
 
-    fig.run("lmdb", "raw py-lmdb, sync", vs=me, note=f"arr.tobytes(), {BATCH}/txn; bytes = used pages",
-            fn=lambda: store_chunks(lambda: RawLmdb(bench.path("chunks-lmdb"), sync=True), lmdb_size, n, pool))
-    fig.run("lmdb", "raw py-lmdb, no sync", vs=me,
-            fn=lambda: store_chunks(lambda: RawLmdb(bench.path("chunks-lmdb-nosync"), sync=False), lmdb_size, n, pool))
-    fig.run("sqlite", "sqlite3 WAL, synchronous=FULL", vs=me, note="bytes = db file after checkpoint",
+    def fresh(name, fn):
+        """``fn(path)`` on a new path in the scratch directory, removed after,
+        so every round starts on an empty file and the disk does not fill."""
+        def run():
+            path = bench.path(name)
+            try:
+                return fn(path)
+            finally:
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+        return run
+
+    # Same file system, same payload buffers, a new empty store every round;
+    # streamlog fsyncs every commit (durability='full') as the sync peer does.
+    contenders = {
+        me: fresh("chunks-streamlog", lambda path: streamlog_chunks(path, n, pool)),
+        "raw py-lmdb, sync": fresh("chunks-lmdb", lambda path: store_chunks(
+            lambda: RawLmdb(path, sync=True), lmdb_size, n, pool)),
+        "raw py-lmdb, no sync": fresh("chunks-lmdb-nosync", lambda path: store_chunks(
+            lambda: RawLmdb(path, sync=False), lmdb_size, n, pool)),
+    }
+    medians = alternate_rounds(fig, rounds, contenders)
+    notes = {me: "durability='full'; bytes from Log.stats()['bytes_on_disk']",
+             "raw py-lmdb, sync": f"arr.tobytes(), {BATCH}/txn; bytes = used pages",
+             "raw py-lmdb, no sync": None}
+    for label, values in medians.items():
+        fig.add("streamlog" if label == me else "lmdb", label, values,
+                vs=None if label == me else me, note=notes[label])
+    fig.run("sqlite", "sqlite3 WAL, synchronous=FULL", vs=me, note="bytes = db file after checkpoint; one run",
             fn=lambda: store_chunks(lambda: SqliteWal(bench.path("chunks.sqlite")), sqlite_size, n, pool))
     fig.run("redis", "Redis Streams, pipelined XADD", vs=me, note="bytes = growth of used_memory (RAM, no disk)",
             fn=lambda: store_chunks(lambda: RedisStream(bench.redis(), "chunks"), redis_size, n, pool))
